@@ -1,0 +1,1 @@
+"""What an event and a file are: NHS England's vaccination-event batch format, as code."""

@@ -1,0 +1,148 @@
+"""One checker per format kind, built from the rule table in schemas/fields.py.
+
+A checker takes a non-empty value that already passed the generic checks (no control
+characters, no edge whitespace, within its length cap) and returns either the canonical form
+of the value or the prebuilt Reason for the first rule it fails. Returning the shared Reason
+instead of raising keeps the hot path free of exception handling and of allocation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Final
+
+from schemas.codes import nhs_number_check_ok, nhs_number_shape_ok, snomed_problem
+from schemas.dates import BAD_FORMAT, Clock, canonical_date, canonical_datetime
+from schemas.fields import FieldRule, Kind, reason
+from schemas.record import Reason
+
+Checker = Callable[[str, Clock], "str | Reason"]
+
+
+def case_variants(*words: str) -> dict[str, str]:
+    """Every ASCII letter-case spelling of each word, mapped to the upper-case word.
+
+    A dict of spellings replaces `value.upper()`, which would also accept non-ASCII look-alikes
+    (`"ſ".upper() == "S"`), and makes the check one lookup.
+    """
+    table: dict[str, str] = {}
+    for word in words:
+        for spelling in itertools.product(*({c.lower(), c.upper()} for c in word)):
+            table["".join(spelling)] = word
+    return table
+
+
+ACTIONS: Final = case_variants("NEW", "UPDATE", "DELETE")
+BOOLEANS: Final = case_variants("TRUE", "FALSE")
+# 0 unknown, 1 male, 2 female, 9 other; the receiver also takes these exact lowercase words.
+GENDERS: Final = {
+    "0": "0", "1": "1", "2": "2", "9": "9", "unknown": "0", "male": "1", "female": "2", "other": "9",
+}  # fmt: skip
+DOSE_SEQUENCES: Final = {str(n): str(n) for n in range(1, 10)}
+
+_DECIMAL: Final = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
+
+
+@lru_cache(maxsize=1024)
+def canonical_decimal(value: str) -> str | None:
+    """A non-negative decimal without superfluous leading zeros, keeping the fraction as given.
+
+    `.5` becomes `0.5` (FHIR decimals need the leading digit); `0.50` stays, because trailing
+    zeros state precision. Signs, exponents, `5.`, NaN and infinities are refused.
+    """
+    m = _DECIMAL.fullmatch(value)
+    if m is None or not (m[1] or m[2]):
+        return None
+    whole = m[1].lstrip("0") or "0"
+    return f"{whole}.{m[2]}" if m[2] else whole
+
+
+def _lookup(table: dict[str, str], fail: Reason) -> Checker:
+    def check(value: str, clock: Clock) -> str | Reason:
+        return table.get(value, fail)
+
+    return check
+
+
+def _date(rule: FieldRule) -> Checker:
+    fmt = reason(rule.name, "format")
+    future = reason(rule.name, "future") if rule.not_future else None
+
+    def check(value: str, clock: Clock) -> str | Reason:
+        canonical = canonical_date(value)
+        if canonical is None:
+            return fmt
+        if future is not None and canonical > clock.today:
+            return future
+        return canonical
+
+    return check
+
+
+def _datetime(rule: FieldRule) -> Checker:
+    fails = {BAD_FORMAT: reason(rule.name, "format"), "offset": reason(rule.name, "offset")}
+    future = reason(rule.name, "future")
+
+    def check(value: str, clock: Clock) -> str | Reason:
+        outcome = canonical_datetime(value)
+        if isinstance(outcome, str):
+            return fails[outcome]
+        canonical, epoch = outcome
+        if rule.not_future and epoch > clock.epoch:
+            return future
+        return canonical
+
+    return check
+
+
+def _nhs_number(rule: FieldRule) -> Checker:
+    fmt, mod11 = reason(rule.name, "format"), reason(rule.name, "mod11")
+
+    def check(value: str, clock: Clock) -> str | Reason:
+        if not nhs_number_shape_ok(value):
+            return fmt
+        return value if nhs_number_check_ok(value) else mod11
+
+    return check
+
+
+def _snomed(rule: FieldRule) -> Checker:
+    fails = {p: reason(rule.name, p) for p in ("format", "partition", "verhoeff")}
+
+    def check(value: str, clock: Clock) -> str | Reason:
+        problem = snomed_problem(value)
+        return value if problem is None else fails[problem]
+
+    return check
+
+
+def _decimal(rule: FieldRule) -> Checker:
+    fmt = reason(rule.name, "format")
+
+    def check(value: str, clock: Clock) -> str | Reason:
+        canonical = canonical_decimal(value)
+        return fmt if canonical is None else canonical
+
+    return check
+
+
+def checker_for(rule: FieldRule) -> Checker | None:
+    """The checker for a column, or None when only the generic checks apply (free text, action)."""
+    kind = rule.kind
+    if kind is Kind.DATE:
+        return _date(rule)
+    if kind is Kind.DATETIME:
+        return _datetime(rule)
+    if kind is Kind.NHS_NUMBER:
+        return _nhs_number(rule)
+    if kind is Kind.SNOMED:
+        return _snomed(rule)
+    if kind is Kind.DECIMAL:
+        return _decimal(rule)
+    tables = {Kind.GENDER: GENDERS, Kind.BOOLEAN: BOOLEANS, Kind.DOSE_SEQUENCE: DOSE_SEQUENCES}
+    if kind in tables:
+        return _lookup(tables[kind], reason(rule.name, "format"))
+    return None

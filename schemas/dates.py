@@ -1,0 +1,150 @@
+"""Dates and date-times in the spec's forms, and their canonical Europe/London rendering.
+
+The receiver reads the DATE_AND_TIME suffix `00` as +00:00 and `01` as +01:00 and a missing
+suffix as UTC (spec digest section c, #7), so every accepted input names one instant. We always
+emit that instant as London wall time with the suffix London used at that instant, which is the
+only rendering that reads back as the same instant and also looks right to a person in England.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
+from functools import lru_cache
+from typing import ClassVar, Final
+from zoneinfo import ZoneInfo
+
+LONDON: Final = ZoneInfo("Europe/London")
+_ZERO: Final = timedelta(0)
+_ONE_HOUR: Final = timedelta(hours=1)
+_PLUS_ONE: Final = timezone(_ONE_HOUR)
+
+_DATE_COMPACT: Final = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+_DATE_ISO: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_DT_COMPACT: Final = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})(0[01])?")
+_DT_ISO: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+# A DATE_AND_TIME outcome that is not a (canonical, epoch seconds) pair.
+BAD_FORMAT: Final = "format"
+BAD_OFFSET: Final = "offset"
+
+
+@lru_cache(maxsize=1 << 16)
+def canonical_date(value: str) -> str | None:
+    """`YYYYMMDD` for a real calendar date given as YYYYMMDD or YYYY-MM-DD, else None.
+
+    Cached: birth dates repeat across a population and parsing dominates the cost.
+    """
+    m = _DATE_COMPACT.fullmatch(value) or _DATE_ISO.fullmatch(value)
+    if m is None:
+        return None
+    y, mo, d = m.groups()
+    try:
+        date(int(y), int(mo), int(d))
+    except ValueError:
+        return None
+    return y + mo + d
+
+
+def _offset_of(sign: str | None, hh: str | None, mm: str | None) -> timezone | None:
+    if sign is None or hh is None or mm is None:
+        return UTC
+    minutes = int(hh) * 60 + int(mm)
+    if int(mm) > 59 or minutes >= 24 * 60:
+        return None
+    delta = timedelta(minutes=minutes)
+    return timezone(-delta if sign == "-" else delta)
+
+
+def canonical_datetime(value: str) -> tuple[str, float] | str:
+    """(canonical `YYYYMMDDThhmmss00|01`, epoch seconds) or the failed rule suffix.
+
+    Accepted: the spec form with suffix 00 or 01 or none (UTC), and ISO 8601 with `Z` or an
+    explicit offset. Rejected: fractional seconds (we could only truncate them), naive ISO
+    values, and instants where London was on neither +00:00 nor +01:00 (before 1972 that
+    happened; the spec's two suffixes cannot express it).
+    """
+    m = _DT_COMPACT.fullmatch(value)
+    if m is not None:
+        y, mo, d, h, mi, s, suffix = m.groups()
+        tz: timezone | None = _PLUS_ONE if suffix == "01" else UTC
+    else:
+        m = _DT_ISO.fullmatch(value)
+        if m is None:
+            return BAD_FORMAT
+        y, mo, d, h, mi, s, sign, oh, om = m.groups()
+        suffix = None
+        tz = _offset_of(sign, oh, om)
+        if tz is None:
+            return BAD_FORMAT
+    try:
+        instant = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=tz)
+        local = instant.astimezone(LONDON)
+        epoch = instant.timestamp()
+    except (ValueError, OverflowError):
+        return BAD_FORMAT
+    offset = local.utcoffset()
+    if offset == _ZERO:
+        london_suffix = "00"
+    elif offset == _ONE_HOUR:
+        london_suffix = "01"
+    else:
+        return BAD_OFFSET
+    if suffix == london_suffix:
+        return value, epoch  # already London wall time with the right suffix
+    return render_london(local, london_suffix), epoch
+
+
+def render_london(local: datetime, suffix: str) -> str:
+    """Spec form of a London wall time; f-string, as strftime is twice as slow and locale-bound."""
+    return (
+        f"{local.year:04d}{local.month:02d}{local.day:02d}"
+        f"T{local.hour:02d}{local.minute:02d}{local.second:02d}{suffix}"
+    )
+
+
+def london_timestamp(instant: datetime) -> str:
+    """Spec form of any aware instant (naive means UTC), e.g. for a test or a generator."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    local = instant.astimezone(LONDON)
+    return render_london(local, "01" if local.utcoffset() == _ONE_HOUR else "00")
+
+
+class Clock:
+    """"Now" for one validation: epoch seconds and London's calendar date as YYYYMMDD.
+
+    Dates are "not in the future" against London's date: the event happened in England and
+    the file reaches the receiver later than we validate, never earlier. London's date is
+    cached per London day so that the default clock costs one `time.time()` per event.
+    """
+
+    __slots__ = ("epoch", "today")
+
+    _day: ClassVar[tuple[float, float, str]] = (0.0, 0.0, "")
+
+    def __init__(self, now: datetime | None = None) -> None:
+        if now is None:
+            self.epoch = time.time()
+        else:
+            if now.tzinfo is None:
+                now = now.replace(tzinfo=UTC)
+            self.epoch = now.timestamp()
+        start, end, today = Clock._day
+        if not start <= self.epoch < end:
+            start, end, today = _london_day(self.epoch)
+            Clock._day = (start, end, today)
+        self.today = today
+
+
+def _london_day(epoch: float) -> tuple[float, float, str]:
+    """[start, end) epoch seconds of the London day containing `epoch`, and that day's YYYYMMDD."""
+    local = datetime.fromtimestamp(epoch, LONDON)
+    day = local.date()
+    start = datetime(day.year, day.month, day.day, tzinfo=LONDON).timestamp()
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=LONDON).timestamp()
+    return start, end, f"{day.year:04d}{day.month:02d}{day.day:02d}"

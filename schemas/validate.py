@@ -1,0 +1,327 @@
+"""Validate and canonicalise events (JSON from Kafka) and records (rows of handed-in files).
+
+Both entry points never raise: whatever a producer sends must end either as a ValidEvent or on
+the rejected topic with reasons, and an exception would instead stall the consumer. The fast
+path is shaped for the common case of a valid event (design brief section 7): the generic
+checks run over all 34 values at once in C (join, regex, map), and only when one of them fails
+does a per-field loop run to say which field failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from operator import gt, itemgetter
+from typing import Final
+
+import msgspec
+
+from schemas.checks import ACTIONS, Checker, checker_for
+from schemas.columns import COLUMNS
+from schemas.dates import Clock
+from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
+from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, Kind, Mandate, reason
+from schemas.permissions import ACTION_LETTER, Permissions
+from schemas.record import Reason, Record
+
+# Far above any valid event (34 capped fields, even fully \u-escaped) and small enough that a
+# hostile producer cannot make one decode expensive.
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and lone surrogates
+# (which cannot be encoded into a UTF-8 file at all).
+FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+_DECODER: Final = msgspec.json.Decoder(RawEvent)
+_COLUMN_INDEX: Final = {name: i for i, name in enumerate(COLUMNS)}
+_I_ACTION: Final = _COLUMN_INDEX["ACTION_FLAG"]
+_MAX_LEN: Final = tuple(rule.max_length for rule in COLUMN_RULES)
+_REQUIRED_NEW: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is not Mandate.OPTIONAL)
+_REQUIRED_DELETE: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is Mandate.ALWAYS)
+_get_required_new: Final = itemgetter(*sorted(_REQUIRED_NEW))
+_get_required_delete: Final = itemgetter(*sorted(_REQUIRED_DELETE))
+
+
+def _format_checks() -> tuple[tuple[int, str, Checker], ...]:
+    found = []
+    for i, rule in enumerate(COLUMN_RULES):
+        check = checker_for(rule)
+        if check is not None:
+            found.append((i, rule.name, check))
+    return tuple(found)
+
+
+_CHECKS: Final = _format_checks()
+_R_CONTROL: Final = tuple(reason(r.name, "control_char") for r in COLUMN_RULES)
+_R_SPACE: Final = tuple(reason(r.name, "whitespace") for r in COLUMN_RULES)
+_R_LENGTH: Final = tuple(
+    reason(r.name, "max_length" if r.kind is Kind.TEXT else "format") for r in COLUMN_RULES
+)
+_R_MANDATORY: Final = tuple(
+    reason(r.name, "mandatory") if r.mandate is not Mandate.OPTIONAL else None for r in COLUMN_RULES
+)
+_R_ACTION_FORMAT: Final = reason("ACTION_FLAG", "format")
+_R_ACTION_PERMISSION: Final = reason("ACTION_FLAG", "permission")
+_R_TYPE_UNKNOWN: Final = reason("vaccine_type", "unknown")
+_R_ODS_PERMISSION: Final = reason("sender_ods", "permission")
+_SOURCE_RULE: Final = next(r for r in ENVELOPE_RULES if r.name == "source_system")
+
+
+def _record_failures(values: tuple[str, ...], deleting: bool, bad: dict[int, Reason]) -> None:
+    """The slow path: which field failed which generic check, one reason per field."""
+    required = _REQUIRED_DELETE if deleting else _REQUIRED_NEW
+    for i, value in enumerate(values):
+        if not value:
+            failure = _R_MANDATORY[i] if i in required else None
+        elif FORBIDDEN_CHARS.search(value):
+            failure = _R_CONTROL[i]
+        elif value != value.strip():
+            failure = _R_SPACE[i]
+        elif len(value) > _MAX_LEN[i]:
+            failure = _R_LENGTH[i]
+        else:
+            continue
+        if failure is not None:
+            bad[i] = failure
+
+
+def _check_record(
+    record: Record, clock: Clock, text_clean: bool
+) -> tuple[Record | None, dict[int, Reason], str | None]:
+    """(canonical record or None, reasons by column index, canonical action or None)."""
+    values: tuple[str, ...] = msgspec.structs.astuple(record)
+    action = ACTIONS.get(values[_I_ACTION])
+    deleting = action == "DELETE"
+    bad: dict[int, Reason] = {}
+    if not (
+        (text_clean or (FORBIDDEN_CHARS.search("".join(values)) is None and values == tuple(map(str.strip, values))))
+        and all(_get_required_delete(values) if deleting else _get_required_new(values))
+        and not any(map(gt, map(len, values), _MAX_LEN))
+    ):
+        _record_failures(values, deleting, bad)
+    if action is None and _I_ACTION not in bad:
+        bad[_I_ACTION] = _R_ACTION_FORMAT
+    changes: dict[str, str] = {}
+    if action is not None and action != values[_I_ACTION]:
+        changes["ACTION_FLAG"] = action
+    if not deleting:  # the receiver validates no content of a DELETE row (digest section c)
+        for i, name, check in _CHECKS:
+            value = values[i]
+            if not value or (bad and i in bad):
+                continue
+            outcome = check(value, clock)
+            if isinstance(outcome, str):
+                if outcome != value:
+                    changes[name] = outcome
+            else:
+                bad[i] = outcome
+    if bad:
+        return None, bad, action
+    return (msgspec.structs.replace(record, **changes) if changes else record), bad, action
+
+
+def _text_ok(value: str) -> bool:
+    return FORBIDDEN_CHARS.search(value) is None and value == value.strip()
+
+
+def _check_envelope(
+    vaccine_type: str,
+    sender_ods: str,
+    source_system: str | None,
+    action: str | None,
+    permissions: Permissions,
+    bad: dict[int, Reason],
+) -> tuple[list[Reason], str, str]:
+    """Envelope reasons, and the upper-cased vaccine type and ODS code (the receiver's case)."""
+    reasons: list[Reason] = []
+    vt = vaccine_type.upper() if vaccine_type.isascii() else ""
+    ods = sender_ods.upper() if sender_ods.isascii() else ""
+    known_type = vt in permissions.vaccine_types
+    if not known_type:
+        reasons.append(_R_TYPE_UNKNOWN)
+    held = permissions.grants.get(ods)
+    letters = held.get(vt) if held is not None and known_type else None
+    if not held or (known_type and not letters):
+        reasons.append(_R_ODS_PERMISSION)
+    elif letters and action is not None and ACTION_LETTER[action] not in letters and _I_ACTION not in bad:
+        bad[_I_ACTION] = _R_ACTION_PERMISSION
+    if source_system is not None:
+        name = _SOURCE_RULE.name
+        if not source_system:
+            reasons.append(reason(name, "mandatory"))
+        elif FORBIDDEN_CHARS.search(source_system):
+            reasons.append(reason(name, "control_char"))
+        elif source_system != source_system.strip():
+            reasons.append(reason(name, "whitespace"))
+        elif len(source_system) > _SOURCE_RULE.max_length:
+            reasons.append(reason(name, "max_length"))
+    return reasons, vt, ods
+
+
+def _ordered(envelope: list[Reason], bad: dict[int, Reason]) -> list[Reason]:
+    return envelope + [bad[i] for i in sorted(bad)]
+
+
+_ENVELOPE_PATHS: Final = {
+    f"$.{name}": name for name in ("vaccine_type", "sender_ods", "source_system", "received_at", "schema_version")
+}
+_AT_PATH: Final = re.compile(r" - at `(\$[^`]*)`\Z")
+_MISSING: Final = re.compile(r"Object missing required field `([a-z_]+)`")
+
+
+def _structure_reason(message: str) -> Reason:
+    """Map msgspec's first structural error to a rule; its text may quote keys, so it is dropped."""
+    at = _AT_PATH.search(message)
+    path = at.group(1) if at else "$"
+    if message.startswith("Object contains unknown field"):
+        return reason("record" if path == "$.record" else "event", "unknown_field")
+    missing = _MISSING.match(message)
+    if missing and path == "$" and missing.group(1) in ("vaccine_type", "sender_ods", "source_system", "record"):
+        return reason(missing.group(1), "missing")
+    if path in _ENVELOPE_PATHS:
+        return reason(_ENVELOPE_PATHS[path], "type")
+    if path == "$.record":
+        return reason("record", "type")
+    if path.startswith("$.record.") and path[9:] in _COLUMN_INDEX:
+        return reason(path[9:], "type")
+    return reason("event", "type")
+
+
+def _looks_clean(raw: bytes) -> bool:
+    """True when no decoded value can hold a forbidden character or edge whitespace.
+
+    JSON forbids raw control characters inside strings, so without escapes, DEL and non-ASCII
+    bytes none can appear; a value with edge spaces would show a space beside a quote.
+    """
+    return (
+        raw.isascii()
+        and b"\\" not in raw
+        and b"\x7f" not in raw
+        and b'" ' not in raw
+        and b' "' not in raw
+    )
+
+
+def _validate_event(raw: object, permissions: Permissions, now: datetime | None) -> ValidEvent | list[Reason]:
+    if isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+    if not isinstance(raw, bytes):
+        return [reason("event", "json")]
+    if len(raw) > MAX_EVENT_BYTES:
+        return [reason("event", "too_large")]
+    try:
+        event = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return [_structure_reason(str(exc))]
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return [reason("event", "json")]
+    if event.schema_version != EVENT_SCHEMA_VERSION:
+        return [reason("schema_version", "unsupported")]
+    canonical, bad, action = _check_record(event.record, Clock(now), _looks_clean(raw))
+    envelope, vt, ods = _check_envelope(
+        event.vaccine_type, event.sender_ods, event.source_system, action, permissions, bad
+    )
+    if envelope or bad or canonical is None:
+        return _ordered(envelope, bad)
+    return ValidEvent(
+        vaccine_type=vt,
+        sender_ods=ods,
+        source_system=event.source_system,
+        received_at=event.received_at,
+        record=canonical,
+    )
+
+
+def validate_event(
+    raw: bytes, *, permissions: Permissions, now: datetime | None = None
+) -> ValidEvent | list[Reason]:
+    """A ValidEvent with canonical values, or every reason (one per failing field) it was refused.
+
+    `now` fixes the clock for the "not in the future" rules (tests, replays); naive means UTC.
+    A structurally broken event (not JSON, wrong types, unknown keys) gets a single reason,
+    because nothing after the first structural error can be trusted.
+    """
+    try:
+        return _validate_event(raw, permissions, now)
+    except Exception:
+        return [reason("event", "internal")]
+
+
+def validate_record(
+    vaccine_type: str,
+    sender_ods: str,
+    record: Mapping[str, str | None],
+    *,
+    permissions: Permissions,
+    now: datetime | None = None,
+) -> Record | list[Reason]:
+    """Validate one row of a handed-in file; the type and sender come from its file name.
+
+    None or a missing key means the column is empty, as the receiver treats short rows.
+    """
+    try:
+        return _validate_record(vaccine_type, sender_ods, record, permissions, now)
+    except Exception:
+        return [reason("event", "internal")]
+
+
+def _validate_record(
+    vaccine_type: str,
+    sender_ods: str,
+    record: Mapping[str, str | None],
+    permissions: Permissions,
+    now: datetime | None,
+) -> Record | list[Reason]:
+    values: dict[str, str] = {}
+    typed: dict[int, Reason] = {}
+    extra: list[Reason] = []
+    for key, value in record.items():
+        index = _COLUMN_INDEX.get(key) if isinstance(key, str) else None
+        if index is None:
+            extra = [reason("record", "unknown_field")]
+        elif isinstance(value, str):
+            values[key] = value
+        elif value is not None:
+            typed[index] = reason(key, "type")
+    canonical, bad, action = _check_record(Record(**values), Clock(now), False)
+    bad.update(typed)
+    vt = vaccine_type if isinstance(vaccine_type, str) else ""
+    ods = sender_ods if isinstance(sender_ods, str) else ""
+    envelope, _, _ = _check_envelope(vt, ods, None, action, permissions, bad)
+    envelope += extra
+    if envelope or bad or canonical is None:
+        return _ordered(envelope, bad)
+    return canonical
+
+
+class _EnvelopeProbe(msgspec.Struct):
+    vaccine_type: object = None
+    sender_ods: object = None
+    source_system: object = None
+
+
+_PROBE: Final = msgspec.json.Decoder(_EnvelopeProbe)
+
+
+def rejection_for(raw: bytes, reasons: Sequence[Reason]) -> Rejection:
+    """The Rejection to publish for `raw`, with whatever envelope fields can still be read.
+
+    Envelope values are kept only when short and printable: they name a sender, not a patient.
+    """
+
+    def keep(value: object) -> str | None:
+        if isinstance(value, str) and len(value) <= 100 and _text_ok(value):
+            return value
+        return None
+
+    try:
+        probe = _PROBE.decode(raw) if len(raw) <= MAX_EVENT_BYTES else _EnvelopeProbe()
+    except Exception:
+        probe = _EnvelopeProbe()
+    return Rejection(
+        reasons=tuple(reasons),
+        vaccine_type=keep(probe.vaccine_type),
+        sender_ods=keep(probe.sender_ods),
+        source_system=keep(probe.source_system),
+    )

@@ -1,0 +1,61 @@
+"""`ensure_topics` against the real broker: creates, is idempotent, reports and fixes drift."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from topics.catalogue import CATALOGUE, RAW
+from topics.ensure import ensure_topics
+from vaxflow.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Config changes reach DescribeConfigs a moment after AlterConfigs returns."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.2)
+
+
+async def test_create_then_idempotent_then_drift(kafka_settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        ns = kafka_settings.topic_namespace
+        first = await ensure_topics(admin, namespace=ns)
+        assert all(r.created and r.ok for r in first)
+        assert len(first) == len(CATALOGUE)
+
+        second = await ensure_topics(admin, namespace=ns)
+        assert not any(r.created for r in second)
+        assert all(r.ok for r in second), [r.drift for r in second]
+
+        raw = kafka_settings.topic(RAW.name)
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, raw, configs={"retention.ms": "1000"})])
+        expected = f"retention.ms: want {RAW.retention_ms}, have 1000"
+
+        async def drift_seen() -> bool:
+            reports = {r.name: r for r in await ensure_topics(admin, namespace=ns)}
+            return expected in reports[raw].drift
+
+        await eventually(drift_seen)
+
+        fixed = {r.name: r for r in await ensure_topics(admin, namespace=ns, fix_configs=True)}
+        assert "retention.ms" in fixed[raw].altered
+
+        async def all_ok() -> bool:
+            return all(r.ok for r in await ensure_topics(admin, namespace=ns))
+
+        await eventually(all_ok)
+
+        await admin.create_partitions({raw: NewPartitions(8)})
+        drifted = {r.name: r for r in await ensure_topics(admin, namespace=ns, fix_configs=True)}
+        assert drifted[raw].drift == [f"partitions: want {RAW.partitions}, have 8"]
+    finally:
+        await admin.close()

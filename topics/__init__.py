@@ -1,0 +1,1 @@
+"""What flows: the declarative catalogue of vaxflow's Kafka topics."""

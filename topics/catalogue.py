@@ -1,0 +1,139 @@
+"""Every topic of vaxflow, declared once: name, partitions, key, retention, cleanup, sizes, who writes
+and who reads it.
+
+This is a public interface (brief: Conventions): producers outside vaxflow write to the raw
+topic, operators replay these topics. Change it only with a CATALOGUE_VERSION bump and a note
+in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
+"""
+
+from dataclasses import dataclass, field
+from typing import Final
+
+CATALOGUE_VERSION: Final[int] = 1
+
+DAY_MS: Final[int] = 24 * 60 * 60 * 1000
+MIB: Final[int] = 1024 * 1024
+
+# Header names carried on every record after the raw topic, in vaxflow's own namespace.
+HEADER_ORIGIN: Final[str] = "vaxflow.origin"  # "{partition}:{offset}" of the record in the raw topic
+HEADER_SCHEMA: Final[str] = "vaxflow.schema"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as vaxflow needs it to be."""
+
+    name: str
+    partitions: int
+    key: str
+    value: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+    max_message_bytes: int = 1 * MIB
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def configs(self) -> dict[str, str]:
+        """The topic-level configs vaxflow manages (others are left to the cluster's defaults)."""
+        cfg = {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            "max.message.bytes": str(self.max_message_bytes),
+        }
+        cfg.update(self.extra)
+        return cfg
+
+
+RAW = TopicSpec(
+    name="vaccination.events.raw",
+    partitions=6,
+    key="VACCINE_TYPE|SENDER_ODS (producers should set it; validator does not rely on it)",
+    value="JSON event envelope (docs/event-contract.md)",
+    producers=("gateway", "filesource", "external source systems"),
+    consumers=("validator",),
+    retention_ms=14 * DAY_MS,
+    max_message_bytes=1 * MIB,
+)
+VALID = TopicSpec(
+    name="vaccination.events.valid",
+    partitions=6,
+    key="VACCINE_TYPE|SENDER_ODS",
+    value="ValidEvent (msgspec JSON), header vaxflow.origin",
+    producers=("validator",),
+    consumers=("batcher",),
+    retention_ms=14 * DAY_MS,
+)
+REJECTED = TopicSpec(
+    name="vaccination.events.rejected",
+    partitions=3,
+    key="SENDER_ODS (or empty when undecodable)",
+    value="Rejection: original bytes + reasons; Connect-style vaxflow.dlq.* headers",
+    producers=("validator", "filesource"),
+    consumers=("ops redrive", "sender feedback"),
+    retention_ms=30 * DAY_MS,
+    max_message_bytes=2 * MIB,
+)
+READY = TopicSpec(
+    name="vaccination.batches.ready",
+    partitions=3,
+    key="file name",
+    value="ReadyFile: name, content (bytes), rows, origins covered",
+    producers=("batcher",),
+    consumers=("uploader",),
+    retention_ms=30 * DAY_MS,
+    max_message_bytes=32 * MIB,
+)
+SENT = TopicSpec(
+    name="vaccination.batches.sent",
+    partitions=3,
+    key="file name",
+    value="SentReceipt: MESH message id, file name, origins covered (the sent-files ledger)",
+    producers=("uploader",),
+    consumers=("uploader (restart)", "batcher (replay guard)", "ackreader", "ops"),
+    cleanup_policy="compact",
+    retention_ms=-1,
+    max_message_bytes=8 * MIB,
+)
+DEADLETTER = TopicSpec(
+    name="vaccination.batches.deadletter",
+    partitions=3,
+    key="file name",
+    value="ReadyFile + failure (HTTP status, body, attempts); vaxflow.dlq.* headers",
+    producers=("uploader",),
+    consumers=("ops redrive",),
+    retention_ms=30 * DAY_MS,
+    max_message_bytes=32 * MIB,
+)
+ACKS = TopicSpec(
+    name="vaccination.acks",
+    partitions=3,
+    key="batch file name",
+    value="AckOutcome: per-file (InfAck) and per-row (BusAck) outcomes linked to origins",
+    producers=("ackreader",),
+    consumers=("ops", "sender feedback"),
+    retention_ms=30 * DAY_MS,
+    max_message_bytes=8 * MIB,
+)
+
+BATCHER_STATE = TopicSpec(
+    name="vaccination.batcher.state",
+    partitions=VALID.partitions,  # state of valid partition P lives in partition P
+    key="valid-topic partition number",
+    value="BatcherState: watermark, emitted ranges, window bookkeeping (replay guard)",
+    producers=("batcher",),
+    consumers=("batcher (on assignment)", "ops replay"),
+    cleanup_policy="compact",
+    retention_ms=-1,
+    max_message_bytes=8 * MIB,
+)
+
+CATALOGUE: Final[tuple[TopicSpec, ...]] = (RAW, VALID, REJECTED, READY, SENT, DEADLETTER, ACKS, BATCHER_STATE)
+
+
+def by_name(name: str) -> TopicSpec:
+    """Look a topic up by its catalogue name (without namespace)."""
+    for spec in CATALOGUE:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,103 @@
+"""Create missing topics and report drift in existing ones, without ever changing data silently.
+
+Kafka cannot shrink a topic's partition count and a changed count re-maps keys to partitions,
+so drift in partitions is reported, never "fixed"; config drift is reported and, only when the
+caller asks for it, altered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from topics.catalogue import CATALOGUE, TopicSpec
+
+
+@dataclass(slots=True)
+class TopicReport:
+    """What `ensure` found or did for one topic."""
+
+    name: str
+    created: bool = False
+    drift: list[str] = field(default_factory=list)
+    altered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift
+
+
+async def _existing(admin: AIOKafkaAdminClient) -> set[str]:
+    return set(await admin.list_topics())
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    described = await admin.describe_topics(names)
+    return {t["topic"]: len(t["partitions"]) for t in described}
+
+
+async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    for response in responses:
+        for resource in response.resources:
+            _err, _msg, _type, name, entries = resource[:5]
+            out[name] = {entry[0]: entry[1] for entry in entries}
+    return out
+
+
+async def ensure_topics(
+    admin: AIOKafkaAdminClient,
+    *,
+    namespace: str = "",
+    specs: Iterable[TopicSpec] = CATALOGUE,
+    replication_factor: int = 1,
+    fix_configs: bool = False,
+) -> list[TopicReport]:
+    """Make the cluster match the catalogue where that is safe; report everything else."""
+    wanted = {(f"{namespace}.{s.name}" if namespace else s.name): s for s in specs}
+    existing = await _existing(admin)
+    reports = {name: TopicReport(name=name) for name in wanted}
+
+    missing = [name for name in wanted if name not in existing]
+    if missing:
+        await admin.create_topics(
+            [
+                NewTopic(name, wanted[name].partitions, replication_factor, topic_configs=wanted[name].configs())
+                for name in missing
+            ]
+        )
+        for name in missing:
+            reports[name].created = True
+
+    present = [name for name in wanted if name in existing]
+    counts = await _partition_counts(admin, present)
+    configs = await _configs(admin, present)
+    to_alter: dict[str, dict[str, str]] = {}
+    for name in present:
+        spec = wanted[name]
+        if counts.get(name) != spec.partitions:
+            reports[name].drift.append(f"partitions: want {spec.partitions}, have {counts.get(name)}")
+        have = configs.get(name, {})
+        for key, value in spec.configs().items():
+            if have.get(key) != value:
+                reports[name].drift.append(f"{key}: want {value}, have {have.get(key)}")
+                # Legacy AlterConfigs (what aiokafka sends) replaces every override of the topic,
+                # so a fix must send the whole managed set, not only the drifted keys.
+                to_alter[name] = spec.configs()
+    if fix_configs and to_alter:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs=cfg) for name, cfg in to_alter.items()]
+        )
+        for name in to_alter:
+            drifted = [d.split(":")[0] for d in reports[name].drift if not d.startswith("partitions:")]
+            reports[name].altered = sorted(drifted)
+            reports[name].drift = [d for d in reports[name].drift if d.startswith("partitions:")]
+    return list(reports.values())

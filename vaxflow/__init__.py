@@ -1,0 +1,1 @@
+"""vaxflow: vaccination events to NHS England batch files over MESH, on Apache Kafka."""

@@ -1,0 +1,144 @@
+"""The one console script, `vaxflow`: local stack, topics, workers and operator commands.
+
+typer turns typed functions into sub-commands with help text, so each command here stays a
+thin shell over a module that holds the logic (and its tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+
+from vaxflow.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="vaxflow: vaccination events to NHS England batch files over MESH.", no_args_is_help=True)
+dev_app = typer.Typer(help="The local development stack (real Kafka broker, MESH sandbox, workers).")
+topics_app = typer.Typer(help="The topic catalogue (topics/catalogue.py).")
+app.add_typer(dev_app, name="dev")
+app.add_typer(topics_app, name="topics")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _print_json(value: object) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@dev_app.command("up")
+def dev_up(
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Infrastructure only.")] = False,
+    nhs_sim: Annotated[bool, typer.Option("--nhs-sim", help="Also run the NHS England simulator.")] = False,
+) -> None:
+    """Start the stack in the background and print where everything listens."""
+    from vaxflow.dev import stack
+
+    settings = _settings()
+    try:
+        report = asyncio.run(stack.up(settings, workers=not no_workers, nhs_sim=nhs_sim))
+    except stack.StackError as exc:
+        typer.echo(f"vaxflow dev up: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_json(report)
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop everything `dev up` started (data directories are kept)."""
+    from vaxflow.dev import stack
+
+    _print_json(stack.down(_settings()))
+
+
+@dev_app.command("status")
+def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What runs, where it listens, and the development credentials."""
+    from vaxflow.dev import stack
+
+    report = stack.status(_settings())
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(stack.format_status(report))
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    fix_configs: Annotated[bool, typer.Option("--fix-configs", help="Alter drifted topic configs.")] = False,
+) -> None:
+    """Create missing topics; report drift in partitions or configs (exit 1 on drift)."""
+    from topics.ensure import ensure_topics
+    from vaxflow.kafka_clients import admin_client
+
+    settings = _settings()
+
+    async def run() -> list[dict[str, object]]:
+        admin = admin_client(settings)
+        await admin.start()
+        try:
+            reports = await ensure_topics(admin, namespace=settings.topic_namespace, fix_configs=fix_configs)
+        finally:
+            await admin.close()
+        return [
+            {"topic": r.name, "created": r.created, "drift": r.drift, "altered": r.altered} for r in reports
+        ]
+
+    reports = asyncio.run(run())
+    _print_json(reports)
+    if any(r["drift"] for r in reports):
+        raise typer.Exit(1)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Print the catalogue: name, partitions, key, retention, producers and consumers."""
+    from topics.catalogue import CATALOGUE
+
+    settings = _settings()
+    _print_json(
+        [
+            {
+                "name": settings.topic(s.name),
+                "partitions": s.partitions,
+                "key": s.key,
+                "value": s.value,
+                "configs": s.configs(),
+                "producers": list(s.producers),
+                "consumers": list(s.consumers),
+            }
+            for s in CATALOGUE
+        ]
+    )
+
+
+@app.command("smoke")
+def smoke_cmd() -> None:
+    """Produce one event to the raw topic and read it back (proves the broker path)."""
+    from vaxflow.smoke import smoke
+
+    _print_json(asyncio.run(smoke(_settings())))
+
+
+@app.command("check-file")
+def check_file(files: Annotated[list[str], typer.Argument(help="Batch files to check offline.")]) -> None:
+    """Validate batch files against the specification; print per-row problems (exit 1 on any)."""
+    from schemas.checkfile import main as check_main
+
+    raise typer.Exit(check_main(files))
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

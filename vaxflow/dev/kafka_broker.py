@@ -1,0 +1,243 @@
+"""A real single-node Apache Kafka broker (KRaft, broker+controller) built from Maven Central jars.
+
+There is no Docker engine on the machines this project runs on, so the broker is Kafka's own
+`kafka.Kafka` main class started with `java`. The jars are resolved once by Maven into a cache
+outside the repository; the KRaft storage is formatted once and kept, so a broker restart keeps
+its topics and offsets (later tests restart it on purpose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from vaxflow.paths import KAFKA_POM
+
+
+class ProvisionError(RuntimeError):
+    """The broker cannot be provisioned or started on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLayout:
+    """Where one broker's jars, configuration, data and log live."""
+
+    version: str
+    cache_dir: Path
+    home: Path
+    port: int
+    controller_port: int
+    heap: str = "768m"
+
+    @property
+    def libs(self) -> Path:
+        return self.cache_dir / f"kafka-{self.version}" / "libs"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ProvisionError(f"`{tool}` was not found on PATH; {hint}")
+    return path
+
+
+def provision_jars(layout: BrokerLayout) -> Path:
+    """Copy kafka_2.13 and its runtime dependencies into the cache once; later calls reuse them."""
+    marker = layout.libs / ".complete"
+    if marker.exists():
+        return layout.libs
+    mvn = _require("mvn", "install Apache Maven 3.8+ (Debian: `apt-get install maven`).")
+    _require("java", "install a Java 17+ runtime (Debian: `apt-get install openjdk-17-jre-headless`).")
+    layout.libs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+        f"-Dkafka.version={layout.version}", f"-DoutputDirectory={layout.libs}",
+        "-DincludeScope=runtime",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ProvisionError(f"Maven could not resolve Kafka {layout.version}:\n{done.stdout}{done.stderr}")
+    marker.write_text(layout.version)
+    return layout.libs
+
+
+def _classpath(layout: BrokerLayout) -> str:
+    return str(layout.libs / "*")
+
+
+def _write_config(layout: BrokerLayout) -> None:
+    layout.home.mkdir(parents=True, exist_ok=True)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{layout.controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(layout.data),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "6",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "6",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Large files travel on vaccination.batches.ready; topic configs narrow this per topic.
+        "message.max.bytes": str(64 * 1024 * 1024),
+        "replica.fetch.max.bytes": str(64 * 1024 * 1024),
+        "log.segment.bytes": str(64 * 1024 * 1024),
+    }
+    layout.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    (layout.home / "log4j2.properties").write_text(
+        "rootLogger.level=INFO\nrootLogger.appenderRef.f.ref=F\n"
+        "appender.f.type=File\nappender.f.name=F\n"
+        f"appender.f.fileName={layout.home / 'server.log'}\n"
+        "appender.f.layout.type=PatternLayout\nappender.f.layout.pattern=[%d] %p %m (%c)%n\n"
+        "logger.kafka.name=kafka\nlogger.kafka.level=INFO\n"
+        "logger.state.name=state.change.logger\nlogger.state.level=WARN\n"
+    )
+
+
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def format_storage(layout: BrokerLayout) -> None:
+    """Format KRaft storage the first time only, so data survives restarts."""
+    if (layout.data / "meta.properties").exists():
+        return
+    java = _require("java", "install a Java 17+ runtime.")
+    cmd = [
+        java, "-cp", _classpath(layout), "kafka.tools.StorageTool", "format",
+        "-t", _new_cluster_id(), "-c", str(layout.config),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ProvisionError(f"kafka StorageTool format failed:\n{done.stdout}{done.stderr}")
+
+
+def read_pid(layout: BrokerLayout) -> int | None:
+    """The broker's process id if the pid file names a live process."""
+    try:
+        pid = int(layout.pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def start_broker(layout: BrokerLayout) -> int:
+    """Start the broker detached from this process (it outlives `vaxflow dev up`); returns its pid."""
+    running = read_pid(layout)
+    if running is not None:
+        return running
+    provision_jars(layout)
+    _write_config(layout)
+    format_storage(layout)
+    java = _require("java", "install a Java 17+ runtime.")
+    cmd = [
+        java, f"-Xms{layout.heap}", f"-Xmx{layout.heap}", "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={layout.home / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={layout.home}",
+        "-cp", _classpath(layout), "kafka.Kafka", str(layout.config),
+    ]
+    with open(layout.log, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    layout.pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+async def wait_ready(bootstrap: str, timeout: float = 90.0, pid: int | None = None) -> float:
+    """Wait until a client metadata call succeeds; return the seconds it took.
+
+    Readiness is a real request answered by the broker (a sleep would pass on a broker that is
+    still loading its logs, or has died).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    client_log = logging.getLogger("aiokafka")
+    previous_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer while starting
+    try:
+        return await _poll_ready(bootstrap, started, deadline, pid)
+    finally:
+        client_log.setLevel(previous_level)
+
+
+async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int | None) -> float:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                raise ProvisionError("the Kafka broker exited during start-up; see its broker.log") from None
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+            return time.monotonic() - started
+        except Exception as exc:
+            last = exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.25)
+    raise ProvisionError(f"Kafka at {bootstrap} not ready after {deadline - started:.0f}s: {last!r}")
+
+
+def stop_broker(layout: BrokerLayout, timeout: float = 30.0) -> bool:
+    """SIGTERM (the broker flushes and closes its logs), then SIGKILL after `timeout`."""
+    pid = read_pid(layout)
+    if pid is None:
+        layout.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    layout.pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,48 @@
+"""Factories for aiokafka clients with the settings every vaxflow process shares.
+
+One place decides acks, idempotence and isolation so that no worker can quietly weaken the
+exactly-once invariants (design brief section 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from vaxflow.settings import Settings
+
+
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+
+
+def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """acks=all + idempotence: a retried send can never write a record twice."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> AIOKafkaProducer:
+    """A producer whose writes and consumer-offset commits succeed or fail together."""
+    return idempotent_producer(settings, transactional_id=transactional_id, **overrides)
+
+
+def committed_consumer(settings: Settings, *topics: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    """read_committed, manual commit: a worker commits only what it has finished."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)

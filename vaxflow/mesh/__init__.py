@@ -1,0 +1,1 @@
+"""An asyncio MESH API client (v2, NHSMESH HMAC authentication)."""

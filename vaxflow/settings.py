@@ -1,0 +1,120 @@
+"""One typed settings object per process, read from `VAXFLOW_*` environment variables.
+
+pydantic-settings does the parsing so that a bad value stops the process at start-up with the
+variable's name and the rule it broke, instead of failing later inside a worker loop.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vaxflow.paths import DEFAULT_CACHE, DEFAULT_DEV_HOME
+
+
+class SettingsError(Exception):
+    """A `VAXFLOW_*` variable has a value the process cannot run with."""
+
+
+class Settings(BaseSettings):
+    """Everything a vaxflow process may be configured with.
+
+    Secrets are `SecretStr` so that printing the settings (or a traceback that holds them) shows
+    `**********`. Defaults are the development stack's; production overrides them all.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VAXFLOW_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_version: str = "4.3.1"
+    kafka_heap: str = "768m"
+    topic_namespace: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix for every topic name (isolates tests and tenants on one cluster).",
+    )
+
+    # The local development stack
+    dev_home: Path = DEFAULT_DEV_HOME
+    cache_dir: Path = DEFAULT_CACHE
+
+    # MESH
+    mesh_url: str = "http://127.0.0.1:8700"
+    mesh_shared_key: SecretStr = SecretStr("vaxflow-dev-shared-key")
+    mesh_mailbox: str = "X26VXF001"
+    mesh_password: SecretStr = SecretStr("vaxflow-dev-password")
+    mesh_ca_file: Path | None = None
+    mesh_cert_file: Path | None = None
+    mesh_key_file: Path | None = None
+
+    # Every worker
+    health_port: int | None = Field(default=None, ge=1, le=65535, description="/healthz /readyz /metrics")
+    log_level: str = "INFO"
+    permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
+
+    # validator
+    validator_group: str = "vaxflow-validator"
+    validator_max_batch: int = Field(default=2000, ge=1)
+
+    # batcher
+    batcher_group: str = "vaxflow-batcher"
+    window_seconds: int = Field(default=3600, ge=1, description="Tumbling window length over ingestion time")
+    grace_seconds: int = Field(default=60, ge=0)
+    max_rows_per_file: int = Field(default=20000, ge=1)
+    max_bytes_per_file: int = Field(default=16 * 1024 * 1024, ge=4096)
+    max_buffered_events: int = Field(default=500_000, ge=1000, description="Backpressure bound per process")
+    line_ending: str = Field(default="crlf", pattern="^(crlf|lf)$")
+    archive_dir: Path | None = Field(default=None, description="Archive copy of every file; default dev_home/archive")
+
+    # uploader
+    uploader_group: str = "vaxflow-uploader"
+    routes_file: Path | None = Field(default=None, description="Vaccine type -> MESH mailbox/workflow JSON")
+    upload_max_attempts: int = Field(default=8, ge=1)
+    upload_max_seconds: float = Field(default=600.0, gt=0)
+    mesh_chunk_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    # ackreader
+    ack_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes in production")
+
+    # gateway
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    gateway_tokens_file: Path | None = None
+    gateway_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be a comma-separated list of host:port")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The full topic name of a catalogue topic under this process's namespace."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment, turning pydantic's error into one readable message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            var = "VAXFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {var}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's single settings object."""
+    return load_settings()

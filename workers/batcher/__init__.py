@@ -1,0 +1,1 @@
+"""batcher: vaccination.events.valid -> vaccination.batches.ready (one record per file)."""

@@ -1,0 +1,50 @@
+"""Reading a partition's latest BatcherState back from the compacted state topic."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.pipeline import BatcherState
+from vaxflow.settings import Settings
+
+_DECODER = msgspec.json.Decoder(BatcherState)
+
+
+async def load_state(settings: Settings, topic: str, partition: int) -> BatcherState | None:
+    """The last committed state record of `partition`, reading backwards from the end in steps.
+
+    Transaction markers occupy offsets too, so the step grows until a data record is found.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        step = 16
+        while True:
+            start = max(begin, end - step)
+            consumer.seek(tp, start)
+            last: BatcherState | None = None
+            deadline = asyncio.get_running_loop().time() + 60
+            while await consumer.position(tp) < end:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"could not read batcher state of partition {partition}")
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset < end and record.value is not None:
+                        last = _DECODER.decode(record.value)
+            if last is not None or start == begin:
+                return last
+            step *= 4
+    finally:
+        await consumer.stop()

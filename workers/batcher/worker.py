@@ -1,0 +1,251 @@
+"""The batcher: valid events -> one ReadyFile record per file, exactly once.
+
+The commit order lives here and only here (style examples: one module owns it):
+  1. the file is rendered and written to the archive (durable, atomic, 0600);
+  2. in ONE Kafka transaction on the partition's own transactional producer:
+     the ReadyFile records, the partition's BatcherState (replay guard), and the consumer offset
+     = the lowest offset still held by an open window of that partition;
+  3. commit. Any failure before the commit aborts it and the process exits: on restart the
+     partition is re-read from the committed offset and the guard skips what is already in files.
+Nothing is committed past an event that is only in memory, so a crash loses nothing; the guard
+and the deterministic names mean a re-run never yields a second file for the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge
+
+from schemas.batchfile import render_file
+from schemas.dialect import Dialect
+from schemas.event import ValidEvent
+from schemas.filenames import part_file_name
+from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
+from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
+from vaxflow.kafka_clients import committed_consumer
+from vaxflow.settings import Settings
+from workers import headers as h
+from workers.batcher.archive import archive_path, write_private
+from workers.batcher.state_store import load_state
+from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
+from workers.partition_producers import PartitionProducers
+from workers.runtime import Health
+
+log = logging.getLogger("vaxflow.batcher")
+
+FILES = Counter("vaxflow_batcher_files_total", "Files produced", ["vaccine_type"])
+ROWS = Counter("vaxflow_batcher_rows_total", "Rows written into files", ["vaccine_type"])
+BYTES = Counter("vaxflow_batcher_bytes_total", "Bytes of file content produced", ["vaccine_type"])
+SKIPPED = Counter("vaxflow_batcher_replay_skipped_total", "Events skipped as already in a file")
+HELD = Gauge("vaxflow_batcher_held_events", "Events held in open windows", ["partition"])
+OPEN = Gauge("vaxflow_batcher_open_windows", "Open windows", ["partition"])
+POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
+
+_DECODE = msgspec.json.Decoder(ValidEvent)
+_ENCODE = msgspec.json.Encoder()
+
+
+def local_id_for(file_name: str, content: bytes) -> str:
+    """MESH mex-localid: stable for the same file, so tracking can recognise it after a crash."""
+    return "vxf-" + hashlib.sha256(file_name.encode() + b"\0" + content).hexdigest()[:32]
+
+
+class Batcher:
+    """Per-process state: the windows of the partitions this instance owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.group = settings.batcher_group
+        self.valid_topic = settings.topic(VALID.name)
+        self.ready_topic = settings.topic(READY.name)
+        self.state_topic = settings.topic(BATCHER_STATE.name)
+        self.rejected_topic = settings.topic(REJECTED.name)
+        self.dialect = Dialect(line_ending="CRLF" if settings.line_ending == "crlf" else "LF")
+        self.archive = settings.archive_dir or settings.dev_home / "archive"
+        self.partitions: dict[TopicPartition, PartitionWindows] = {}
+        self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.producers = _Listener(self)
+
+    def new_windows(self, state: BatcherState | None) -> PartitionWindows:
+        guard = ReplayGuard(state.watermark, [(r[0], r[1]) for r in state.emitted]) if state else ReplayGuard()
+        windows = PartitionWindows(
+            window_seconds=self.settings.window_seconds,
+            grace_seconds=self.settings.grace_seconds,
+            max_rows=self.settings.max_rows_per_file,
+            max_bytes=self.settings.max_bytes_per_file,
+            guard=guard,
+        )
+        if state is not None:
+            windows.restore(state.closed, state.parts)
+        return windows
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> list[DueFile]:
+        windows = self.partitions[tp]
+        due: list[DueFile] = []
+        for rec in records:
+            origin_header = h.header(rec.headers, h.ORIGIN)
+            try:
+                event = _DECODE.decode(rec.value or b"")
+                origin = decode_origin(origin_header) if origin_header else (-1, -1)
+            except (msgspec.DecodeError, ValueError):
+                if not windows.guard.already_emitted(rec.offset):
+                    self.poison.setdefault(tp, []).append(rec)
+                windows.position = max(windows.position, rec.offset + 1)
+                continue
+            if windows.guard.already_emitted(rec.offset):
+                SKIPPED.inc()
+            due.extend(
+                windows.add(
+                    offset=rec.offset,
+                    timestamp_ms=rec.timestamp,
+                    origin=origin,
+                    vaccine_type=event.vaccine_type,
+                    sender_ods=event.sender_ods,
+                    record=event.record,
+                    size=len(rec.value or b""),
+                )
+            )
+        return due
+
+    def render(self, due: DueFile) -> ReadyFile:
+        content = render_file((e.record for e in due.events), self.dialect)
+        name = part_file_name(
+            due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
+        )
+        ranges = offsets_to_ranges(e.offset for e in due.events)
+        return ReadyFile(
+            file_name=name,
+            vaccine_type=due.vaccine_type,
+            sender_ods=due.sender_ods,
+            window_start=due.window_start.isoformat(),
+            window_end=(due.window_start + due.window_length).isoformat(),
+            part=due.part,
+            rows=len(due.events),
+            content=content,
+            origins=[e.origin for e in due.events],
+            valid_ranges=[OffsetRange(-1, first, last) for first, last in ranges],
+            local_id=local_id_for(name, content),
+        )
+
+    async def emit(self, tp: TopicPartition, due: list[DueFile]) -> None:
+        """Archive, then publish files + state + offset in one transaction (module docstring)."""
+        windows = self.partitions[tp]
+        files = [self.render(d) for d in due]
+        for f in files:
+            write_private(archive_path(self.archive, f.vaccine_type, f.sender_ods, f.file_name), f.content)
+        poison = self.poison.pop(tp, [])
+        windows.record_emitted(due)
+        if poison:
+            windows.guard.add(offsets_to_ranges(r.offset for r in poison))
+            windows.guard.advance(windows.low_watermark())
+        closed, parts = windows.snapshot()
+        state = BatcherState(
+            partition=tp.partition,
+            watermark=windows.guard.watermark,
+            emitted=list(windows.guard.emitted),
+            closed=closed,
+            parts=parts,
+        )
+        producer = self.producers.producers[tp]
+        async with producer.transaction():
+            for f in files:
+                await producer.send(
+                    self.ready_topic,
+                    _ENCODE.encode(f),
+                    key=f.file_name.encode(),
+                    headers=[(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else [],
+                )
+            for rec in poison:
+                await producer.send(
+                    self.rejected_topic,
+                    rec.value,
+                    key=b"",
+                    headers=h.dead_letter_headers(
+                        topic=rec.topic, partition=rec.partition, offset=rec.offset, stage="batch",
+                        exc_class="DecodeError", exc_message="valid record could not be decoded",
+                        origin=h.header(rec.headers, h.ORIGIN) or b"",
+                    ),
+                )
+                POISON.inc()
+            await producer.send(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(),
+                                partition=tp.partition)
+            await producer.send_offsets_to_transaction({tp: windows.guard.watermark}, self.group)
+        for f in files:
+            FILES.labels(f.vaccine_type).inc()
+            ROWS.labels(f.vaccine_type).inc(f.rows)
+            BYTES.labels(f.vaccine_type).inc(len(f.content))
+            log.info("file ready", extra={"file": f.file_name, "rows": f.rows, "partition": tp.partition})
+
+    def total_held(self) -> int:
+        return sum(w.held for w in self.partitions.values())
+
+
+class _Listener(PartitionProducers):
+    """Partition producers plus the batcher's windows: both follow the assignment."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        super().__init__(
+            batcher.settings,
+            prefix=batcher.group,
+            max_request_size=2 * batcher.settings.max_bytes_per_file + 4 * 1024 * 1024,
+        )
+        self.batcher = batcher
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self.batcher.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
+            self.batcher.poison.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await super().on_partitions_assigned(assigned)
+        for tp in assigned:
+            state = await load_state(self.batcher.settings, self.batcher.state_topic, tp.partition)
+            self.batcher.partitions[tp] = self.batcher.new_windows(state)
+
+
+async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    batcher = Batcher(settings)
+    consumer = committed_consumer(settings, group_id=batcher.group, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer.subscribe([batcher.valid_topic], listener=batcher.producers)
+    await consumer.start()
+    health.ready = True
+    log.info("batcher started", extra={"window_seconds": settings.window_seconds})
+    try:
+        while not stop.is_set():
+            paused = batcher.total_held() >= settings.max_buffered_events
+            batch = {} if paused else await consumer.getmany(timeout_ms=500, max_records=5000)
+            health.progress()
+            async with batcher.producers.lock:
+                wall_ms = int(time.time() * 1000)
+                for tp in list(batcher.partitions):
+                    if tp not in batcher.producers.producers:
+                        continue
+                    due = batcher.add(tp, batch.get(tp, []))
+                    due.extend(batcher.partitions[tp].due(wall_ms))
+                    if paused and not due:
+                        due.extend(batcher.partitions[tp].largest())
+                    if due or batcher.poison.get(tp):
+                        await batcher.emit(tp, due)
+                for tp, windows in batcher.partitions.items():
+                    HELD.labels(str(tp.partition)).set(windows.held)
+                    OPEN.labels(str(tp.partition)).set(len(windows.windows))
+                health.detail = {
+                    "held_events": batcher.total_held(),
+                    "open_windows": sum(len(w.windows) for w in batcher.partitions.values()),
+                }
+            if paused:
+                await asyncio.sleep(0.1)
+    finally:
+        health.ready = False
+        await consumer.stop()
+        await batcher.producers.close()
+
+

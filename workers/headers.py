@@ -1,0 +1,60 @@
+"""Record headers in vaxflow's own namespace (`vaxflow.*`), Kafka-Connect style for dead letters.
+
+Dead-letter records keep the original bytes as their value and say where they came from and why
+in headers, as Kafka Connect's `errors.deadletterqueue.context.headers.enable` does, so that an
+operator's redrive can put them back exactly as they arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import orjson
+
+from schemas.record import Reason
+
+ORIGIN: Final = "vaxflow.origin"
+DLQ_TOPIC: Final = "vaxflow.dlq.topic"
+DLQ_PARTITION: Final = "vaxflow.dlq.partition"
+DLQ_OFFSET: Final = "vaxflow.dlq.offset"
+DLQ_STAGE: Final = "vaxflow.dlq.stage"
+DLQ_EXC_CLASS: Final = "vaxflow.dlq.exception.class"
+DLQ_EXC_MESSAGE: Final = "vaxflow.dlq.exception.message"
+DLQ_REASONS: Final = "vaxflow.dlq.reasons"
+REDRIVE_COUNT: Final = "vaxflow.redrive.count"
+
+Headers = list[tuple[str, bytes]]
+
+
+def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def dead_letter_headers(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str,
+    exc_class: str,
+    exc_message: str,
+    origin: bytes,
+    reasons: Sequence[Reason] = (),
+) -> Headers:
+    out: Headers = [
+        (ORIGIN, origin),
+        (DLQ_TOPIC, topic.encode()),
+        (DLQ_PARTITION, str(partition).encode()),
+        (DLQ_OFFSET, str(offset).encode()),
+        (DLQ_STAGE, stage.encode()),
+        (DLQ_EXC_CLASS, exc_class.encode()),
+        (DLQ_EXC_MESSAGE, exc_message.encode()[:4000]),
+    ]
+    if reasons:
+        listed = [{"field": r.field, "rule": r.rule, "message": r.message} for r in reasons]
+        out.append((DLQ_REASONS, orjson.dumps(listed)))
+    return out

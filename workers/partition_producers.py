@@ -1,0 +1,63 @@
+"""One transactional producer per input partition, for consume-transform-produce without zombies.
+
+aiokafka commits consumer offsets inside a transaction with the group id only (no generation
+fencing, KIP-447), so a worker that lost a partition in a rebalance could still commit a
+transaction for it. Giving each input partition its own transactional id means the new owner's
+`init_transactions` fences the old one: the classic pre-KIP-447 pattern, verified in
+tests/workers/test_workers_validator.py by killing and restarting workers mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from vaxflow.kafka_clients import transactional_producer
+from vaxflow.settings import Settings
+
+log = logging.getLogger("vaxflow.producers")
+
+
+class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Starts a producer when a partition is assigned, stops it when the partition is revoked.
+
+    `lock` is held by the worker while a transaction is open, so a revocation waits for the
+    transaction in flight to commit or abort before the partition is handed back.
+    """
+
+    def __init__(self, settings: Settings, prefix: str, **producer_options: Any) -> None:
+        self._settings = settings
+        self._prefix = prefix
+        self._options = {"linger_ms": 20, "max_batch_size": 1024 * 1024, **producer_options}
+        self.lock = asyncio.Lock()
+        self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.on_assign: list[TopicPartition] = []
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self._prefix}-{tp.topic}-{tp.partition}"
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in revoked:
+                producer = self.producers.pop(tp, None)
+                if producer is not None:
+                    await producer.stop()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in assigned:
+                if tp in self.producers:
+                    continue
+                producer = transactional_producer(self._settings, self.transactional_id(tp), **self._options)
+                await producer.start()  # init_transactions: fences any zombie with this id
+                self.producers[tp] = producer
+            self.on_assign.extend(assigned)
+
+    async def close(self) -> None:
+        async with self.lock:
+            for producer in self.producers.values():
+                await producer.stop()
+            self.producers.clear()

@@ -1,0 +1,101 @@
+"""What every worker process shares: one event loop, signals, health endpoints and metrics.
+
+A worker is an async function `run(settings, stop, health)` that returns when `stop` is set; the
+runtime sets it on SIGTERM or SIGINT so the worker can finish or hand back its work and commit
+what is done (brief: Standards). A second signal, or a worker that does not return within the
+grace period, ends the process hard — Kafka's transactions make that safe, only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vaxflow import logs
+from vaxflow.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("vaxflow.runtime")
+
+
+@dataclass
+class Health:
+    """Liveness (the loop turns) and readiness (the worker's clients are up)."""
+
+    ready: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
+    detail: dict[str, object] = field(default_factory=dict)
+
+    def progress(self) -> None:
+        self.last_progress = time.monotonic()
+
+
+WorkerMain = Callable[[Settings, asyncio.Event, Health], Awaitable[None]]
+
+
+def health_app(health: Health, name: str) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"worker": name, "status": "ok", "pid": os.getpid()})
+
+    async def readyz(_: web.Request) -> web.Response:
+        body = {"worker": name, "ready": health.ready, **health.detail}
+        return web.json_response(body, status=200 if health.ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_worker(name: str, main: WorkerMain, settings: Settings, health_port: int | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+        if signals_seen > 1:
+            os._exit(130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    health = Health()
+    runner: web.AppRunner | None = None
+    if health_port is not None:
+        runner = web.AppRunner(health_app(health, name), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", health_port).start()
+    try:
+        await main(settings, stop, health)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    log.info("stopped cleanly")
+
+
+def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> int:
+    """Process entry point: settings, logging, one loop, exit code."""
+    logs.configure(name)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    asyncio.run(serve_worker(name, main, settings, health_port))
+    return 0

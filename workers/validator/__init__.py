@@ -1,0 +1,1 @@
+"""validator: vaccination.events.raw -> vaccination.events.valid | vaccination.events.rejected."""

@@ -1,0 +1,130 @@
+"""The validator: every raw event becomes exactly one valid event or one dead letter.
+
+Consume-transform-produce in one Kafka transaction per input partition and poll: the outputs and
+the input offsets commit together or not at all, so a crash (even SIGKILL mid-batch) never
+yields a duplicate or a gap in vaccination.events.valid / .rejected. The valid record keeps the
+raw record's timestamp (ingestion time, which the batcher windows on) and its origin header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Histogram
+
+from schemas.event import ValidEvent
+from schemas.permissions import Permissions, load_permissions
+from schemas.pipeline import encode_origin
+from schemas.validate import rejection_for, validate_event
+from topics.catalogue import RAW, REJECTED, VALID
+from vaxflow.kafka_clients import committed_consumer
+from vaxflow.settings import Settings
+from workers import headers as h
+from workers.partition_producers import PartitionProducers
+from workers.runtime import Health
+
+log = logging.getLogger("vaxflow.validator")
+
+VALIDATED = Counter("vaxflow_validator_events_total", "Events validated", ["outcome"])
+REJECTED_BY_RULE = Counter("vaxflow_validator_rejections_total", "Rejection reasons", ["field", "rule"])
+TXN_ABORTS = Counter("vaxflow_validator_transaction_aborts_total", "Aborted transactions")
+BATCH_SECONDS = Histogram("vaxflow_validator_batch_seconds", "Time to validate and commit one batch")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def key_of(event: ValidEvent) -> bytes:
+    """The valid topic's key: one batch key (vaccine type, sender) always lands on one partition."""
+    return f"{event.vaccine_type}|{event.sender_ods}".encode()
+
+
+async def process_partition(
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    tp: TopicPartition,
+    producers: PartitionProducers,
+    settings: Settings,
+    permissions: Permissions,
+    group_id: str,
+) -> None:
+    """Validate one partition's batch and publish the results with its offset, atomically."""
+    producer = producers.producers[tp]
+    valid_topic, rejected_topic = settings.topic(VALID.name), settings.topic(REJECTED.name)
+    valid = rejected = 0
+    async with producer.transaction():
+        for rec in records:
+            raw = rec.value or b""
+            origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
+            result = validate_event(raw, permissions=permissions)
+            if isinstance(result, ValidEvent):
+                await producer.send(
+                    valid_topic,
+                    _ENCODER.encode(result),
+                    key=key_of(result),
+                    timestamp_ms=rec.timestamp,
+                    headers=[(h.ORIGIN, origin)],
+                )
+                valid += 1
+            else:
+                rejection = rejection_for(raw, result)
+                for reason in result:
+                    REJECTED_BY_RULE.labels(reason.field, reason.rule).inc()
+                await producer.send(
+                    rejected_topic,
+                    raw,
+                    key=(rejection.sender_ods or "").encode(),
+                    timestamp_ms=rec.timestamp,
+                    headers=h.dead_letter_headers(
+                        topic=rec.topic,
+                        partition=rec.partition,
+                        offset=rec.offset,
+                        stage="validate",
+                        exc_class="ValidationError",
+                        exc_message="; ".join(f"{r.field}:{r.rule}" for r in result),
+                        origin=origin,
+                        reasons=result,
+                    ),
+                )
+                rejected += 1
+        await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, group_id)
+    VALIDATED.labels("valid").inc(valid)
+    VALIDATED.labels("rejected").inc(rejected)
+
+
+async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    permissions = load_permissions(settings.permissions_file)
+    group_id = settings.validator_group
+    producers = PartitionProducers(settings, prefix=group_id)
+    consumer = committed_consumer(settings, group_id=group_id, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer.subscribe([settings.topic(RAW.name)], listener=producers)
+    await consumer.start()
+    health.ready = True
+    log.info("validator started", extra={"group": group_id})
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.validator_max_batch)
+            health.progress()
+            if not batch:
+                continue
+            async with producers.lock:
+                with BATCH_SECONDS.time():
+                    for tp, records in batch.items():
+                        if tp not in producers.producers:
+                            continue  # revoked between poll and now; the new owner re-reads it
+                        try:
+                            await process_partition(records, tp, producers, settings, permissions, group_id)
+                        except ProducerFenced:
+                            raise  # another instance owns this partition now: this one is a zombie
+                        except KafkaError:
+                            TXN_ABORTS.inc()
+                            log.exception("transaction aborted; re-reading", extra={"partition": tp.partition})
+                            consumer.seek(tp, records[0].offset)
+    finally:
+        health.ready = False
+        await consumer.stop()
+        await producers.close()
