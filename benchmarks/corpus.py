@@ -23,9 +23,7 @@ _BYTE_BREAKS = (
 )
 
 
-def make_events(
-    n: int, invalid_fraction: float = 0.1, seed: int = 0, *, now: datetime | None = None
-) -> list[bytes]:
+def make_events(n: int, invalid_fraction: float = 0.1, seed: int = 0, *, now: datetime | None = None) -> list[bytes]:
     """`n` JSON events over the seed vaccine types and permitted senders, ~`invalid_fraction` bad.
 
     Deterministic for a given `seed` and `now`; `now` defaults to the current time so that the

@@ -1,9 +1,10 @@
 """One checker per format kind, built from the rule table in schemas/fields.py.
 
 A checker takes a non-empty value that already passed the generic checks (no control
-characters, no edge whitespace, within its length cap) and returns either the canonical form
-of the value or the prebuilt Reason for the first rule it fails. Returning the shared Reason
-instead of raising keeps the hot path free of exception handling and of allocation.
+characters, no edge whitespace, within its length cap) and returns None when the value is
+valid and already canonical (the common case, so the caller tests one thing), the canonical
+form when it differs, or the prebuilt Reason for the first rule it fails. Returning the shared
+Reason instead of raising keeps the hot path free of exception handling and of allocation.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
-from schemas.codes import nhs_number_check_ok, nhs_number_shape_ok, snomed_problem
+from schemas.codes import nhs_number_problem, snomed_problem
 from schemas.dates import BAD_FORMAT, Clock, canonical_date, canonical_datetime
 from schemas.fields import FieldRule, Kind, reason
 from schemas.record import Reason
 
-Checker = Callable[[str, Clock], "str | Reason"]
+Checker = Callable[[str, Clock], "str | Reason | None"]
 
 
 def case_variants(*words: str) -> dict[str, str]:
@@ -43,6 +44,7 @@ GENDERS: Final = {
 }  # fmt: skip
 DOSE_SEQUENCES: Final = {str(n): str(n) for n in range(1, 10)}
 
+MAX_DECIMAL: Final = 20
 _DECIMAL: Final = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
 
 
@@ -53,7 +55,7 @@ def canonical_decimal(value: str) -> str | None:
     `.5` becomes `0.5` (FHIR decimals need the leading digit); `0.50` stays, because trailing
     zeros state precision. Signs, exponents, `5.`, NaN and infinities are refused.
     """
-    m = _DECIMAL.fullmatch(value)
+    m = _DECIMAL.fullmatch(value) if len(value) <= MAX_DECIMAL else None
     if m is None or not (m[1] or m[2]):
         return None
     whole = m[1].lstrip("0") or "0"
@@ -61,8 +63,13 @@ def canonical_decimal(value: str) -> str | None:
 
 
 def _lookup(table: dict[str, str], fail: Reason) -> Checker:
-    def check(value: str, clock: Clock) -> str | Reason:
-        return table.get(value, fail)
+    canonical = frozenset(k for k, v in table.items() if k == v)
+    rewrites = {k: v for k, v in table.items() if k != v}
+
+    def check(value: str, clock: Clock) -> str | Reason | None:
+        if value in canonical:
+            return None
+        return rewrites.get(value, fail)
 
     return check
 
@@ -71,13 +78,13 @@ def _date(rule: FieldRule) -> Checker:
     fmt = reason(rule.name, "format")
     future = reason(rule.name, "future") if rule.not_future else None
 
-    def check(value: str, clock: Clock) -> str | Reason:
+    def check(value: str, clock: Clock) -> str | Reason | None:
         canonical = canonical_date(value)
         if canonical is None:
             return fmt
         if future is not None and canonical > clock.today:
             return future
-        return canonical
+        return None if canonical == value else canonical
 
     return check
 
@@ -86,25 +93,24 @@ def _datetime(rule: FieldRule) -> Checker:
     fails = {BAD_FORMAT: reason(rule.name, "format"), "offset": reason(rule.name, "offset")}
     future = reason(rule.name, "future")
 
-    def check(value: str, clock: Clock) -> str | Reason:
+    def check(value: str, clock: Clock) -> str | Reason | None:
         outcome = canonical_datetime(value)
         if isinstance(outcome, str):
             return fails[outcome]
         canonical, epoch = outcome
         if rule.not_future and epoch > clock.epoch:
             return future
-        return canonical
+        return None if canonical == value else canonical
 
     return check
 
 
 def _nhs_number(rule: FieldRule) -> Checker:
-    fmt, mod11 = reason(rule.name, "format"), reason(rule.name, "mod11")
+    fails = {p: reason(rule.name, p) for p in ("format", "mod11")}
 
-    def check(value: str, clock: Clock) -> str | Reason:
-        if not nhs_number_shape_ok(value):
-            return fmt
-        return value if nhs_number_check_ok(value) else mod11
+    def check(value: str, clock: Clock) -> str | Reason | None:
+        problem = nhs_number_problem(value)
+        return None if problem is None else fails[problem]
 
     return check
 
@@ -112,9 +118,9 @@ def _nhs_number(rule: FieldRule) -> Checker:
 def _snomed(rule: FieldRule) -> Checker:
     fails = {p: reason(rule.name, p) for p in ("format", "partition", "verhoeff")}
 
-    def check(value: str, clock: Clock) -> str | Reason:
+    def check(value: str, clock: Clock) -> str | Reason | None:
         problem = snomed_problem(value)
-        return value if problem is None else fails[problem]
+        return None if problem is None else fails[problem]
 
     return check
 
@@ -122,9 +128,11 @@ def _snomed(rule: FieldRule) -> Checker:
 def _decimal(rule: FieldRule) -> Checker:
     fmt = reason(rule.name, "format")
 
-    def check(value: str, clock: Clock) -> str | Reason:
+    def check(value: str, clock: Clock) -> str | Reason | None:
         canonical = canonical_decimal(value)
-        return fmt if canonical is None else canonical
+        if canonical is None:
+            return fmt
+        return None if canonical == value else canonical
 
     return check
 

@@ -17,23 +17,21 @@ _ASCII_ZERO: Final = ord("0")
 _NHS_OFFSET: Final = _ASCII_ZERO * sum(_NHS_WEIGHTS)
 
 
-def nhs_number_shape_ok(value: str) -> bool:
-    """Exactly ten ASCII digits; `str.isdigit` alone would let through other scripts' digits."""
-    return len(value) == 10 and value.isascii() and value.isdigit()
+def nhs_number_problem(value: str) -> str | None:
+    """ "format" unless exactly ten ASCII digits, "mod11" on a wrong check digit, else None.
 
-
-def nhs_number_check_ok(value: str) -> bool:
-    """Mod-11 over a value that already has the right shape.
-
-    Weights 10..2 on the first nine digits; check = 11 - (sum mod 11); 11 means 0 and 10 means
-    no number with these nine digits is valid.
+    Mod-11: weights 10..2 on the first nine digits; check = 11 - (sum mod 11); 11 means 0 and
+    10 means no number with these nine digits is valid. `isascii` comes first because
+    `isdigit` alone accepts other scripts' digits.
     """
+    if len(value) != 10 or not value.isascii() or not value.isdigit():
+        return "format"
     encoded = value.encode("ascii")
     total: int = sum(map(mul, encoded, _NHS_WEIGHTS)) - _NHS_OFFSET
     check = 11 - total % 11
     if check == 11:
         check = 0
-    return check != 10 and check == encoded[9] - _ASCII_ZERO
+    return None if check == encoded[9] - _ASCII_ZERO else "mod11"
 
 
 def nhs_check_digit(first_nine: str) -> int | None:

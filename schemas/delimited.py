@@ -41,9 +41,7 @@ class UnencodableError(ValueError):
     """
 
     def __init__(self, *, row: int, field: str, codepoint: int, encoding: str) -> None:
-        super().__init__(
-            f"row {row} field {field}: character U+{codepoint:04X} cannot be encoded in {encoding}"
-        )
+        super().__init__(f"row {row} field {field}: character U+{codepoint:04X} cannot be encoded in {encoding}")
         self.row = row
         self.field = field
         self.codepoint = codepoint
@@ -66,9 +64,7 @@ def width_reason(raw: RawRow, width: int) -> Reason | None:
     """Stricter than the receiver, which pads or drops values silently and so hides a shifted column."""
     if len(raw.fields) == width:
         return None
-    return Reason(
-        field="row", rule="row.columns", message=f"row has {len(raw.fields)} fields, expected {width}"
-    )
+    return Reason(field="row", rule="row.columns", message=f"row has {len(raw.fields)} fields, expected {width}")
 
 
 def render_table(header: Sequence[str], rows: Iterable[Sequence[str]], dialect: Dialect) -> bytes:
@@ -95,9 +91,7 @@ def render_table(header: Sequence[str], rows: Iterable[Sequence[str]], dialect: 
         raise _locate_unencodable(lines, header, error.start, dialect) from None
 
 
-def _locate_unencodable(
-    lines: list[str], header: Sequence[str], start: int, dialect: Dialect
-) -> UnencodableError:
+def _locate_unencodable(lines: list[str], header: Sequence[str], start: int, dialect: Dialect) -> UnencodableError:
     """Map a character offset in the whole text back to (row, field); only runs on the error path."""
     offset = 0
     step = len(dialect.newline)
@@ -109,9 +103,7 @@ def _locate_unencodable(
                     value.encode(dialect.encoding)
                 except UnicodeEncodeError as error:
                     codepoint = ord(value[error.start])
-                    return UnencodableError(
-                        row=number, field=name, codepoint=codepoint, encoding=dialect.encoding
-                    )
+                    return UnencodableError(row=number, field=name, codepoint=codepoint, encoding=dialect.encoding)
             break
         offset += len(line) + step
     raise AssertionError("unencodable character not found in any row")  # pragma: no cover
@@ -181,9 +173,7 @@ def _check_header(found: list[str], expected: Sequence[str], delimiter: str, fir
         raise TableError("header.invalid", "the first line is blank; the header must be the first line")
     others = [d for d in DELIMITERS if d != delimiter and d in first_line]
     if len(found) == 1 and others:
-        raise TableError(
-            "header.delimiter", f"header is delimited by {others[0]!r}, but this route uses {delimiter!r}"
-        )
+        raise TableError("header.delimiter", f"header is delimited by {others[0]!r}, but this route uses {delimiter!r}")
     if len(found) != len(expected):
         raise TableError(
             "header.invalid",

@@ -29,15 +29,13 @@ class RawEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     vaccine_type: Annotated[str, msgspec.Meta(description="File-name vaccine type, e.g. RSV, FLU, 3IN1")]
     sender_ods: Annotated[str, msgspec.Meta(description="ODS code of the sending organisation")]
     source_system: Annotated[str, msgspec.Meta(description="Id of the producing system, for tracing")]
-    record: Annotated[
-        Record, msgspec.Meta(description="The 34 batch-file columns; values need not be canonical yet")
-    ]
+    record: Annotated[Record, msgspec.Meta(description="The 34 batch-file columns; values need not be canonical yet")]
     received_at: Annotated[
         UtcDateTime | None, msgspec.Meta(description="When the producer received the event, RFC 3339")
     ] = None
-    schema_version: Annotated[
-        int, msgspec.Meta(description="Event contract version; only 1 exists")
-    ] = EVENT_SCHEMA_VERSION
+    schema_version: Annotated[int, msgspec.Meta(description="Event contract version; only 1 exists")] = (
+        EVENT_SCHEMA_VERSION
+    )
 
 
 class ValidEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -63,9 +63,8 @@ class FieldRule:
         """Rule suffixes this field can fail, in the order they are tried (first failure wins)."""
         if self.kind in (Kind.VACCINE_TYPE, Kind.ODS_CODE):
             return KIND_RULES[self.kind]  # looked up in configuration, so any other value is unknown
-        found = ["control_char", "whitespace"]
-        if self.mandate is not Mandate.OPTIONAL:
-            found.append("mandatory")
+        found = ["mandatory"] if self.mandate is not Mandate.OPTIONAL else []
+        found += ["control_char", "whitespace"]
         if self.kind is Kind.TEXT:
             found.append("max_length")  # longer values of other kinds fail their format rule
         found.extend(KIND_RULES[self.kind])
@@ -214,9 +213,7 @@ def _build_reasons() -> dict[tuple[str, str], Reason]:
             kind = "a JSON integer"
         built[name, "type"] = Reason(field=name, rule=f"{name}.type", message=f"{name} must be {kind}")
     for name in ("vaccine_type", "sender_ods", "source_system", "record"):
-        built[name, "missing"] = Reason(
-            field=name, rule=f"{name}.missing", message=f"{name} is required and is absent"
-        )
+        built[name, "missing"] = Reason(field=name, rule=f"{name}.missing", message=f"{name} is required and is absent")
     built["record", "type"] = Reason(
         field="record", rule="record.type", message="record must be a JSON object of the spec columns"
     )

@@ -32,11 +32,12 @@ class _DiseaseEntry(msgspec.Struct, frozen=True):
     vacc_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Permissions:
     """Supplier permissions (ODS code -> vaccine type -> letters among C, U, D) and known types.
 
     ODS codes and vaccine types are stored upper-case, as the receiver upper-cases file names.
+    Compared and hashed by identity, so that the validator can cache per loaded configuration.
     """
 
     grants: Mapping[str, Mapping[str, frozenset[str]]]
@@ -90,11 +91,7 @@ def load_permissions(
 ) -> Permissions:
     """Load from paths, each defaulting to the packaged production copy."""
     data = resources.files("schemas") / "data"
-    config = (
-        Path(permissions_path).read_bytes()
-        if permissions_path
-        else (data / "permissions_prod.json").read_bytes()
-    )
+    config = Path(permissions_path).read_bytes() if permissions_path else (data / "permissions_prod.json").read_bytes()
     mapping = (
         Path(disease_mapping_path).read_bytes()
         if disease_mapping_path

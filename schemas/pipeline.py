@@ -125,3 +125,5 @@ class AckOutcome(msgspec.Struct, frozen=True, kw_only=True):
     total_rows: int | None = None
     failed_rows: list[RowOutcome] = msgspec.field(default_factory=list)
     received_at: str
+    error: str | None = None
+    """Why the ack could not be read or matched (kind "unknown", or no sent receipt); never file content."""

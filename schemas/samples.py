@@ -177,7 +177,9 @@ def make_valid_record(
     def loose() -> bool:
         return rng.random() < lenient
 
-    given = now - timedelta(seconds=rng.randrange(60, 30 * 86400))
+    # A live feed: most events from the last few hours, a tail of late entries up to 30 days.
+    age = rng.expovariate(1 / 3600) if rng.random() < 0.8 else rng.uniform(0, 30 * 86400)
+    given = now - timedelta(seconds=60 + int(min(age, 30 * 86400)))
     local_day = given.astimezone(LONDON).date()
     dob = _birth_date(rng, local_day, programme.ages)
     procedure = rng.choice(programme.procedures)
@@ -199,9 +201,7 @@ def make_valid_record(
         "PERSON_FORENAME": forename,
         "PERSON_SURNAME": rng.choice(_SURNAMES),
         "PERSON_DOB": dob.isoformat() if loose() else dob.strftime("%Y%m%d"),
-        "PERSON_GENDER_CODE": {"0": "unknown", "1": "male", "2": "female", "9": "other"}[gender]
-        if loose()
-        else gender,
+        "PERSON_GENDER_CODE": {"0": "unknown", "1": "male", "2": "female", "9": "other"}[gender] if loose() else gender,
         "PERSON_POSTCODE": _postcode(rng),
         "DATE_AND_TIME": timestamp,
         "SITE_CODE": _site_ods(rng),

@@ -9,7 +9,7 @@ in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
 from dataclasses import dataclass, field
 from typing import Final
 
-CATALOGUE_VERSION: Final[int] = 1
+CATALOGUE_VERSION: Final[int] = 2
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -128,7 +128,28 @@ BATCHER_STATE = TopicSpec(
     max_message_bytes=8 * MIB,
 )
 
-CATALOGUE: Final[tuple[TopicSpec, ...]] = (RAW, VALID, REJECTED, READY, SENT, DEADLETTER, ACKS, BATCHER_STATE)
+SOURCE_FILES = TopicSpec(
+    name="vaccination.sources.files",
+    partitions=1,
+    key="sha256 of the handed-in file's bytes (hex)",
+    value="SourceFile: file name, sha256, rows published and rejected (processed-files ledger, docs/decisions/0006)",
+    producers=("filesource",),
+    consumers=("filesource (start-up, replay guard)", "ops"),
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
+
+CATALOGUE: Final[tuple[TopicSpec, ...]] = (
+    RAW,
+    VALID,
+    REJECTED,
+    READY,
+    SENT,
+    DEADLETTER,
+    ACKS,
+    BATCHER_STATE,
+    SOURCE_FILES,
+)
 
 
 def by_name(name: str) -> TopicSpec:

@@ -75,14 +75,55 @@ class Settings(BaseSettings):
     upload_max_attempts: int = Field(default=8, ge=1)
     upload_max_seconds: float = Field(default=600.0, gt=0)
     mesh_chunk_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    upload_backoff_initial_seconds: float = Field(
+        default=1.0, gt=0, description="First retry wait (upper bound of its jitter); doubles per attempt"
+    )
+    upload_backoff_max_seconds: float = Field(default=60.0, gt=0, description="Cap on any single retry wait")
 
     # ackreader
     ack_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes in production")
+    ack_match_grace_seconds: float = Field(
+        default=900.0, ge=0, description="How long an ack may wait in the inbox for its file's sent receipt"
+    )
+
+    # nhs_sim (development and tests only: plays NHS England against the MESH sandbox)
+    nhs_sim_mailboxes: str = Field(
+        default="X26OT303,X26DPS001", description="Comma-separated sandbox mailboxes the simulator reads"
+    )
+    nhs_sim_mailbox_config: Path | None = Field(
+        default=None, description="Sandbox mailboxes.jsonl/workflows.jsonl directory; default config/mesh-sandbox"
+    )
+    nhs_sim_poll_seconds: float = Field(default=1.0, gt=0)
+    nhs_sim_log_file: Path | None = Field(default=None, description="JSON-lines record of every file received")
+    nhs_sim_files_dir: Path | None = Field(default=None, description="Keep a copy of every file received here")
 
     # gateway
+    gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
-    gateway_tokens_file: Path | None = None
+    gateway_tokens_file: Path | None = Field(
+        default=None,
+        description="Bearer tokens -> sender ODS codes JSON; unset: only gateway_dev_token (development only)",
+    )
+    gateway_dev_token: SecretStr = Field(
+        default=SecretStr("vaxflow-dev-token"),
+        description="Development only: accepted for every sender, and only while no tokens file is set",
+    )
     gateway_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    gateway_send_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka ack deadline -> 503")
+    gateway_retry_after_seconds: int = Field(default=5, ge=1)
+    gateway_read_timeout_seconds: float = Field(default=30.0, gt=0, description="Slow request bodies -> 408")
+    gateway_max_inflight_requests: int = Field(default=32, ge=1, description="Bounds buffered bodies; more -> 503")
+
+    # filesource
+    filesource_dir: Path | None = Field(default=None, description="Directory providers hand batch files into")
+    filesource_poll_seconds: float = Field(default=5.0, gt=0)
+    filesource_settle_seconds: float = Field(
+        default=2.0, ge=0, description="A file must be unmodified this long before it is read"
+    )
+    filesource_max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    filesource_transactional_id: str | None = Field(
+        default=None, description="Default: derived from the resolved filesource_dir (one writer per directory)"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -95,6 +136,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The full topic name of a catalogue topic under this process's namespace."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+    def group(self, name: str) -> str:
+        """A consumer group id under this process's namespace (groups are cluster-wide too)."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
 
     @property

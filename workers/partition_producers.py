@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from vaxflow.kafka_clients import transactional_producer
 from vaxflow.settings import Settings
@@ -61,3 +61,9 @@ class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
             for producer in self.producers.values():
                 await producer.stop()
             self.producers.clear()
+
+
+def rewind(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    """Put records fetched during a rebalance back, so they are read again rather than skipped."""
+    if tp in consumer.assignment():
+        consumer.seek(tp, offset)

@@ -158,9 +158,15 @@ class PartitionWindows:
         window.events.append(Held(offset, origin, record, size))
         window.size += size
         self.held += 1
-        if len(window.events) >= self.max_rows or window.size >= self.max_bytes:
+        over_cap = len(window.events) >= self.max_rows or window.size >= self.max_bytes
+        if over_cap and self._can_cut_early(window):
             return [self._cut(window)]
         return []
+
+    def _can_cut_early(self, window: Window) -> bool:
+        """A window of N seconds has N file names (one per second, schemas/filenames.py); the last
+        one is kept for the close, so the final part may exceed the caps rather than reuse a name."""
+        return window.parts_emitted < self.window_ms // 1000 - 1
 
     def _cut(self, window: Window) -> DueFile:
         """Take the window's events as its next part; the window stays open for more."""
@@ -198,7 +204,7 @@ class PartitionWindows:
 
     def largest(self) -> list[DueFile]:
         """Backpressure: cut the biggest open window early as a part, to free memory."""
-        candidates = [w for w in self.windows.values() if w.events]
+        candidates = [w for w in self.windows.values() if w.events and self._can_cut_early(w)]
         if not candidates:
             return []
         return [self._cut(max(candidates, key=lambda w: w.size))]

@@ -35,7 +35,7 @@ from workers import headers as h
 from workers.batcher.archive import archive_path, write_private
 from workers.batcher.state_store import load_state
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
-from workers.partition_producers import PartitionProducers
+from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
 
 log = logging.getLogger("vaxflow.batcher")
@@ -62,7 +62,7 @@ class Batcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.group = settings.batcher_group
+        self.group = settings.group(settings.batcher_group)
         self.valid_topic = settings.topic(VALID.name)
         self.ready_topic = settings.topic(READY.name)
         self.state_topic = settings.topic(BATCHER_STATE.name)
@@ -209,6 +209,10 @@ class _Listener(PartitionProducers):
         for tp in assigned:
             state = await load_state(self.batcher.settings, self.batcher.state_topic, tp.partition)
             self.batcher.partitions[tp] = self.batcher.new_windows(state)
+            log.info(
+                "partition assigned",
+                extra={"partition": tp.partition, "watermark": state.watermark if state else None},
+            )
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
@@ -225,6 +229,9 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             health.progress()
             async with batcher.producers.lock:
                 wall_ms = int(time.time() * 1000)
+                for tp, records in batch.items():
+                    if (tp not in batcher.partitions or tp not in batcher.producers.producers) and records:
+                        rewind(consumer, tp, records[0].offset)
                 for tp in list(batcher.partitions):
                     if tp not in batcher.producers.producers:
                         continue

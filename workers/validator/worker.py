@@ -26,7 +26,7 @@ from topics.catalogue import RAW, REJECTED, VALID
 from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
 from workers import headers as h
-from workers.partition_producers import PartitionProducers
+from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
 
 log = logging.getLogger("vaxflow.validator")
@@ -98,7 +98,7 @@ async def process_partition(
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     permissions = load_permissions(settings.permissions_file)
-    group_id = settings.validator_group
+    group_id = settings.group(settings.validator_group)
     producers = PartitionProducers(settings, prefix=group_id)
     consumer = committed_consumer(settings, group_id=group_id, max_partition_fetch_bytes=4 * 1024 * 1024)
     consumer.subscribe([settings.topic(RAW.name)], listener=producers)
@@ -115,7 +115,10 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 with BATCH_SECONDS.time():
                     for tp, records in batch.items():
                         if tp not in producers.producers:
-                            continue  # revoked between poll and now; the new owner re-reads it
+                            # assigned but its producer not ready yet (rebalance in progress), or revoked:
+                            # never skip past records without processing them
+                            rewind(consumer, tp, records[0].offset)
+                            continue
                         try:
                             await process_partition(records, tp, producers, settings, permissions, group_id)
                         except ProducerFenced:

@@ -1,0 +1,125 @@
+"""Helpers for pipeline tests: run workers as tasks or processes, read topics to their end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from topics.ensure import ensure_topics
+from vaxflow.settings import Settings
+from workers.runtime import Health, WorkerMain
+
+
+async def ensure(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, namespace=settings.topic_namespace)
+    finally:
+        await admin.close()
+
+
+async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic`, up to the end offsets as of the call."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=64 * 1024 * 1024,
+        fetch_max_bytes=128 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic metadata
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = asyncio.get_running_loop().time() + 120
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert asyncio.get_running_loop().time() < deadline, f"could not read {topic} to its end"
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=10000)).values():
+                out.extend(r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)])
+        return out
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class TaskWorker:
+    """A worker running in this event loop (fast; used where no process needs killing)."""
+
+    main: WorkerMain
+    settings: Settings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    health: Health = field(default_factory=Health)
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> TaskWorker:
+        self.task = asyncio.create_task(self.main(self.settings, self.stop, self.health))
+        return self
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 60)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        secret = getattr(value, "get_secret_value", None)
+        env[f"VAXFLOW_{name.upper()}"] = str(secret() if secret else value)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ProcessWorker:
+    """A worker in its own process, for SIGKILL tests (`python -m workers.<name>`)."""
+
+    name: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProcessWorker:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", f"workers.{self.name}"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def terminate(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(60)
+        return None if self.proc is None else self.proc.returncode
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)

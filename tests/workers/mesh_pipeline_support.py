@@ -1,0 +1,282 @@
+"""Shared helpers for the uploader / ack reader / NHS simulator tests (real broker, real sandbox).
+
+Workers run in-process as asyncio tasks with their own stop event, exactly as the runtime runs
+them (`run(settings, stop, health)`), so a test can stop one gracefully or cancel it mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from fixtures_kafka import KafkaHandle
+from fixtures_mesh import MeshSandboxHandle
+
+from schemas.batchfile import render_file
+from schemas.filenames import batch_file_name
+from schemas.permissions import default_permissions
+from schemas.pipeline import ReadyFile
+from schemas.record import Record
+from schemas.samples import make_valid_record
+from schemas.validate import validate_record
+from topics.ensure import ensure_topics
+from vaxflow.kafka_clients import admin_client, idempotent_producer
+from vaxflow.mesh.client import InboxMessage, MeshClient
+from vaxflow.settings import Settings
+from workers.batcher.worker import local_id_for
+from workers.ledger import topic_partitions
+from workers.runtime import Health, WorkerMain
+
+_ENCODE = msgspec.json.Encoder()
+
+
+def pipeline_settings(
+    kafka: KafkaHandle, namespace: str, mesh: MeshSandboxHandle, **overrides: Any
+) -> Settings:
+    """Settings for one test: its own topics and groups, the test sandbox, quick retries and polls."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap": kafka.bootstrap,
+        "topic_namespace": namespace,
+        "mesh_url": mesh.url,
+        "mesh_shared_key": mesh.shared_key,
+        "uploader_group": f"{namespace}-uploader",
+        "upload_backoff_initial_seconds": 0.1,
+        "upload_backoff_max_seconds": 0.5,
+        "upload_max_attempts": 5,
+        "upload_max_seconds": 30.0,
+        "mesh_chunk_bytes": 5 * 1024 * 1024,
+        "ack_poll_seconds": 0.3,
+        "ack_match_grace_seconds": 30.0,
+        "nhs_sim_poll_seconds": 0.3,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def ensure(settings: Settings) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        reports = await ensure_topics(admin, namespace=settings.topic_namespace)
+    finally:
+        await admin.close()
+    assert all(r.ok for r in reports), [r.drift for r in reports if not r.ok]
+
+
+# ---------------------------------------------------------------------------------- batch files
+
+
+def unique_instant(rng: random.Random) -> datetime:
+    """A file-name instant no other test is likely to use (the receiver refuses repeated names)."""
+    return datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(60 * 60 * 24 * 900))
+
+
+def valid_records(rng: random.Random, vaccine_type: str, ods: str, count: int) -> list[Record]:
+    """Canonical records the validator accepts for (type, sender), as the batcher would write them."""
+    permissions = default_permissions()
+    out: list[Record] = []
+    while len(out) < count:
+        result = validate_record(vaccine_type, ods, make_valid_record(rng, vaccine_type), permissions=permissions)
+        if isinstance(result, Record):
+            out.append(result)
+    return out
+
+
+def break_nhs_number(record: Record) -> Record:
+    """The same record with an NHS number whose check digit is wrong (a row NHS England refuses)."""
+    number = record.NHS_NUMBER or "9434765919"
+    wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+    return msgspec.structs.replace(record, NHS_NUMBER=wrong)
+
+
+def sender_for(vaccine_type: str) -> str:
+    return default_permissions().senders_for(vaccine_type)[0]
+
+
+@dataclass
+class FileFactory:
+    """Builds ReadyFiles as the batcher would, with origins unique within the test."""
+
+    rng: random.Random = field(default_factory=lambda: random.Random(uuid.uuid4().int))
+    next_offset: int = 0
+
+    def ready(
+        self,
+        vaccine_type: str,
+        rows: int = 3,
+        *,
+        invalid_rows: Sequence[int] = (),
+        ods: str | None = None,
+        content: bytes | None = None,
+    ) -> ReadyFile:
+        ods = ods or sender_for(vaccine_type)
+        records = valid_records(self.rng, vaccine_type, ods, rows)
+        for n in invalid_rows:  # 1-based row numbers, as the BusAck counts them
+            records[n - 1] = break_nhs_number(records[n - 1])
+        data = content if content is not None else render_file(records)
+        name = batch_file_name(vaccine_type, ods, unique_instant(self.rng))
+        origins = [(self.rng.randrange(6), self.next_offset + i) for i in range(rows)]
+        self.next_offset += rows
+        start = unique_instant(self.rng)
+        return ReadyFile(
+            file_name=name, vaccine_type=vaccine_type, sender_ods=ods, window_start=start.isoformat(),
+            window_end=(start + timedelta(hours=1)).isoformat(), part=0, rows=rows, content=data,
+            origins=origins, valid_ranges=[], local_id=local_id_for(name, data),
+        )
+
+
+async def produce_ready(settings: Settings, files: Iterable[ReadyFile]) -> None:
+    from topics.catalogue import READY
+
+    producer = idempotent_producer(settings, max_request_size=40 * 1024 * 1024)
+    await producer.start()
+    try:
+        for f in files:
+            await producer.send_and_wait(settings.topic(READY.name), _ENCODE.encode(f), key=f.file_name.encode())
+    finally:
+        await producer.stop()
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+async def read_topic(
+    settings: Settings,
+    catalogue_name: str,
+    *,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None = None,
+    timeout: float = 30.0,
+    settle: float = 0.5,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of a topic, waiting until `until(records)` holds (or timeout).
+
+    After the condition holds, one more short read catches records that should not be there.
+    """
+    topic = settings.topic(catalogue_name)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, max_partition_fetch_bytes=48 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await topic_partitions(settings, topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        satisfied_at: float | None = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+            if until is None or until(records):
+                satisfied_at = satisfied_at or loop.time()
+                if loop.time() - satisfied_at >= settle:
+                    break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def decoded(records: Iterable[ConsumerRecord[bytes, bytes]], kind: type[Any]) -> list[Any]:
+    return [msgspec.json.decode(r.value or b"", type=kind) for r in records]
+
+
+async def committed_offsets(settings: Settings, group: str, catalogue_name: str) -> dict[int, int]:
+    topic = settings.topic(catalogue_name)
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def end_offsets(settings: Settings, catalogue_name: str) -> dict[int, int]:
+    topic = settings.topic(catalogue_name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await topic_partitions(settings, topic))]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: off for tp, off in ends.items()}
+
+
+async def wait_committed(settings: Settings, group: str, catalogue_name: str, timeout: float = 30.0) -> None:
+    """Until the group has committed every partition with records up to its end."""
+    ends = await end_offsets(settings, catalogue_name)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        committed = await committed_offsets(settings, group, catalogue_name)
+        if all(committed.get(p, 0) >= end for p, end in ends.items() if end > 0):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"group {group} committed {committed}, ends {ends}")
+        await asyncio.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------------- MESH inboxes
+
+
+async def inbox_messages(client: MeshClient, file_names: Iterable[str]) -> dict[str, list[tuple[InboxMessage, bytes]]]:
+    """The inbox's messages whose mex-filename is one of `file_names` (others are left alone)."""
+    wanted = set(file_names)
+    found: dict[str, list[tuple[InboxMessage, bytes]]] = {name: [] for name in wanted}
+    for message_id in await client.inbox():
+        meta, data = await client.download(message_id)
+        if meta.filename in wanted:
+            found[meta.filename].append((meta, data))
+    return found
+
+
+async def acknowledge_all(client: MeshClient, found: dict[str, list[tuple[InboxMessage, bytes]]]) -> None:
+    for messages in found.values():
+        for meta, _ in messages:
+            await client.acknowledge(meta.message_id)
+
+
+# ------------------------------------------------------------------------------------ workers
+
+
+@dataclass
+class RunningWorker:
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    health: Health
+
+
+@asynccontextmanager
+async def running(main: WorkerMain, settings: Settings, *, stop_timeout: float = 30.0) -> AsyncIterator[RunningWorker]:
+    """Run a worker as a task; on exit stop it gracefully and surface any error it raised."""
+    stop, health = asyncio.Event(), Health()
+    task = asyncio.create_task(main(settings, stop, health))
+    worker = RunningWorker(task, stop, health)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(asyncio.shield(task), timeout=stop_timeout)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,131 @@
+"""validator + batcher against the real broker: every event ends in exactly one place.
+
+The invariant checked in each test (design brief section 4): the origins of all events produced
+to the raw topic are partitioned, without overlap and without gaps, into rows of ready files and
+records of the rejected topic; file names are never reused; every file reads back as valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from pipeline_support import ProcessWorker, TaskWorker, ensure, read_all, settings_env, wait_for
+from schemas.batchfile import read_file
+from schemas.permissions import default_permissions
+from schemas.pipeline import ReadyFile, decode_origin
+from schemas.validate import validate_record
+from topics.catalogue import READY, REJECTED
+from vaxflow.loadgen import generate, produce
+from vaxflow.settings import Settings
+from workers import headers as h
+from workers.batcher.worker import run as run_batcher
+from workers.validator.worker import run as run_validator
+
+pytestmark = pytest.mark.integration
+
+_READY = msgspec.json.Decoder(ReadyFile)
+
+
+def pipeline_settings(base: Settings, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "window_seconds": 4,
+        "grace_seconds": 1,
+        "max_rows_per_file": 40,
+        "archive_dir": tmp_path / "archive",
+        "dev_home": tmp_path,
+    }
+    values.update(overrides)
+    return base.model_copy(update=values)
+
+
+async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, int]]]:
+    files = [_READY.decode(r.value or b"") for r in await read_all(settings, settings.topic(READY.name))]
+    rejected = [
+        decode_origin(h.header(r.headers, h.ORIGIN) or b"")
+        for r in await read_all(settings, settings.topic(REJECTED.name))
+    ]
+    return files, rejected
+
+
+async def settled(settings: Settings, total: int) -> bool:
+    files, rejected = await outcome(settings)
+    return sum(f.rows for f in files) + len(rejected) >= total
+
+
+def check_exactly_once(
+    files: list[ReadyFile], rejected: list[tuple[int, int]], coords: list[tuple[int, int]], invalid: frozenset[int]
+) -> None:
+    in_files = [tuple(o) for f in files for o in f.origins]
+    counts = Counter(in_files + rejected)
+    duplicates = [o for o, n in counts.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} origins in more than one place"
+    assert set(counts) == set(coords), "some events are in no place (lost) or unknown origins appeared"
+    assert set(rejected) == {coords[i] for i in invalid}
+    names = [f.file_name for f in files]
+    assert len(names) == len(set(names)), "a file name was reused"
+    permissions = default_permissions()
+    for f in files:
+        parsed = read_file(
+            f.content,
+            vaccine_type=f.vaccine_type,
+            sender_ods=f.sender_ods,
+            validator=partial(validate_record, permissions=permissions),
+        )
+        assert not parsed.failures, f"{f.file_name} has rows that fail validation"
+        assert len(parsed.rows) == f.rows == len(f.origins)
+
+
+async def test_validator_and_batcher_exactly_once(kafka_settings: Settings, tmp_path: Path) -> None:
+    settings = pipeline_settings(kafka_settings, tmp_path)
+    await ensure(settings)
+    load = generate(4000, invalid_fraction=0.05, seed=1)
+    coords = await produce(settings, load.payloads, load.keys)
+    validator = TaskWorker(run_validator, settings).start()
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, len(coords)), 120, "all events in files or rejected")
+    finally:
+        await validator.close()
+        await batcher.close()
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)
+    assert any(f.part > 0 for f in files), "row cap should have split some window into parts"
+    archived = list((tmp_path / "archive").rglob("*.csv"))
+    assert len(archived) == len(files)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in archived)
+
+
+async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path: Path) -> None:
+    """Several SIGKILLs of each worker at random instants while 20,000 events flow."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=1000)
+    await ensure(settings)
+    load = generate(20000, invalid_fraction=0.05, seed=2)
+    env = settings_env(settings)
+    workers = {
+        name: ProcessWorker(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "batcher")
+    }
+    rng = random.Random(7)
+    kills: Counter[str] = Counter()
+    produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=500))
+    try:
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            name = rng.choice(sorted(workers))
+            workers[name].kill()
+            kills[name] += 1
+            workers[name].start()
+        coords = await produce_task
+        await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
+    finally:
+        for worker in workers.values():
+            worker.terminate()
+    print(f"\n[kill-test] kills: {dict(kills)}")
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)

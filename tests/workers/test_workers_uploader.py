@@ -1,0 +1,265 @@
+"""The uploader against the real broker and the real MESH sandbox: delivery, crash recovery,
+restart, dead letters and a MESH outage (design brief sections 4 and 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+from fixtures_kafka import KafkaHandle
+from fixtures_mesh import MeshSandboxHandle
+from mesh_pipeline_support import (
+    FileFactory,
+    acknowledge_all,
+    decoded,
+    ensure,
+    inbox_messages,
+    pipeline_settings,
+    produce_ready,
+    read_topic,
+    running,
+    wait_committed,
+    wait_for,
+)
+
+from schemas.pipeline import SentReceipt, UploadFailure
+from topics.catalogue import DEADLETTER, READY, SENT
+from vaxflow.dev.mesh_sandbox import MailboxRole
+from vaxflow.mesh.client import MeshClient
+from workers import headers as h
+from workers.ledger import SentLedger, encode_receipt
+from workers.runtime import Health
+from workers.uploader import worker as uploader
+from workers.uploader.worker import DLQ_MESH_STATUS
+
+pytestmark = pytest.mark.integration
+
+IMMS, DPS = "X26OT303", "X26DPS001"
+
+
+def _receipts_for(names: set[str]):  # type: ignore[no-untyped-def]
+    return lambda recs: {r.key.decode() for r in recs} >= names
+
+
+async def test_files_arrive_in_the_routed_mailbox_byte_identical(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
+) -> None:
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
+    await ensure(settings)
+    make = FileFactory()
+    rsv, flu, mmr = make.ready("RSV", 5), make.ready("FLU", 3), make.ready("MMR", 2)
+    # Over the 5 MiB chunk size and incompressible: goes as two gzip chunks.
+    big = make.ready("COVID", 2, content=random.Random(3).randbytes(6 * 1024 * 1024))
+    files = [rsv, flu, mmr, big]
+    await produce_ready(settings, files)
+
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        await wait_committed(settings, settings.uploader_group, READY.name)
+
+    receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
+    assert len(records) == len(files)  # one receipt per file, no more
+    expected_box = {rsv.file_name: IMMS, flu.file_name: DPS, mmr.file_name: IMMS, big.file_name: IMMS}
+    for f in files:
+        receipt = receipts[f.file_name]
+        assert receipt.mailbox_to == expected_box[f.file_name]
+        assert receipt.workflow_id == ("DPS_FLU_VAC" if f.vaccine_type == "FLU" else "VACCINATIONS_1")
+        assert (receipt.local_id, receipt.recovered, receipt.rows) == (f.local_id, False, f.rows)
+        assert receipt.origins == f.origins
+        assert receipt.bytes == len(f.content)
+
+    for role, box in ((MailboxRole.IMMUNISATION, IMMS), (MailboxRole.DPS, DPS)):
+        mine = [f for f in files if expected_box[f.file_name] == box]
+        async with mesh_sandbox.client(role) as client:
+            found = await inbox_messages(client, [f.file_name for f in mine])
+            for f in mine:
+                assert len(found[f.file_name]) == 1, f.file_name
+                meta, data = found[f.file_name][0]
+                assert data == f.content  # byte-identical after gzip (and chunking) both ways
+                assert (meta.message_id, meta.local_id, meta.sender) == (
+                    receipts[f.file_name].message_id, f.local_id, "X26VXF001")
+                assert meta.total_chunks == (2 if f is big else 1)
+            await acknowledge_all(client, found)
+
+
+async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
+    await ensure(settings)
+    make = FileFactory()
+
+    # (a) The file went to MESH (under its local id) and then the uploader died: simulated by
+    # sending it ourselves, exactly as the uploader would have.
+    pre = make.ready("RSV", 2)
+    async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
+        pre_id = await ours.send(IMMS, "VACCINATIONS_1", pre.content, filename=pre.file_name, local_id=pre.local_id)
+
+    # (b) A real kill: the uploader task is cancelled right after MESH accepted the file.
+    killed = make.ready("MMR", 2)
+    sent_ids: list[str] = []
+    real_send = MeshClient.send
+
+    async def send_then_die(self: MeshClient, *args: object, **kwargs: object) -> str:
+        message_id = await real_send(self, *args, **kwargs)  # type: ignore[arg-type]
+        sent_ids.append(message_id)
+        await asyncio.Event().wait()  # hangs here, between "sent" and "recorded"
+        return message_id
+
+    await produce_ready(settings, [killed])
+    monkeypatch.setattr(MeshClient, "send", send_then_die)
+    stop = asyncio.Event()
+    task = asyncio.create_task(uploader.run(settings, stop, Health()))
+    await wait_for(lambda: bool(sent_ids), what="the first MESH send")
+    task.cancel()  # SIGKILL-like for this worker: no receipt, no commit
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(MeshClient, "send", real_send)
+    assert (await read_topic(settings, SENT.name, timeout=1)) == []
+
+    await produce_ready(settings, [pre])
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=_receipts_for({pre.file_name, killed.file_name}))
+        await wait_committed(settings, settings.uploader_group, READY.name)
+    receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
+    assert len(records) == 2
+    assert receipts[pre.file_name].recovered and receipts[pre.file_name].message_id == pre_id
+    assert receipts[killed.file_name].recovered and receipts[killed.file_name].message_id == sent_ids[0]
+
+    async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
+        found = await inbox_messages(imms, [pre.file_name, killed.file_name])
+        assert {name: len(msgs) for name, msgs in found.items()} == {pre.file_name: 1, killed.file_name: 1}
+        await acknowledge_all(imms, found)
+
+
+async def test_restart_and_replay_over_sent_files_send_nothing_new(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
+) -> None:
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
+    await ensure(settings)
+    make = FileFactory()
+    first = [make.ready("RSV", 2), make.ready("HPV", 2)]
+    await produce_ready(settings, first)
+    async with running(uploader.run, settings):
+        await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in first}))
+        await wait_committed(settings, settings.uploader_group, READY.name)
+    async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
+        found = await inbox_messages(imms, [f.file_name for f in first])
+        assert all(len(m) == 1 for m in found.values())
+        await acknowledge_all(imms, found)
+
+    # Another instance recorded this file as sent (its receipt is in the ledger, MESH never saw
+    # it from us): the uploader must trust the ledger and skip it.
+    elsewhere = make.ready("MMR", 1)
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    receipt = SentReceipt(
+        file_name=elsewhere.file_name, local_id=elsewhere.local_id, message_id="ELSEWHERE", mailbox_to=IMMS,
+        workflow_id="VACCINATIONS_1", vaccine_type="MMR", sender_ods=elsewhere.sender_ods, rows=1, bytes=1,
+        sent_at="2025-01-01T00:00:00Z", origins=elsewhere.origins,
+    )
+    await producer.send_and_wait(settings.topic(SENT.name), encode_receipt(receipt), key=elsewhere.file_name.encode())
+    await producer.stop()
+    await produce_ready(settings, [elsewhere])
+
+    # Restart in the same group, then an operator replay of the whole ready topic (a new group
+    # reads it from the beginning): nothing new reaches MESH either time.
+    for group in (settings.uploader_group, f"{namespace}-replay"):
+        replay = settings.model_copy(update={"uploader_group": group})
+        async with running(uploader.run, replay):
+            await wait_committed(replay, group, READY.name)
+    records = await read_topic(settings, SENT.name, timeout=2)
+    assert sorted(r.key.decode() for r in records) == sorted([f.file_name for f in first] + [elsewhere.file_name])
+    async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
+        found = await inbox_messages(imms, [f.file_name for f in first] + [elsewhere.file_name])
+        assert all(not msgs for msgs in found.values()), {k: len(v) for k, v in found.items()}
+
+    async with SentLedger(settings) as ledger:
+        await ledger.catch_up()
+        assert len(ledger) == 3
+        assert ledger.by_local_id(elsewhere.local_id) is not None
+
+
+async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_once(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.json"
+    routes.write_text(json.dumps({"version": 1, "routes": {
+        "RSV": {"mailbox": "X26NOSUCH", "workflow_id": "VACCINATIONS_1"},
+        "FLU": {"mailbox": DPS, "workflow_id": "DPS_FLU_VAC"},
+    }}))
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox, routes_file=routes)
+    await ensure(settings)
+    make = FileFactory()
+    nobody, unrouted, fine = make.ready("RSV", 2), make.ready("MMR", 2), make.ready("FLU", 1)
+    await produce_ready(settings, [nobody, unrouted, fine])
+
+    for _ in range(2):  # the second run must find nothing left to do
+        async with running(uploader.run, settings):
+            await wait_committed(settings, settings.uploader_group, READY.name)
+            await asyncio.sleep(1)
+    dead = await read_topic(settings, DEADLETTER.name, until=lambda r: len(r) >= 2)
+    failures = {f.file.file_name: f for f in decoded(dead, UploadFailure)}
+    assert len(dead) == 2  # each file exactly once, across two runs
+    assert failures[nobody.file_name].status == 417  # MESH: unregistered recipient
+    assert failures[nobody.file_name].attempts == 1  # permanent: no retries
+    assert failures[nobody.file_name].file == nobody
+    assert failures[unrouted.file_name].status is None
+    assert failures[unrouted.file_name].attempts == 0
+    assert "MMR" in failures[unrouted.file_name].error
+    by_name = {r.key.decode(): r for r in dead}
+    headers = dict(by_name[nobody.file_name].headers)
+    assert headers[DLQ_MESH_STATUS] == b"417"
+    assert headers[h.DLQ_STAGE] == b"upload"
+    assert headers[h.DLQ_TOPIC] == settings.topic(READY.name).encode()
+    assert headers[h.ORIGIN] == f"{nobody.origins[0][0]}:{nobody.origins[0][1]}".encode()
+
+    sent = await read_topic(settings, SENT.name, until=lambda r: len(r) >= 1)
+    assert [r.key.decode() for r in sent] == [fine.file_name]
+    async with mesh_sandbox.client(MailboxRole.DPS) as dps:
+        await acknowledge_all(dps, await inbox_messages(dps, [fine.file_name]))
+
+
+async def test_files_wait_out_a_mesh_outage_and_then_go(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
+) -> None:
+    settings = pipeline_settings(
+        kafka, namespace, mesh_sandbox, upload_max_attempts=1000, upload_max_seconds=300,
+        upload_backoff_initial_seconds=0.2, upload_backoff_max_seconds=1.0,
+    )
+    await ensure(settings)
+    make = FileFactory()
+    files = [make.ready("RSV", 2), make.ready("FLU", 2)]
+    mesh_sandbox.stop()
+    try:
+        async with running(uploader.run, settings):
+            await produce_ready(settings, files)
+            await asyncio.sleep(4)  # several failed attempts, each backing off
+            assert await read_topic(settings, SENT.name, timeout=0.5) == []
+            assert await read_topic(settings, DEADLETTER.name, timeout=0.5) == []
+            await mesh_sandbox.start_async()
+            records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}),
+                                       timeout=60)
+            await wait_committed(settings, settings.uploader_group, READY.name)
+    finally:
+        if mesh_sandbox.layout is not None and not await _alive(mesh_sandbox):
+            await mesh_sandbox.start_async()
+    assert len(records) == 2
+    assert await read_topic(settings, DEADLETTER.name, timeout=0.5) == []
+    for role, f in ((MailboxRole.IMMUNISATION, files[0]), (MailboxRole.DPS, files[1])):
+        async with mesh_sandbox.client(role) as client:
+            found = await inbox_messages(client, [f.file_name])
+            assert len(found[f.file_name]) == 1
+            assert found[f.file_name][0][1] == f.content
+            await acknowledge_all(client, found)
+
+
+async def _alive(mesh: MeshSandboxHandle) -> bool:
+    from vaxflow.dev.mesh_sandbox import is_running
+
+    return await is_running(mesh.url)

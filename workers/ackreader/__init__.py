@@ -1,0 +1,1 @@
+"""ackreader: NHS England's InfAck/BusAck files from our MESH inbox -> vaccination.acks."""

@@ -1,0 +1,1 @@
+"""filesource: batch files handed into a directory -> vaccination.events.raw, each file exactly once."""

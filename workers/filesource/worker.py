@@ -1,0 +1,499 @@
+"""filesource: batch files handed in by providers -> vaccination.events.raw, each file exactly once.
+
+Some providers cannot send events; they hand in batch files (the `|` or `¬` dialect, UTF-8 or
+cp1252) instead. This worker turns every row into the same RawEvent the gateway and Kafka
+producers send, so one validator judges all sources alike. Only *structure* is checked here (file
+name, encoding, header, 34 fields per row): content rules stay with the validator, which dead-letters
+with reasons, exactly as for events from any other source.
+
+Exactly once per file (docs/decisions/0006-filesource.md):
+- A file's rows, the dead letters of its unreadable rows and its entry in the processed-files
+  ledger (`vaccination.sources.files`, keyed by the sha256 of the bytes) are written in ONE Kafka
+  transaction. Either all of them are visible to read_committed consumers or none is.
+- The file is moved to `done/` only after the commit. A crash before the commit aborts the
+  transaction (the next `init_transactions` with the same transactional id does so) and the file
+  is still in the directory, so it is simply processed again. A crash after the commit but before
+  the move leaves a file whose sha256 is in the ledger: it is moved to `done/` without publishing.
+- The transactional id is derived from the directory, so a second instance watching the same
+  directory fences the first (its next commit fails with ProducerFenced and it exits). The ledger
+  is read after the producer has fenced any predecessor, so it holds everything that instance
+  could ever commit; hence reading it once at start-up (and again after any Kafka error, when a
+  commit's outcome is unknown) is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from prometheus_client import Counter
+
+from schemas.batchfile import ParsedFile, ParsedRow, parse_only, read_file
+from schemas.delimited import TableError
+from schemas.event import RawEvent
+from schemas.fields import reason
+from schemas.filenames import FileNameError, name_token, parse_batch_file_name
+from schemas.record import Reason
+from schemas.validate import MAX_EVENT_BYTES
+from topics.catalogue import RAW, REJECTED, SOURCE_FILES
+from vaxflow.kafka_clients import transactional_producer
+from vaxflow.settings import Settings, SettingsError
+from workers import headers as h
+from workers.runtime import Health
+
+log = logging.getLogger("vaxflow.filesource")
+
+FILES = Counter("vaxflow_filesource_files_total", "Handed-in files by outcome", ["outcome"])
+ROWS = Counter("vaxflow_filesource_rows_total", "Rows of handed-in files by outcome", ["outcome"])
+
+# Where a record came from, on raw events and dead letters alike: sender feedback maps an outcome
+# back to the provider's file and row with these.
+HEADER_FILE: Final = "vaxflow.source.file"
+HEADER_SHA256: Final = "vaxflow.source.sha256"
+HEADER_ROW: Final = "vaxflow.source.row"
+HEADER_LINE: Final = "vaxflow.source.line"
+HEADER_TRUNCATED: Final = "vaxflow.source.truncated"
+
+DONE: Final = "done"
+REJECTED_DIR: Final = "rejected"
+EXTENSIONS: Final = frozenset({".csv", ".dat"})
+STAGE: Final = "filesource"
+LEDGER_SCHEMA_VERSION: Final = 1
+
+# The source_system envelope field is capped at 100 characters by the contract; the full name
+# travels in the vaxflow.source.file header.
+_SOURCE_SYSTEM_MAX: Final = 100
+# Headroom under the rejected topic's max.message.bytes for the headers of a dead letter.
+_DEAD_LETTER_MAX: Final = REJECTED.max_message_bytes - 64 * 1024
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class SourceFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One processed file in the ledger: enough to recognise it again and to report on it."""
+
+    schema_version: int = LEDGER_SCHEMA_VERSION
+    sha256: str
+    file_name: str
+    source: str  # the transactional id, i.e. which directory it came from
+    rows: int
+    published: int
+    rejected: int
+    processed_at: str
+
+
+class RejectedFile(msgspec.Struct, frozen=True, kw_only=True):
+    """The `.reasons.json` written next to a file moved to rejected/."""
+
+    file_name: str
+    sha256: str
+    reasons: list[Reason]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one file; returned by poll_once for tests and logs."""
+
+    file_name: str
+    outcome: str  # published | replayed | duplicate | rejected
+    published: int = 0
+    rejected: int = 0
+
+
+def transactional_id_for(settings: Settings, directory: Path) -> str:
+    """One writer per directory: the id is a pure function of the resolved path unless configured."""
+    if settings.filesource_transactional_id:
+        return settings.filesource_transactional_id
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    return f"vaxflow-filesource-{digest}"
+
+
+def printable_name(name: str) -> str:
+    """The file name as valid UTF-8: a name of undecodable bytes (surrogate escapes) gets U+FFFD.
+
+    The name travels in JSON, headers and logs, none of which can carry lone surrogates.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _file_reason(rule: str, message: str) -> Reason:
+    return Reason(field="file", rule=rule, message=message)
+
+
+class _RowTexts:
+    """The original text of a row (the lines it spans), for dead letters; split only when needed.
+
+    csv's line numbers count physical lines as io.StringIO(newline="") splits them, so the same
+    splitting is used here; a row ends where the next row (or the file) starts, less line endings.
+    """
+
+    def __init__(self, data: bytes, parsed: ParsedFile) -> None:
+        self._data = data
+        self._parsed = parsed
+        self._lines: list[str] | None = None
+        self._ends: dict[int, int] = {}
+
+    def __call__(self, row: ParsedRow) -> str:
+        if self._lines is None:
+            self._lines = io.StringIO(self._data.decode(self._parsed.encoding), newline="").readlines()
+            starts = [r.line for r in self._parsed.rows] + [len(self._lines) + 1]
+            self._ends = {r.number: starts[i + 1] - 1 for i, r in enumerate(self._parsed.rows)}
+        return "".join(self._lines[row.line - 1 : self._ends[row.number]]).rstrip("\r\n")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a delivery outcome as seen, so an aborted file does not log 'exception never retrieved'."""
+    if not future.cancelled():
+        future.exception()
+
+
+class FileSource:
+    """Watches one directory; `start`, then `poll_once` repeatedly, then `close`."""
+
+    def __init__(self, settings: Settings, directory: Path) -> None:
+        self._settings = settings
+        self._dir = directory
+        self._done = directory / DONE
+        self._rejected = directory / REJECTED_DIR
+        self._raw_topic = settings.topic(RAW.name)
+        self._rejected_topic = settings.topic(REJECTED.name)
+        self._ledger_topic = settings.topic(SOURCE_FILES.name)
+        self.transactional_id = transactional_id_for(settings, directory)
+        self._producer: AIOKafkaProducer | None = None
+        self._ledger: dict[str, SourceFile] = {}
+
+    async def start(self) -> None:
+        """Fence any earlier writer for this directory, then read what it committed."""
+        self._done.mkdir(parents=True, exist_ok=True)
+        self._rejected.mkdir(parents=True, exist_ok=True)
+        producer = transactional_producer(
+            self._settings,
+            self.transactional_id,
+            client_id="vaxflow-filesource",
+            transaction_timeout_ms=5 * 60 * 1000,  # a large file is one transaction
+            linger_ms=20,
+            max_batch_size=1024 * 1024,
+        )
+        try:
+            await producer.start()  # init_transactions: aborts a predecessor's open transaction
+            self._ledger = await self._read_ledger(await producer.partitions_for(self._ledger_topic))
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        log.info(
+            "filesource started",
+            extra={"directory": str(self._dir), "transactional_id": self.transactional_id, "ledger": len(self._ledger)},
+        )
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def _read_ledger(self, partitions: set[int], timeout: float = 30.0) -> dict[str, SourceFile]:
+        """Every committed ledger entry (the topic is compacted: one per file content)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        entries: dict[str, SourceFile] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                tps = [TopicPartition(self._ledger_topic, p) for p in sorted(partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)  # read_committed: the last stable offset
+                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                    batch = await consumer.getmany(*tps, timeout_ms=500)
+                    for records in batch.values():
+                        for record in records:
+                            key = (record.key or b"").decode()
+                            if record.value is None:
+                                entries.pop(key, None)
+                                continue
+                            try:
+                                entries[key] = msgspec.json.decode(record.value, type=SourceFile)
+                            except msgspec.DecodeError:
+                                log.warning("unreadable ledger entry skipped", extra={"offset": record.offset})
+        finally:
+            await consumer.stop()
+        return entries
+
+    def candidates(self) -> list[Path]:
+        """Files ready to read, oldest first: *.csv / *.dat, not hidden, unmodified for the settle time.
+
+        Providers should write under another name and rename into the directory; the settle time
+        guards against one that writes in place.
+        """
+        cutoff = time.time() - self._settings.filesource_settle_seconds
+        found: list[tuple[float, str, Path]] = []
+        with os.scandir(self._dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in EXTENSIONS:
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+                if mtime <= cutoff:
+                    found.append((mtime, entry.name, Path(entry.path)))
+        return [path for _, _, path in sorted(found)]
+
+    async def poll_once(self, stop: asyncio.Event | None = None) -> list[Outcome]:
+        """Process every ready file; stops between files when `stop` is set."""
+        outcomes: list[Outcome] = []
+        for path in await asyncio.to_thread(self.candidates):
+            if stop is not None and stop.is_set():
+                break
+            try:
+                outcome = await self.process(path)
+            except FileNotFoundError:
+                continue  # taken by another instance (which then fenced this one) or removed
+            except OSError as exc:  # unreadable or unmovable: leave it for the next poll, keep the rest going
+                log.warning(
+                    "file could not be handled; left in place",
+                    extra={"file": printable_name(path.name), "error": type(exc).__name__},
+                )
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def process(self, path: Path) -> Outcome | None:
+        """One file, end to end; None when it must be retried later (Kafka error, logged)."""
+        name = printable_name(path.name)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size > self._settings.filesource_max_file_bytes:
+            reasons = [
+                _file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
+            ]
+            return await self._reject(path, "", reasons)
+        data = await asyncio.to_thread(path.read_bytes)
+        sha = hashlib.sha256(data).hexdigest()
+        known = self._ledger.get(sha)
+        if known is not None:
+            if known.file_name == name:
+                # Committed before a crash that came ahead of the move: finish the move only.
+                await self._archive(path, sha)
+                FILES.labels("replayed").inc()
+                log.info("file already published; moved to done/", extra={"file": name})
+                return Outcome(file_name=name, outcome="replayed")
+            reasons = [
+                _file_reason(
+                    "file.duplicate", f"identical content was already processed as {known.file_name} (sha256 {sha})"
+                )
+            ]
+            await self._reject(path, sha, reasons)
+            return Outcome(file_name=name, outcome="duplicate")
+        try:
+            parsed_name = parse_batch_file_name(name)
+            name_token(parsed_name.ods_code)  # the receiver knows no ODS code with other characters
+        except FileNameError as exc:
+            return await self._reject(path, sha, [_file_reason("file.name", f"{exc.message}: {exc.detail}")])
+        except ValueError:
+            return await self._reject(path, sha, [_file_reason("file.name", "the ODS code must be letters and digits")])
+        try:
+            parsed = read_file(
+                data, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code, validator=parse_only
+            )
+        except TableError as exc:
+            return await self._reject(path, sha, [_file_reason(exc.rule, exc.message)])
+        received = datetime.fromtimestamp((await asyncio.to_thread(path.stat)).st_mtime, UTC)
+        try:
+            entry = await self._publish(
+                name, sha, data, parsed, parsed_name.vaccine_type, parsed_name.ods_code, received
+            )
+        except ProducerFenced:
+            raise  # another instance owns this directory now
+        except KafkaError as exc:
+            log.warning("transaction failed; file left for the next poll", extra={"file": name, "error": repr(exc)})
+            await self._reconnect()
+            return None
+        self._ledger[sha] = entry
+        await self._archive(path, sha)
+        FILES.labels("published").inc()
+        ROWS.labels("published").inc(entry.published)
+        ROWS.labels("rejected").inc(entry.rejected)
+        log.info(
+            "file published",
+            extra={"file": name, "rows": entry.rows, "published": entry.published, "rejected": entry.rejected},
+        )
+        return Outcome(file_name=name, outcome="published", published=entry.published, rejected=entry.rejected)
+
+    async def _reconnect(self) -> None:
+        """After an unknown transaction outcome: a new producer (aborts what is open) and a fresh ledger."""
+        await self.close()
+        with contextlib.suppress(KafkaError, OSError):
+            await self.start()
+
+    def _dead_letter(
+        self, name: str, sha: str, row: ParsedRow, text: str, encoding: str, reasons: Sequence[Reason]
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+        value = text.encode(encoding)
+        headers = [
+            (key, raw)
+            for key, raw in h.dead_letter_headers(
+                topic=f"{STAGE}:{name}",
+                partition=-1,
+                offset=-1,
+                stage=STAGE,
+                exc_class="RowStructureError",
+                exc_message="; ".join(f"{r.field}:{r.rule}" for r in reasons),
+                origin=b"",
+                reasons=reasons,
+            )
+            if key != h.ORIGIN  # never reached the raw topic, so it has no origin
+        ]
+        headers += self._source_headers(name, sha, row)
+        if len(value) > _DEAD_LETTER_MAX:
+            value = value[:_DEAD_LETTER_MAX]
+            headers.append((HEADER_TRUNCATED, b"true"))
+        return value, headers
+
+    @staticmethod
+    def _source_headers(name: str, sha: str, row: ParsedRow) -> list[tuple[str, bytes]]:
+        return [
+            (HEADER_FILE, name.encode()),
+            (HEADER_SHA256, sha.encode()),
+            (HEADER_ROW, b"%d" % row.number),
+            (HEADER_LINE, b"%d" % row.line),
+        ]
+
+    async def _publish(
+        self,
+        name: str,
+        sha: str,
+        data: bytes,
+        parsed: ParsedFile,
+        vaccine_type: str,
+        sender_ods: str,
+        received: datetime,
+    ) -> SourceFile:
+        producer = self._producer
+        if producer is None:
+            raise KafkaError("producer not connected")
+        key = f"{vaccine_type}|{sender_ods}".encode()
+        source_system = f"{STAGE}:{name}"[:_SOURCE_SYSTEM_MAX]
+        row_text = _RowTexts(data, parsed)
+        published = rejected = 0
+        futures: list[asyncio.Future[Any]] = []
+        async with producer.transaction():
+            for row in parsed.rows:
+                reasons: Sequence[Reason] = row.reasons
+                if row.record is not None:
+                    value = _ENCODER.encode(
+                        RawEvent(
+                            vaccine_type=vaccine_type,
+                            sender_ods=sender_ods,
+                            source_system=source_system,
+                            record=row.record,
+                            received_at=received,
+                        )
+                    )
+                    if len(value) <= MAX_EVENT_BYTES:
+                        headers = self._source_headers(name, sha, row)
+                        future = await producer.send(self._raw_topic, value, key=key, headers=headers)
+                        future.add_done_callback(_retrieve)
+                        futures.append(future)
+                        published += 1
+                        continue
+                    # The validator would refuse it as too large; keep the file's own bytes instead.
+                    reasons = [reason("event", "too_large")]
+                value, headers = self._dead_letter(name, sha, row, row_text(row), parsed.encoding, reasons)
+                future = await producer.send(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
+                future.add_done_callback(_retrieve)
+                futures.append(future)
+                rejected += 1
+            entry = SourceFile(
+                sha256=sha,
+                file_name=name,
+                source=self.transactional_id,
+                rows=len(parsed.rows),
+                published=published,
+                rejected=rejected,
+                processed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            futures.append(await producer.send(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode()))
+            # Surface a failed delivery inside the transaction, so that it aborts instead of committing
+            # (every outcome is collected, so none is left as an unretrieved exception).
+            for failure in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(failure, BaseException):
+                    raise failure
+        return entry
+
+    async def _archive(self, path: Path, sha: str) -> None:
+        await asyncio.to_thread(os.replace, path, self._free_name(self._done, path.name, sha))
+
+    async def _reject(self, path: Path, sha: str, reasons: list[Reason]) -> Outcome:
+        """Move a file that publishes nothing to rejected/, its reasons beside it (written first)."""
+        target = self._free_name(self._rejected, path.name, sha)
+        note = RejectedFile(file_name=printable_name(path.name), sha256=sha, reasons=reasons)
+        reasons_path = target.with_name(target.name + ".reasons.json")
+        temporary = reasons_path.with_name("." + reasons_path.name + ".tmp")
+
+        def write_and_move() -> None:
+            temporary.write_bytes(msgspec.json.format(_ENCODER.encode(note)) + b"\n")
+            os.replace(temporary, reasons_path)
+            os.replace(path, target)
+
+        await asyncio.to_thread(write_and_move)
+        FILES.labels("rejected").inc()
+        log.info("file rejected", extra={"file": note.file_name, "rules": [r.rule for r in reasons]})
+        return Outcome(file_name=note.file_name, outcome="rejected")
+
+    @staticmethod
+    def _free_name(folder: Path, name: str, sha: str) -> Path:
+        """`folder/name`, or with the content hash appended when a different file had that name."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        if target.exists():
+            target = folder / f"{name}.{(sha or 'unhashed')[:12]}"
+        return target
+
+
+async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    if settings.filesource_dir is None:
+        raise SettingsError("VAXFLOW_FILESOURCE_DIR must name the directory providers hand batch files into")
+    source = FileSource(settings, Path(settings.filesource_dir))
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await source.start()
+            break
+        except (KafkaError, OSError) as exc:
+            health.detail["kafka"] = f"unavailable ({type(exc).__name__})"
+            log.warning("Kafka not reachable; retrying", extra={"error": type(exc).__name__, "in_s": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
+    else:
+        return
+    health.ready = True
+    health.detail["kafka"] = "connected"
+    try:
+        while not stop.is_set():
+            await source.poll_once(stop)
+            health.progress()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.filesource_poll_seconds)
+    finally:
+        health.ready = False
+        await source.close()

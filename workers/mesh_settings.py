@@ -1,0 +1,28 @@
+"""The MESH client configuration of a worker's own mailbox, from its Settings.
+
+One place turns `VAXFLOW_MESH_*` into a `MeshConfig`, so the uploader and the ack reader cannot
+disagree about URL, credentials or TLS files.
+"""
+
+from __future__ import annotations
+
+from vaxflow.mesh.auth import MeshCredentials
+from vaxflow.mesh.client import MeshConfig
+from vaxflow.settings import Settings
+
+
+def own_mailbox_config(settings: Settings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:
+    """Our mailbox (VAXFLOW_MESH_MAILBOX); `allowed_workflows` is the send allow-list, if any."""
+    return MeshConfig(
+        url=settings.mesh_url,
+        credentials=MeshCredentials(
+            settings.mesh_mailbox,
+            settings.mesh_password.get_secret_value(),
+            settings.mesh_shared_key.get_secret_value(),
+        ),
+        cert_file=settings.mesh_cert_file,
+        key_file=settings.mesh_key_file,
+        ca_file=settings.mesh_ca_file,
+        allowed_workflows=allowed_workflows,
+        chunk_size=settings.mesh_chunk_bytes,
+    )

@@ -1,0 +1,1 @@
+"""uploader: vaccination.batches.ready -> MESH (NHS England) -> vaccination.batches.sent / .deadletter."""

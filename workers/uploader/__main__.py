@@ -1,0 +1,9 @@
+"""`python -m workers.uploader` (the same as `vaxflow worker uploader`)."""
+
+import sys
+
+from vaxflow.settings import get_settings
+from workers.runtime import run_worker
+from workers.uploader.worker import run
+
+sys.exit(run_worker("uploader", run, get_settings().health_port))
