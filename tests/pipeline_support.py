@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from topics.ensure import ensure_topics
 from vaxflow.settings import Settings
+from vaxflow.topic_reader import read_to_end
 from workers.runtime import Health, WorkerMain
 
 
@@ -31,32 +31,7 @@ async def ensure(settings: Settings) -> None:
 
 async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every committed record of `topic`, up to the end offsets as of the call."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=64 * 1024 * 1024,
-        fetch_max_bytes=128 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic metadata
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = asyncio.get_running_loop().time() + 120
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            assert asyncio.get_running_loop().time() < deadline, f"could not read {topic} to its end"
-            for records in (await consumer.getmany(timeout_ms=1000, max_records=10000)).values():
-                out.extend(r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)])
-        return out
-    finally:
-        await consumer.stop()
+    return await read_to_end(settings, topic)
 
 
 @dataclass

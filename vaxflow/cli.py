@@ -120,6 +120,39 @@ def topics_list() -> None:
     )
 
 
+@app.command("worker")
+def worker_cmd(
+    name: Annotated[str, typer.Argument(help="gateway, filesource, validator, batcher, uploader, ackreader, nhs-sim")],
+) -> None:
+    """Run one worker in the foreground (one event loop; SIGTERM/SIGINT drain and stop it)."""
+    from workers.registry import SERVES_OWN_HEALTH, load
+    from workers.runtime import run_worker
+
+    try:
+        main = load(name)
+    except KeyError as exc:
+        typer.echo(str(exc.args[0]), err=True)
+        raise typer.Exit(2) from None
+    port = None if name in SERVES_OWN_HEALTH else _settings().health_port
+    raise typer.Exit(run_worker(name, main, port))
+
+
+@app.command("demo")
+def demo_cmd(
+    events: Annotated[int, typer.Option(help="How many events to send")] = 5000,
+    invalid: Annotated[float, typer.Option(help="Share of invalid events")] = 0.05,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for files and acknowledgements")] = 600,
+    seed: Annotated[int, typer.Option(help="Random seed of the load")] = 0,
+) -> None:
+    """Send a realistic load through the running stack and report where every event ended."""
+    from vaxflow.demo import run_demo
+
+    report = asyncio.run(run_demo(_settings(), events, invalid, timeout, seed))
+    _print_json(report)
+    if report["origins_in_more_than_one_file"]:
+        raise typer.Exit(1)
+
+
 @app.command("smoke")
 def smoke_cmd() -> None:
     """Produce one event to the raw topic and read it back (proves the broker path)."""

@@ -2,17 +2,33 @@
 
 Everything starts detached, in its own session, with its pid, URL and log recorded in
 `$VAXFLOW_DEV_HOME/stack.json`, so the stack outlives the command that started it and another
-shell can stop it.
+shell can stop it. Workers are started with the caller's environment, so `VAXFLOW_*` overrides
+(short windows for the demo, for example) reach them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
-from vaxflow.dev import kafka_broker
+from topics.ensure import ensure_topics
+from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.state import Service, alive, load_state, save_state
+from vaxflow.kafka_clients import admin_client
 from vaxflow.settings import Settings
+from workers.mesh_settings import own_mailbox_config
+from workers.registry import SERVES_OWN_HEALTH, module_of
+
+PIPELINE = ("gateway", "filesource", "validator", "batcher", "uploader", "ackreader")
+HEALTH_BASE_PORT = 9100
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says which part and where its log is."""
 
 
 def broker_layout(settings: Settings) -> kafka_broker.BrokerLayout:
@@ -26,25 +42,143 @@ def broker_layout(settings: Settings) -> kafka_broker.BrokerLayout:
     )
 
 
-async def up_kafka(settings: Settings) -> dict[str, Any]:
+def sandbox_layout(settings: Settings) -> mesh_sandbox.SandboxLayout:
+    port = int(settings.mesh_url.rsplit(":", 1)[1].split("/")[0])
+    return mesh_sandbox.SandboxLayout(home=settings.dev_home / "mesh-sandbox", port=port)
+
+
+def health_port(name: str) -> int:
+    return HEALTH_BASE_PORT + list((*PIPELINE, "nhs-sim")).index(name)
+
+
+def start_worker(settings: Settings, name: str) -> Service:
+    logs = settings.dev_home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    url = f"http://127.0.0.1:{settings.gateway_port}" if name in SERVES_OWN_HEALTH else ""
+    if name not in SERVES_OWN_HEALTH:
+        env["VAXFLOW_HEALTH_PORT"] = str(health_port(name))
+        url = f"http://127.0.0.1:{health_port(name)}"
+    env.setdefault("VAXFLOW_DEV_HOME", str(settings.dev_home))
+    env.setdefault("VAXFLOW_FILESOURCE_DIR", str(settings.filesource_dir or settings.dev_home / "inbox"))
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module_of(name)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    return Service(name=name, pid=proc.pid, url=url, log=str(log_path))
+
+
+async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False) -> dict[str, Any]:
+    """Start (or keep) every part; idempotent: running parts are left as they are."""
+    report: dict[str, Any] = {}
+    state = load_state(settings.dev_home)
+
     layout = broker_layout(settings)
     started = time.monotonic()
-    pid = kafka_broker.start_broker(layout)
-    await kafka_broker.wait_ready(layout.bootstrap, pid=pid)
-    state = load_state(settings.dev_home)
+    try:
+        pid = kafka_broker.start_broker(layout)
+        await kafka_broker.wait_ready(layout.bootstrap, pid=pid)
+    except kafka_broker.ProvisionError as exc:
+        raise StackError(f"Kafka: {exc} (log: {layout.log})") from None
     state.put(Service(name="kafka", pid=pid, url=layout.bootstrap, log=str(layout.log)))
+    report["kafka"] = {"bootstrap": layout.bootstrap, "ready_seconds": round(time.monotonic() - started, 1)}
+
+    sandbox = sandbox_layout(settings)
+    started = time.monotonic()
+    try:
+        spid = mesh_sandbox.start_sandbox(sandbox, settings.mesh_shared_key.get_secret_value())
+        await mesh_sandbox.wait_ready(own_mailbox_config(settings), pid=spid)
+    except mesh_sandbox.SandboxError as exc:
+        raise StackError(f"MESH sandbox: {exc} (log: {sandbox.log})") from None
+    state.put(Service(name="mesh-sandbox", pid=spid, url=sandbox.url, log=str(sandbox.log)))
+    report["mesh_sandbox"] = {"url": sandbox.url, "ready_seconds": round(time.monotonic() - started, 1)}
+
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        topics = await ensure_topics(admin, namespace=settings.topic_namespace)
+    finally:
+        await admin.close()
+    report["topics"] = {r.name: ("created" if r.created else "ok" if r.ok else r.drift) for r in topics}
+
+    wanted = [*(PIPELINE if workers else ()), *(("nhs-sim",) if nhs_sim else ())]
+    for name in wanted:
+        existing = state.get(name)
+        if existing is not None and alive(existing.pid):
+            continue
+        state.put(start_worker(settings, name))
     save_state(settings.dev_home, state)
-    return {"service": "kafka", "pid": pid, "bootstrap": layout.bootstrap, "seconds": time.monotonic() - started}
+    report.update(status(settings))
+    return report
 
 
-def down_kafka(settings: Settings) -> bool:
-    return kafka_broker.stop_broker(broker_layout(settings))
+def _stop_pid(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def down(settings: Settings) -> dict[str, Any]:
+    """Workers first (they drain and commit), then the sandbox, then the broker."""
+    state = load_state(settings.dev_home)
+    stopped: list[str] = []
+    for service in reversed(state.services):
+        if service.name in ("kafka", "mesh-sandbox"):
+            continue
+        if alive(service.pid):
+            _stop_pid(service.pid, 60)
+            stopped.append(service.name)
+    if mesh_sandbox.stop_sandbox(sandbox_layout(settings)):
+        stopped.append("mesh-sandbox")
+    if kafka_broker.stop_broker(broker_layout(settings)):
+        stopped.append("kafka")
+    state.services = []
+    save_state(settings.dev_home, state)
+    return {"stopped": stopped}
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    """What runs and where it listens, plus the development credentials (dev stack only)."""
+    """What runs, where it listens, and the development credentials (dev stack only)."""
     state = load_state(settings.dev_home)
     services = {
         s.name: {"pid": s.pid, "running": alive(s.pid), "url": s.url, "log": s.log} for s in state.services
     }
-    return {"dev_home": str(settings.dev_home), "services": services}
+    dev = mesh_sandbox.load_dev_config(include_canned=False)
+    return {
+        "dev_home": str(settings.dev_home),
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "mesh_url": settings.mesh_url,
+        "gateway_url": f"http://127.0.0.1:{settings.gateway_port}/v1/events",
+        "services": services,
+        "development_credentials": {
+            "mesh_shared_key": settings.mesh_shared_key.get_secret_value(),
+            "mesh_mailboxes": [
+                {"mailbox": m.mailbox_id, "role": str(m.role), "password": m.password} for m in dev.mailboxes
+            ],
+            "gateway_token": settings.gateway_dev_token.get_secret_value(),
+            "gateway_token_allows": "every sender (development only)",
+        },
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [f"dev home: {report['dev_home']}"]
+    for name, svc in report["services"].items():
+        mark = "running" if svc["running"] else "STOPPED"
+        lines.append(f"  {name:<13} {mark:<8} pid {svc['pid']:<7} {svc['url']}")
+    creds = report["development_credentials"]
+    lines.append(f"kafka: {report['kafka_bootstrap']}   mesh: {report['mesh_url']}   gateway: {report['gateway_url']}")
+    lines.append(f"gateway token (every sender, dev only): {creds['gateway_token']}")
+    lines.append(f"mesh shared key: {creds['mesh_shared_key']}")
+    for m in creds["mesh_mailboxes"]:
+        lines.append(f"  mailbox {m['mailbox']:<10} {m['role']:<13} password {m['password']}")
+    return "\n".join(lines)
+

@@ -1,0 +1,1 @@
+"""Operations: consumer lag, replay and redrive."""

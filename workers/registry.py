@@ -1,0 +1,35 @@
+"""Who moves the data: every worker by name, in data-flow order, for `vaxflow worker NAME` and the
+local stack. Each name is also `python -m workers.<module>`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Final
+
+from workers.runtime import WorkerMain
+
+# name -> module (each module has `run(settings, stop, health)`)
+WORKERS: Final[dict[str, str]] = {
+    "gateway": "workers.gateway.worker",
+    "filesource": "workers.filesource.worker",
+    "validator": "workers.validator.worker",
+    "batcher": "workers.batcher.worker",
+    "uploader": "workers.uploader.worker",
+    "ackreader": "workers.ackreader.worker",
+    "nhs-sim": "workers.nhs_sim.worker",
+}
+
+# The gateway serves /healthz, /readyz and /metrics on its own port; the others get a small one.
+SERVES_OWN_HEALTH: Final = frozenset({"gateway"})
+
+
+def load(name: str) -> WorkerMain:
+    if name not in WORKERS:
+        raise KeyError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
+    main: WorkerMain = importlib.import_module(WORKERS[name]).run
+    return main
+
+
+def module_of(name: str) -> str:
+    return WORKERS[name].rsplit(".", 1)[0]
