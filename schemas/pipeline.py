@@ -104,6 +104,16 @@ class BatcherState(msgspec.Struct, frozen=True, kw_only=True):
     """"TYPE|ODS|index" -> parts already cut from a still-open window: the next part gets a new name."""
 
 
+class ValidatorState(msgspec.Struct, frozen=True, kw_only=True):
+    """Per raw-topic partition: every record below `processed_upto` has been validated and its result
+    published. Written in the validator's transaction; after an operator rewinds the validator's
+    group (replay), records below it are skipped instead of being forwarded a second time.
+    """
+
+    partition: int
+    processed_upto: int
+
+
 class RowOutcome(msgspec.Struct, frozen=True, kw_only=True):
     row: int
     origin: Origin | None

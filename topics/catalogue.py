@@ -116,6 +116,16 @@ ACKS = TopicSpec(
     max_message_bytes=8 * MIB,
 )
 
+VALIDATOR_STATE = TopicSpec(
+    name="vaccination.validator.state",
+    partitions=RAW.partitions,  # state of raw partition P lives in partition P
+    key="raw-topic partition number",
+    value="ValidatorState: processed_upto (replay guard)",
+    producers=("validator",),
+    consumers=("validator (on assignment)", "ops replay"),
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 BATCHER_STATE = TopicSpec(
     name="vaccination.batcher.state",
     partitions=VALID.partitions,  # state of valid partition P lives in partition P
@@ -147,6 +157,7 @@ CATALOGUE: Final[tuple[TopicSpec, ...]] = (
     SENT,
     DEADLETTER,
     ACKS,
+    VALIDATOR_STATE,
     BATCHER_STATE,
     SOURCE_FILES,
 )

@@ -9,6 +9,7 @@ grace period, ends the process hard — Kafka's transactions make that safe, onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -82,11 +83,34 @@ async def serve_worker(name: str, main: WorkerMain, settings: Settings, health_p
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", health_port).start()
     try:
-        await main(settings, stop, health)
+        await supervise(name, main, settings, stop, health)
     finally:
         if runner is not None:
             await runner.cleanup()
     log.info("stopped cleanly")
+
+
+async def supervise(name: str, main: WorkerMain, settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    """Run `main` until stop; if it fails (broker gone, producer fenced, MESH down), start it again.
+
+    Every worker keeps its durable state in Kafka and rebuilds the rest on start, so re-running
+    `main` with fresh clients is the same as a process restart, only faster; the backoff keeps a
+    persistent fault from spinning.
+    """
+    delay = 1.0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await main(settings, stop, health)
+            return
+        except Exception as exc:
+            health.ready = False
+            log.error("worker failed; restarting", extra={"worker": name, "error": type(exc).__name__}, exc_info=True)
+        if time.monotonic() - started > 60:
+            delay = 1.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 30.0)
 
 
 def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> int:

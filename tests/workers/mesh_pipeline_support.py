@@ -84,11 +84,15 @@ def valid_records(rng: random.Random, vaccine_type: str, ods: str, count: int) -
     """Canonical records the validator accepts for (type, sender), as the batcher would write them."""
     permissions = default_permissions()
     out: list[Record] = []
-    while len(out) < count:
+    for _ in range(50 * count + 50):
+        if len(out) == count:
+            return out
         result = validate_record(vaccine_type, ods, make_valid_record(rng, vaccine_type), permissions=permissions)
         if isinstance(result, Record):
             out.append(result)
-    return out
+    if len(out) == count:
+        return out
+    raise AssertionError(f"{ods} cannot send valid {vaccine_type} records (permissions?)")
 
 
 def break_nhs_number(record: Record) -> Record:
@@ -116,14 +120,16 @@ class FileFactory:
         *,
         invalid_rows: Sequence[int] = (),
         ods: str | None = None,
+        name_ods: str | None = None,
         content: bytes | None = None,
     ) -> ReadyFile:
+        """`name_ods` puts another sender in the file name (rows stay valid for `ods`)."""
         ods = ods or sender_for(vaccine_type)
         records = valid_records(self.rng, vaccine_type, ods, rows)
         for n in invalid_rows:  # 1-based row numbers, as the BusAck counts them
             records[n - 1] = break_nhs_number(records[n - 1])
         data = content if content is not None else render_file(records)
-        name = batch_file_name(vaccine_type, ods, unique_instant(self.rng))
+        name = batch_file_name(vaccine_type, name_ods or ods, unique_instant(self.rng))
         origins = [(self.rng.randrange(6), self.next_offset + i) for i in range(rows)]
         self.next_offset += rows
         start = unique_instant(self.rng)

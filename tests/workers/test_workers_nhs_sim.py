@@ -40,7 +40,7 @@ async def test_simulator_applies_the_receivers_file_rules(
     make = FileFactory()
     good = make.ready("MMR", 3, invalid_rows=[2])
     empty_name = make.ready("HPV", 1).file_name
-    unauthorised = make.ready("RSV", 1, ods="V0V8L")  # MAVIS holds no RSV permission
+    unauthorised = make.ready("RSV", 1, name_ods="V0V8L")  # MAVIS holds no RSV permission
     bad_header = make.ready("MMR", 1)
     sends = [
         (good.file_name, good.content),

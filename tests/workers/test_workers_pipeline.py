@@ -15,8 +15,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
+from fixtures_kafka import KafkaHandle
 from pipeline_support import ProcessWorker, TaskWorker, ensure, read_all, settings_env, wait_for
+
 from schemas.batchfile import read_file
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
@@ -127,5 +128,50 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
         for worker in workers.values():
             worker.terminate()
     print(f"\n[kill-test] kills: {dict(kills)}")
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)
+
+
+async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
+    """A second batcher joins the group mid-stream, then the first leaves: partitions move twice."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=200)
+    await ensure(settings)
+    load = generate(12000, invalid_fraction=0.05, seed=3)
+    validator = TaskWorker(run_validator, settings).start()
+    first = TaskWorker(run_batcher, settings).start()
+    second: TaskWorker | None = None
+    try:
+        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
+        await asyncio.sleep(3)
+        second = TaskWorker(run_batcher, settings).start()
+        await asyncio.sleep(6)
+        await first.close()
+        coords = await produce_task
+        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
+    finally:
+        await validator.close()
+        await first.close()
+        if second is not None:
+            await second.close()
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)
+
+
+async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Settings, tmp_path: Path) -> None:
+    """The broker goes down and comes back while events flow through worker processes."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
+    await ensure(settings)
+    load = generate(10000, invalid_fraction=0.05, seed=4)
+    coords = await produce(settings, load.payloads[:5000], load.keys[:5000])
+    env = settings_env(settings)
+    workers = [ProcessWorker(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "batcher")]
+    try:
+        await asyncio.sleep(2)
+        await asyncio.to_thread(kafka.restart)
+        coords += await produce(settings, load.payloads[5000:], load.keys[5000:])
+        await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
+    finally:
+        for worker in workers:
+            worker.terminate()
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)

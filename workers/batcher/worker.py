@@ -33,10 +33,10 @@ from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
 from workers import headers as h
 from workers.batcher.archive import archive_path, write_private
-from workers.batcher.state_store import load_state
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
+from workers.state_store import load_state
 
 log = logging.getLogger("vaxflow.batcher")
 
@@ -207,7 +207,7 @@ class _Listener(PartitionProducers):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
         for tp in assigned:
-            state = await load_state(self.batcher.settings, self.batcher.state_topic, tp.partition)
+            state = await load_state(self.batcher.settings, self.batcher.state_topic, tp.partition, BatcherState)
             self.batcher.partitions[tp] = self.batcher.new_windows(state)
             log.info(
                 "partition assigned",

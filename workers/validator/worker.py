@@ -20,14 +20,15 @@ from prometheus_client import Counter, Histogram
 
 from schemas.event import ValidEvent
 from schemas.permissions import Permissions, load_permissions
-from schemas.pipeline import encode_origin
+from schemas.pipeline import ValidatorState, encode_origin
 from schemas.validate import rejection_for, validate_event
-from topics.catalogue import RAW, REJECTED, VALID
+from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
 from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
 from workers import headers as h
 from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
+from workers.state_store import load_state
 
 log = logging.getLogger("vaxflow.validator")
 
@@ -44,20 +45,45 @@ def key_of(event: ValidEvent) -> bytes:
     return f"{event.vaccine_type}|{event.sender_ods}".encode()
 
 
+class GuardedProducers(PartitionProducers):
+    """Partition producers plus the replay guard of each assigned raw partition."""
+
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        super().__init__(settings, prefix=prefix)
+        self.settings = settings
+        self.processed_upto: dict[TopicPartition, int] = {}
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self.processed_upto.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await super().on_partitions_assigned(assigned)  # fences zombies before the state is read
+        topic = self.settings.topic(VALIDATOR_STATE.name)
+        for tp in assigned:
+            state = await load_state(self.settings, topic, tp.partition, ValidatorState)
+            self.processed_upto[tp] = state.processed_upto if state else 0
+
+
 async def process_partition(
     records: Sequence[ConsumerRecord[bytes, bytes]],
     tp: TopicPartition,
-    producers: PartitionProducers,
+    producers: GuardedProducers,
     settings: Settings,
     permissions: Permissions,
     group_id: str,
 ) -> None:
-    """Validate one partition's batch and publish the results with its offset, atomically."""
+    """Validate one partition's batch and publish the results, the guard and its offset, atomically."""
     producer = producers.producers[tp]
     valid_topic, rejected_topic = settings.topic(VALID.name), settings.topic(REJECTED.name)
-    valid = rejected = 0
+    guard = producers.processed_upto.get(tp, 0)
+    valid = rejected = skipped = 0
     async with producer.transaction():
         for rec in records:
+            if rec.offset < guard:
+                skipped += 1  # already validated before an operator rewound the group (replay)
+                continue
             raw = rec.value or b""
             origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
             result = validate_event(raw, permissions=permissions)
@@ -91,15 +117,24 @@ async def process_partition(
                     ),
                 )
                 rejected += 1
+        upto = max(guard, records[-1].offset + 1)
+        await producer.send(
+            settings.topic(VALIDATOR_STATE.name),
+            _ENCODER.encode(ValidatorState(partition=tp.partition, processed_upto=upto)),
+            key=str(tp.partition).encode(),
+            partition=tp.partition,
+        )
         await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, group_id)
+    producers.processed_upto[tp] = upto
     VALIDATED.labels("valid").inc(valid)
     VALIDATED.labels("rejected").inc(rejected)
+    VALIDATED.labels("replay_skipped").inc(skipped)
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     permissions = load_permissions(settings.permissions_file)
     group_id = settings.group(settings.validator_group)
-    producers = PartitionProducers(settings, prefix=group_id)
+    producers = GuardedProducers(settings, prefix=group_id)
     consumer = committed_consumer(settings, group_id=group_id, max_partition_fetch_bytes=4 * 1024 * 1024)
     consumer.subscribe([settings.topic(RAW.name)], listener=producers)
     await consumer.start()

@@ -1,19 +1,20 @@
-"""Reading a partition's latest BatcherState back from the compacted state topic."""
+"""Reading a partition's latest state record back from a compacted, partition-aligned state topic
+(the validator's and the batcher's replay guards)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.pipeline import BatcherState
 from vaxflow.settings import Settings
 
-_DECODER = msgspec.json.Decoder(BatcherState)
+T = TypeVar("T")
 
 
-async def load_state(settings: Settings, topic: str, partition: int) -> BatcherState | None:
+async def load_state(settings: Settings, topic: str, partition: int, kind: type[T]) -> T | None:
     """The last committed state record of `partition`, reading backwards from the end in steps.
 
     Transaction markers occupy offsets too, so the step grows until a data record is found.
@@ -24,6 +25,7 @@ async def load_state(settings: Settings, topic: str, partition: int) -> BatcherS
         enable_auto_commit=False,
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )
+    decoder = msgspec.json.Decoder(kind)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
@@ -34,7 +36,7 @@ async def load_state(settings: Settings, topic: str, partition: int) -> BatcherS
         while True:
             start = max(begin, end - step)
             consumer.seek(tp, start)
-            last: BatcherState | None = None
+            last: T | None = None
             deadline = asyncio.get_running_loop().time() + 60
             while await consumer.position(tp) < end:
                 if asyncio.get_running_loop().time() > deadline:
@@ -42,7 +44,7 @@ async def load_state(settings: Settings, topic: str, partition: int) -> BatcherS
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for record in batch.get(tp, []):
                     if record.offset < end and record.value is not None:
-                        last = _DECODER.decode(record.value)
+                        last = decoder.decode(record.value)
             if last is not None or start == begin:
                 return last
             step *= 4
