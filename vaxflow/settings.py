@@ -125,6 +125,19 @@ class Settings(BaseSettings):
         default=None, description="Default: derived from the resolved filesource_dir (one writer per directory)"
     )
 
+    # ops (vaxflow/ops: lag evaluation, dashboard, replay and redrive; docs/decisions/0007, 0008)
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=8090, ge=1, le=65535, description="Ops service: /lag /metrics / (dashboard)")
+    ops_sample_seconds: float = Field(default=5.0, gt=0, description="How often the ops service samples lag")
+    ops_window_samples: int = Field(default=12, ge=2, description="Burrow's sliding window, in samples")
+    ops_history_samples: int = Field(default=720, ge=10, description="Samples kept for the dashboard (ring buffer)")
+    ops_batcher_metrics_urls: str = Field(
+        default="", description="Comma-separated batcher /metrics URLs (held events, open windows); empty: omit"
+    )
+    ops_hold_slack_seconds: float = Field(
+        default=30.0, ge=0, description="Added to window + grace before a holding batcher partition may STALL"
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, value: str) -> str:

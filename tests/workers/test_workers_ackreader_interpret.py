@@ -64,13 +64,15 @@ def test_busack_rows_map_to_origins_through_the_receipt() -> None:
     assert (json_outcome.kind, json_outcome.total_rows) == (KIND_BUSACK_REPORT, 3)
     assert [(r.row, r.origin) for r in json_outcome.failed_rows] == [(2, (4, 11))]
     clean = _outcome("BusAck", render_busack_csv([]))
-    assert clean.accepted and clean.failed_rows == []
+    assert clean.accepted
+    assert clean.failed_rows == []
 
 
 def test_without_a_receipt_the_outcome_says_so() -> None:
     outcome = _outcome("BusAck", render_busack_csv([busack_failure("h", 1, "A^B", CREATED, "x")]), receipt=None)
     assert outcome.failed_rows[0].origin is None
-    assert outcome.error is not None and "receipt" in outcome.error
+    assert outcome.error is not None
+    assert "receipt" in outcome.error
     assert origin_of(None, 1) is None
 
 
@@ -80,4 +82,6 @@ def test_unknown_and_unreadable_messages_are_published_as_unknown() -> None:
     nameless = interpret(_meta(None, "MID"), b"", None, None, "t")
     assert nameless.file_name == "MID"
     broken = _outcome("InfAck", b"not|an|infack\r\n")
-    assert broken.kind == KIND_UNKNOWN and broken.error and "InfAck" in broken.error
+    assert broken.kind == KIND_UNKNOWN
+    assert broken.error
+    assert "InfAck" in broken.error

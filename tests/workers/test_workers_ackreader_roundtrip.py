@@ -81,7 +81,8 @@ async def test_round_trip_links_row_failures_to_origins(
     # File level: both files passed the header and permission checks.
     for f in (rsv, flu):
         infack = by[(f.file_name, KIND_INFACK)]
-        assert infack.accepted and infack.error is None
+        assert infack.accepted
+        assert infack.error is None
         assert infack.total_rows == f.rows
         assert infack.ack_file.startswith(f.file_name.removesuffix(".csv") + "_InfAck_")
 
@@ -96,12 +97,15 @@ async def test_round_trip_links_row_failures_to_origins(
         assert row.response_code == "30002"
         assert "NHS" in row.message.upper()
         good = by[(flu.file_name, kind)]
-        assert good.accepted and good.failed_rows == [] and good.total_rows == 2
+        assert good.accepted
+        assert good.failed_rows == []
+        assert good.total_rows == 2
     record_3 = sim.files(rsv.file_name)[0]
     assert by[(rsv.file_name, KIND_BUSACK)].failed_rows[0].local_id == record_3.row_ids[2]
 
     stray = by[(stray_name, KIND_UNKNOWN)]
-    assert not stray.accepted and stray.error
+    assert not stray.accepted
+    assert stray.error
 
     # What "NHS England" received: each file once, every row accounted for, no event twice.
     received = {r.file_name: r for r in sim.received if r.file_name in expected}
@@ -116,7 +120,8 @@ async def test_round_trip_links_row_failures_to_origins(
     # The kept copies are what check-file judges: it agrees with the simulated receiver.
     for name, rec in received.items():
         path = kept_file(settings, rec)
-        assert path is not None and path.read_bytes() == (rsv if name == rsv.file_name else flu).content
+        assert path is not None
+        assert path.read_bytes() == (rsv if name == rsv.file_name else flu).content
         assert (check_file([str(path)]) == 0) == all(rec.row_valid)
     # The log is the same record, for tools that run outside the test process.
     logged = (tmp_path / "received.jsonl").read_text().splitlines()

@@ -81,7 +81,7 @@ async def test_simulator_applies_the_receivers_file_rules(
     assert infacks == [False, True]
     [busack] = [parse_busack_csv(d) for n, d in good_acks if n.endswith(".csv") and "_BusAck_" in n]
     assert [row.row_number for row in busack] == [2]
-    assert busack[0].LOCAL_ID == first.row_ids[1]
+    assert first.row_ids[1] == busack[0].LOCAL_ID
     [report] = [parse_busack_json(d) for n, d in good_acks if n.endswith(".json")]
     assert (report.summary.total_records, report.summary.failed, report.failures[0].row_id) == (3, 1, 2)
     assert report.filename == good.file_name.removesuffix(".csv")

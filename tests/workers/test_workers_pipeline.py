@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import msgspec
+import orjson
 import pytest
 from fixtures_kafka import KafkaHandle
 from pipeline_support import ProcessWorker, TaskWorker, ensure, read_all, settings_env, wait_for
@@ -175,3 +176,42 @@ async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Sett
             worker.terminate()
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)
+
+
+async def test_poison_input_never_stalls_a_partition(kafka_settings: Settings, tmp_path: Path) -> None:
+    """Garbage on the raw topic (not JSON, wrong types, huge, control characters, delimiter and quote
+    characters) goes to the rejected topic; valid events behind it on the same partition still
+    reach files, and values with | " ¬ and quotes come out intact in the file."""
+    settings = pipeline_settings(kafka_settings, tmp_path)
+    await ensure(settings)
+    good = generate(200, invalid_fraction=0.0, seed=8)
+    tricky = orjson.loads(good.payloads[0])
+    tricky["record"]["VACCINE_MANUFACTURER"] = 'Maker | "Quoted" ¬ Ltd'
+    poison = [
+        b"not json at all",
+        b"\xff\xfe\x00garbage",
+        b'{"vaccine_type": 1}',
+        b"[1, 2, 3]",
+        b'{"vaccine_type": "FLU", "sender_ods": "YGM41", "source_system": "x", "record": {"NHS_NUMBER": "12\\n34"}}',
+        b"{" + b'"a":' * 10 + b"}",
+        b"x" * 900_000,
+    ]
+    payloads = [*poison, orjson.dumps(tricky), *good.payloads[1:]]
+    keys = [b"FLU|YGM41"] * len(payloads)  # one partition: poison first, valid events behind it
+    coords = await produce(settings, payloads, keys)
+    validator = TaskWorker(run_validator, settings).start()
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, len(coords)), 120, "all events in files or rejected")
+    finally:
+        await validator.close()
+        await batcher.close()
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, frozenset(range(len(poison))))
+    makers = {
+        row.record.VACCINE_MANUFACTURER
+        for f in files
+        for row in read_file(f.content, vaccine_type=f.vaccine_type, sender_ods=f.sender_ods).rows
+        if row.record is not None
+    }
+    assert 'Maker | "Quoted" ¬ Ltd' in makers

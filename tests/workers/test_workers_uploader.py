@@ -126,8 +126,10 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
         await wait_committed(settings, settings.uploader_group, READY.name)
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == 2
-    assert receipts[pre.file_name].recovered and receipts[pre.file_name].message_id == pre_id
-    assert receipts[killed.file_name].recovered and receipts[killed.file_name].message_id == sent_ids[0]
+    assert receipts[pre.file_name].recovered
+    assert receipts[pre.file_name].message_id == pre_id
+    assert receipts[killed.file_name].recovered
+    assert receipts[killed.file_name].message_id == sent_ids[0]
 
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         found = await inbox_messages(imms, [pre.file_name, killed.file_name])

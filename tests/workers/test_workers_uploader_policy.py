@@ -85,13 +85,17 @@ async def _run(settings: Settings, fail: Exception, *, work_seconds: float = 0.0
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    with pytest.raises(type(fail)):
+    async def upload() -> None:
+        nonlocal attempts
         async for attempt in upload_retrying(settings, sleep=record):
             with attempt:
                 attempts += 1
                 if work_seconds:
                     await asyncio.sleep(work_seconds)
                 raise fail
+
+    with pytest.raises(type(fail)):
+        await upload()
     return attempts, waits
 
 

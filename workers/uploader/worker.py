@@ -1,7 +1,7 @@
 """The uploader: vaccination.batches.ready -> MESH -> vaccination.batches.sent, each file exactly once.
 
 MESH is not transactional, so "exactly once" here is an argument over three facts, not a
-transaction (docs/decisions/0006-uploader-exactly-once.md has the long form):
+transaction (docs/decisions/0007-uploader-exactly-once.md has the long form):
 
 1. **The ledger is checked first.** A file whose name is in the sent-files ledger (compacted topic
    vaccination.batches.sent, read to its end at start and on every partition assignment) is
@@ -22,10 +22,11 @@ transaction (docs/decisions/0006-uploader-exactly-once.md has the long form):
 
 What remains is a zombie: an instance that lost its partition but is still inside a MESH send.
 Revocation waits for the file in hand (per-partition lock), and max_poll_interval is set above the
-longest possible file, so a live instance always finishes before the partition moves; only a
-process frozen for longer than the session timeout mid-request could race its successor, and even
-then MESH holds one local id per generation, so tracking reports the duplicate (ambiguous local
-id), which dead-letters the file for an operator rather than sending a third copy.
+longest possible file, so a live instance always finishes before the partition moves. Only a
+process frozen for longer than the session timeout mid-request could race its successor; if both
+then miss each other's message, MESH holds two messages under one local id: NHS England refuses
+the second by its repeated file name, and our next tracking answers "ambiguous", which
+dead-letters the file for an operator instead of sending a third copy.
 
 Permanent MESH refusals, files with no route and retries exhausted (attempts or time) go to
 vaccination.batches.deadletter as an UploadFailure with status, body and attempts plus Connect-style

@@ -1,0 +1,94 @@
+"""The whole pipeline against the real broker and the real MESH sandbox, at volume.
+
+50,000 events (all seed vaccine types, many senders, 5% invalid) go raw -> validator -> batcher ->
+uploader -> MESH -> simulated NHS England -> InfAck/BusAck -> ackreader. Checked: every event ends
+in exactly one place (a row of a file MESH accepted, the rejected topic, or a dead-lettered file);
+no origin is in two files; no file name reaches NHS England twice; every file NHS England received
+passes `vaxflow check-file`; every file is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fixtures_kafka import KafkaHandle
+from fixtures_mesh import MeshSandboxHandle
+from mesh_pipeline_support import ensure, pipeline_settings, running
+
+from schemas.checkfile import main as check_file
+from vaxflow.demo import outcome
+from vaxflow.loadgen import generate, produce
+from workers.ackreader import worker as ackreader
+from workers.batcher import worker as batcher
+from workers.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
+from workers.runtime import Health
+from workers.uploader import worker as uploader
+from workers.validator import worker as validator
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 50_000
+
+
+async def test_fifty_thousand_events_end_in_exactly_one_place(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+) -> None:
+    settings = pipeline_settings(
+        kafka, namespace, mesh_sandbox,
+        window_seconds=5, grace_seconds=1, max_rows_per_file=4000,
+        archive_dir=tmp_path / "archive", dev_home=tmp_path,
+        nhs_sim_files_dir=tmp_path / "received",
+    )
+    await ensure(settings)
+    load = generate(EVENTS, invalid_fraction=0.05, seed=50)
+    sim = NhsSimulator(settings)
+    sim_stop = asyncio.Event()
+    sim_task = asyncio.create_task(sim.run(sim_stop, Health()))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with (
+            running(validator.run, settings),
+            running(batcher.run, settings),
+            running(uploader.run, settings),
+            running(ackreader.run, settings),
+        ):
+            origins = set(await produce(settings, load.payloads, load.keys))
+            assert len(origins) == EVENTS
+            deadline = loop.time() + 600
+            while True:
+                result = await outcome(settings, origins)
+                placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
+                acked = all(rc.file_name in result["infacks"] for rc in result["files"])
+                if placed >= origins and acked:
+                    break
+                assert loop.time() < deadline, f"{len(origins - placed)} events unplaced after 600 s"
+                await asyncio.sleep(2)
+    finally:
+        sim_stop.set()
+        await asyncio.wait_for(sim_task, 60)
+    print(f"\n[e2e] {EVENTS} events placed and acknowledged in {loop.time() - started:.0f}s; "
+          f"{len(result['files'])} files")
+
+    in_files, rejected, dead = result["in_files"], result["rejected"], result["dead_lettered"]
+    assert not [o for o, n in in_files.items() if n > 1], "an origin is in more than one sent file"
+    assert not (set(in_files) & rejected), "an event is both in a file and rejected"
+    assert not dead, "no file should have been dead-lettered"
+    assert set(in_files) | rejected == origins
+    coords = sorted(origins)
+    assert len(rejected) == len(load.invalid)
+
+    processed = [r for r in sim if r.outcome == PROCESSED]
+    names = Counter(r.file_name for r in sim)
+    assert all(n == 1 for n in names.values()), "NHS England received a file name twice"
+    assert {r.file_name for r in processed} == {rc.file_name for rc in result["files"]}
+    assert sum(r.rows for r in processed) == len(in_files)
+    for record in processed:
+        path = kept_file(settings, record)
+        assert path is not None
+        assert check_file([str(path)]) == 0, f"{record.file_name} fails check-file"
+    assert all(result["infacks"].values())
+    assert coords  # the load was not empty
