@@ -9,7 +9,7 @@ in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
 from dataclasses import dataclass, field
 from typing import Final
 
-CATALOGUE_VERSION: Final[int] = 2
+CATALOGUE_VERSION: Final[int] = 3  # 3: vaccination.redrive.ledger (docs/decisions/0009)
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -149,6 +149,17 @@ SOURCE_FILES = TopicSpec(
     retention_ms=-1,
 )
 
+REDRIVE_LEDGER = TopicSpec(
+    name="vaccination.redrive.ledger",
+    partitions=1,
+    key="'{dead-letter topic}:{partition}:{offset}' of a redriven dead letter, or 'resend:{new file name}'",
+    value="RedriveEntry: what an operator re-submitted, where to, when (docs/decisions/0009)",
+    producers=("ops redrive", "ops resend", "ops replay --resend"),
+    consumers=("ops redrive (skips what is recorded)", "ops resend (names in use)", "ops dashboard"),
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
+
 CATALOGUE: Final[tuple[TopicSpec, ...]] = (
     RAW,
     VALID,
@@ -160,6 +171,7 @@ CATALOGUE: Final[tuple[TopicSpec, ...]] = (
     VALIDATOR_STATE,
     BATCHER_STATE,
     SOURCE_FILES,
+    REDRIVE_LEDGER,
 )
 
 

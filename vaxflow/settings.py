@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         default=None, description="Default: derived from the resolved filesource_dir (one writer per directory)"
     )
 
-    # ops (vaxflow/ops: lag evaluation, dashboard, replay and redrive; docs/decisions/0007, 0008)
+    # ops (vaxflow/ops: lag evaluation, dashboard, replay and redrive; docs/decisions/0008, 0009)
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=8090, ge=1, le=65535, description="Ops service: /lag /metrics / (dashboard)")
     ops_sample_seconds: float = Field(default=5.0, gt=0, description="How often the ops service samples lag")

@@ -58,7 +58,7 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
 
     async with running(uploader.run, settings):
         records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
-        await wait_committed(settings, settings.uploader_group, READY.name)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
 
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == len(files)  # one receipt per file, no more
@@ -123,7 +123,7 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
     await produce_ready(settings, [pre])
     async with running(uploader.run, settings):
         records = await read_topic(settings, SENT.name, until=_receipts_for({pre.file_name, killed.file_name}))
-        await wait_committed(settings, settings.uploader_group, READY.name)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == 2
     assert receipts[pre.file_name].recovered
@@ -147,7 +147,7 @@ async def test_restart_and_replay_over_sent_files_send_nothing_new(
     await produce_ready(settings, first)
     async with running(uploader.run, settings):
         await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in first}))
-        await wait_committed(settings, settings.uploader_group, READY.name)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         found = await inbox_messages(imms, [f.file_name for f in first])
         assert all(len(m) == 1 for m in found.values())
@@ -174,7 +174,7 @@ async def test_restart_and_replay_over_sent_files_send_nothing_new(
     for group in (settings.uploader_group, f"{namespace}-replay"):
         replay = settings.model_copy(update={"uploader_group": group})
         async with running(uploader.run, replay):
-            await wait_committed(replay, group, READY.name)
+            await wait_committed(replay, replay.group(group), READY.name)
     records = await read_topic(settings, SENT.name, timeout=2)
     assert sorted(r.key.decode() for r in records) == sorted([f.file_name for f in first] + [elsewhere.file_name])
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
@@ -203,7 +203,7 @@ async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_onc
 
     for _ in range(2):  # the second run must find nothing left to do
         async with running(uploader.run, settings):
-            await wait_committed(settings, settings.uploader_group, READY.name)
+            await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
             await asyncio.sleep(1)
     dead = await read_topic(settings, DEADLETTER.name, until=lambda r: len(r) >= 2)
     failures = {f.file.file_name: f for f in decoded(dead, UploadFailure)}
@@ -247,7 +247,7 @@ async def test_files_wait_out_a_mesh_outage_and_then_go(
             await mesh_sandbox.start_async()
             records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}),
                                        timeout=60)
-            await wait_committed(settings, settings.uploader_group, READY.name)
+            await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     finally:
         if mesh_sandbox.layout is not None and not await _alive(mesh_sandbox):
             await mesh_sandbox.start_async()

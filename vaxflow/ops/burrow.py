@@ -3,7 +3,7 @@
 Burrow judges a partition by how its committed offset and its lag behave over the last few
 observations rather than by "lag > N", because a fixed N is wrong for every topic but one. This
 module applies the same family of rules to vaxflow's groups, with two adaptations that
-docs/decisions/0007-lag-evaluation.md argues for:
+docs/decisions/0008-lag-evaluation.md argues for:
 
 1. Kafka does not tell when an offset was committed, only what it is, so Burrow's "the consumer
    stopped committing" (STOP) is decided from the group's membership instead: a partition that no
@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
 
 class Status(StrEnum):
@@ -148,20 +149,20 @@ def evaluate(history: PartitionHistory, policy: Policy) -> Verdict:
         return Verdict(Status.OK, "window not yet filled", complete)
     if all(s.committed == now.committed for s in window):
         return Verdict(Status.STALL, f"committed offset unchanged over {len(window)} samples with lag", complete)
-    if all(b.effective_lag >= a.effective_lag for a, b in zip(window, window[1:], strict=False)):
+    if all(b.effective_lag >= a.effective_lag for a, b in pairwise(window)):
         return Verdict(Status.WARN, "committing, but the lag never decreased within the window", complete)
     return Verdict(Status.OK, "committing and catching up", complete)
 
 
 def _rewound(window: Sequence[Sample]) -> tuple[int, int] | None:
-    for a, b in zip(window, window[1:], strict=False):
+    for a, b in pairwise(window):
         if a.committed is not None and b.committed is not None and b.committed < a.committed:
             return a.committed, b.committed
     return None
 
 
 def _holding(history: PartitionHistory, now: Sample, hold: float) -> Verdict | None:
-    """The saw-tooth rule for a group that holds records on purpose (docs/decisions/0007).
+    """The saw-tooth rule for a group that holds records on purpose (docs/decisions/0008).
 
     The age of the oldest unconsumed record decides: a batcher partition holds its oldest event at
     most window + grace (+ slack for polls and sampling) before that event's window closes and

@@ -13,7 +13,9 @@ Each ack names the batch file it answers; the sent-files ledger (workers.ledger,
 the uploader uses) gives that file's receipt, whose `origins[n-1]` is the origin of data row n, so
 every failed row is linked back to the event that caused it. An ack that arrives before its
 file's receipt is visible (NHS can answer faster than our ledger transaction commits) is left in
-the inbox for up to `ack_match_grace_seconds` and published without origins after that.
+the inbox for up to `ack_match_grace_seconds` and published without origins after that. (One
+inbox page, up to 500 ids, is read per poll; a page full of waiting acks would delay newer ones
+by at most that grace period.)
 
 Order per message: publish (idempotent producer, acks=all, awaited), then acknowledge in MESH.
 A crash or MESH failure between the two re-delivers the message on the next poll, so the topic

@@ -138,7 +138,7 @@ class Uploader:
         self.ledger = ledger
         self.stop = stop
         self.health = health
-        self.group = settings.uploader_group
+        self.group = settings.group(settings.uploader_group)
         self.ready_topic = settings.topic(READY.name)
         self.sent_topic = settings.topic(SENT.name)
         self.deadletter_topic = settings.topic(DEADLETTER.name)
