@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from vaxflow.dev import processes
 from vaxflow.paths import KAFKA_POM
 
 
@@ -154,12 +153,7 @@ def format_storage(layout: BrokerLayout) -> None:
 
 def read_pid(layout: BrokerLayout) -> int | None:
     """The broker's process id if the pid file names a live process."""
-    try:
-        pid = int(layout.pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
+    return processes.read_pid(layout.pid_file)
 
 
 def start_broker(layout: BrokerLayout) -> int:
@@ -205,11 +199,8 @@ async def wait_ready(bootstrap: str, timeout: float = 90.0, pid: int | None = No
 async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int | None) -> float:
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if pid is not None:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                raise ProvisionError("the Kafka broker exited during start-up; see its broker.log") from None
+        if pid is not None and not processes.alive(pid):
+            raise ProvisionError("the Kafka broker exited during start-up; see its broker.log")
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
         try:
             await admin.start()
@@ -225,19 +216,4 @@ async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int 
 
 def stop_broker(layout: BrokerLayout, timeout: float = 30.0) -> bool:
     """SIGTERM (the broker flushes and closes its logs), then SIGKILL after `timeout`."""
-    pid = read_pid(layout)
-    if pid is None:
-        layout.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    layout.pid_file.unlink(missing_ok=True)
-    return True
+    return processes.stop_pid_file(layout.pid_file, timeout)

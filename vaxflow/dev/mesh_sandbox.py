@@ -15,7 +15,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from vaxflow.dev import processes
 from vaxflow.mesh.auth import MeshCredentials
 from vaxflow.mesh.client import MeshClient, MeshConfig, MeshPermanentError, MeshTransientError
 from vaxflow.paths import MESH_SANDBOX_CONFIG
@@ -208,12 +208,7 @@ def prepare_state(
 
 def read_pid(layout: SandboxLayout) -> int | None:
     """The sandbox's process id if the pid file names a live process."""
-    try:
-        pid = int(layout.pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
+    return processes.read_pid(layout.pid_file)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -300,7 +295,7 @@ async def wait_ready(
     probe = replace(config, total_timeout=min(5.0, within), connect_timeout=min(2.0, within))
     async with MeshClient(probe) as client:
         while time.monotonic() < deadline:
-            if pid is not None and not _alive(pid):
+            if pid is not None and not processes.alive(pid):
                 raise SandboxError("the MESH sandbox exited during start-up; see its sandbox.log")
             try:
                 await client.handshake()
@@ -316,32 +311,6 @@ async def wait_ready(
     raise SandboxError(f"MESH sandbox at {config.url} not ready after {within:.0f}s: {last}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A child we started ourselves stays a zombie until reaped; that is "dead" too.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == 0
-
-
 def stop_sandbox(layout: SandboxLayout, timeout: float = 10.0) -> bool:
     """SIGTERM (uvicorn finishes open requests), then SIGKILL after `timeout`."""
-    pid = read_pid(layout)
-    if pid is None:
-        layout.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.01)
-    layout.pid_file.unlink(missing_ok=True)
-    return True
+    return processes.stop_pid_file(layout.pid_file, timeout)

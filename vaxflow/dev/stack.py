@@ -9,7 +9,6 @@ shell can stop it. Workers are started with the caller's environment, so `VAXFLO
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from typing import Any
 
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
-from vaxflow.dev.state import Service, alive, load_state, save_state
+from vaxflow.dev.processes import alive, stop_pid
+from vaxflow.dev.state import Service, load_state, save_state
 from vaxflow.kafka_clients import admin_client
 from vaxflow.settings import Settings
 from workers.mesh_settings import own_mailbox_config
@@ -114,18 +114,6 @@ async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False)
     return report
 
 
-def _stop_pid(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive(pid):
-        time.sleep(0.1)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def down(settings: Settings) -> dict[str, Any]:
     """Workers first (they drain and commit), then the sandbox, then the broker."""
     state = load_state(settings.dev_home)
@@ -134,7 +122,7 @@ def down(settings: Settings) -> dict[str, Any]:
         if service.name in ("kafka", "mesh-sandbox"):
             continue
         if alive(service.pid):
-            _stop_pid(service.pid, 60)
+            stop_pid(service.pid, 60)
             stopped.append(service.name)
     if mesh_sandbox.stop_sandbox(sandbox_layout(settings)):
         stopped.append("mesh-sandbox")

@@ -46,11 +46,3 @@ def save_state(home: Path, state: StackState) -> None:
     tmp = state_path(home).with_suffix(".tmp")
     tmp.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
     os.replace(tmp, state_path(home))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
