@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -125,6 +126,12 @@ async def run_demo(
         all_acked = all(rc.file_name in result["infacks"] for rc in result["files"])
         if placed >= origins and all_acked:
             break
+        acked = sum(rc.file_name in result["infacks"] for rc in result["files"])
+        print(
+            f"waiting: {len(placed & origins)}/{len(origins)} events placed, "
+            f"{acked}/{len(result['files'])} files acknowledged",
+            file=sys.stderr,
+        )
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"after {timeout:.0f}s: {len(origins - placed)} events not yet placed, "

@@ -1,7 +1,8 @@
 """Operator commands: `vaxflow lag`, `replay`, `redrive`, `resend`.
 
 Thin typer shells over vaxflow.ops modules (which hold the logic and the tests), registered into
-the main CLI by `register(app)` so that vaxflow/cli.py stays one line away from them.
+the main CLI by `register(app)` so that vaxflow/cli.py stays one line away from them. The modules
+are imported inside each command, as cli.py does, so `vaxflow --help` stays quick.
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vaxflow.ops.lag import LagMonitor
-from vaxflow.ops.redrive import RedriveError, RedriveFilter, redrive
-from vaxflow.ops.replay import ReplayRefused, execute_replay, plan_replay
-from vaxflow.ops.resend import ResendError, resend
-from vaxflow.ops.scan import RichMeter
 from vaxflow.settings import Settings, SettingsError, load_settings
 
 STATUS_STYLE = {"OK": "green", "WARN": "yellow", "ERR": "red", "STOP": "red", "STALL": "magenta", "REWIND": "cyan"}
@@ -98,6 +94,8 @@ def register(app: typer.Typer) -> None:
         Asks the ops service when it runs (its statuses rest on a full window of samples);
         otherwise samples here, and statuses firm up as --watch collects samples.
         """
+        from vaxflow.ops.lag import LagMonitor
+
         settings = _settings()
 
         async def main() -> None:
@@ -150,6 +148,9 @@ def register(app: typer.Typer) -> None:
 
         Without --resend the replay guards skip what was already processed, so nothing is sent twice.
         """
+        from vaxflow.ops.replay import ReplayRefused, execute_replay, plan_replay
+        from vaxflow.ops.scan import RichMeter
+
         settings = _settings()
         meter = RichMeter()
 
@@ -180,6 +181,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Re-submit dead letters after a fix, keeping their origin; each one at most once."""
+        from vaxflow.ops.redrive import RedriveError, RedriveFilter, redrive
+        from vaxflow.ops.scan import RichMeter
+
         settings = _settings()
         try:
             parsed = RedriveFilter.parse(filters or [])
@@ -211,6 +215,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Send one already-sent file again under a new, spec-valid name, recorded as a re-send."""
+        from vaxflow.ops.resend import ResendError, resend
+        from vaxflow.ops.scan import RichMeter
+
         settings = _settings()
         try:
             plan = asyncio.run(resend(settings, file_name, execute=not dry_run, meter=RichMeter()))

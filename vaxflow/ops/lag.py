@@ -19,15 +19,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from topics.catalogue import RAW, READY, VALID
@@ -81,6 +86,26 @@ class GroupMembers:
     @property
     def active(self) -> bool:
         return self.members > 0
+
+
+_T = TypeVar("_T")
+_COORDINATOR_ERRORS = (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError)
+
+
+async def coordinator_call(call: Callable[[], Awaitable[_T]], attempts: int = 20, delay: float = 0.25) -> _T:
+    """Retry a group-coordinator request while the coordinator is moving or not there yet.
+
+    On a fresh cluster the first group request creates `__consumer_offsets`, and until its
+    partitions have leaders every coordinator lookup fails; a leader change does the same briefly.
+    """
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except _COORDINATOR_ERRORS:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def pipeline_groups(settings: Settings) -> dict[str, str]:
@@ -190,8 +215,10 @@ class LagProbe:
             if not tps:
                 out[group] = (GroupMembers(state="Unknown", members=0), [])
                 continue
-            committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
-            members = await describe_group(self.admin, group)
+            committed = await coordinator_call(
+                lambda: self.admin.list_consumer_group_offsets(group, partitions=tps)  # noqa: B023 - awaited at once
+            )
+            members = await coordinator_call(lambda: describe_group(self.admin, group))  # noqa: B023
             starts = await self.offsets.beginning_offsets(tps)
             ends = await self.offsets.end_offsets(tps)
             rows: list[PartitionLag] = []

@@ -44,7 +44,7 @@ from schemas.pipeline import BatcherState, SentReceipt, ValidatorState, decode_o
 from topics.catalogue import BATCHER_STATE, SENT, VALIDATOR_STATE
 from vaxflow.kafka_clients import admin_client
 from vaxflow.ops import ledger as ops_ledger
-from vaxflow.ops.lag import GroupMembers, describe_group, pipeline_groups
+from vaxflow.ops.lag import GroupMembers, coordinator_call, describe_group, pipeline_groups
 from vaxflow.ops.resend import ResendError, execute_resend, plan_resend
 from vaxflow.ops.scan import Meter, stream, topic_partitions
 from vaxflow.settings import Settings
@@ -229,8 +229,8 @@ async def plan_replay(
         if not partitions:
             raise ReplayRefused(f"topic {topic_name} does not exist")
         tps = [TopicPartition(topic_name, p) for p in partitions]
-        members = await describe_group(admin, gid)
-        committed = await admin.list_consumer_group_offsets(gid, partitions=tps)
+        members = await coordinator_call(lambda: describe_group(admin, gid))
+        committed = await coordinator_call(lambda: admin.list_consumer_group_offsets(gid, partitions=tps))
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         if when is not None:
@@ -370,7 +370,7 @@ async def execute_replay(settings: Settings, plan: ReplayPlan, *, meter: Meter |
     admin = admin_client(settings)
     await admin.start()
     try:
-        members = await describe_group(admin, plan.group)
+        members = await coordinator_call(lambda: describe_group(admin, plan.group))
     finally:
         await admin.close()
     if members.active:

@@ -133,7 +133,7 @@ class OpsService:
 
     # ------------------------------------------------------------------------------ HTTP
 
-    def app(self, health: Health | None = None) -> web.Application:
+    def app(self) -> web.Application:
         async def lag(_: web.Request) -> web.Response:
             if self.latest is None:
                 return web.json_response({"error": "no sample yet"}, status=503)

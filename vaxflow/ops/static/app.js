@@ -134,8 +134,9 @@ function renderGroups(lag) {
       card = el("div", { class: "card", "data-group": g.group },
         el("div", { class: "head" }, el("span", { class: "name", text: g.group }), el("span", { class: "badge status" })),
         el("div", { class: "facts" }),
-        el("div", { class: "chart lag-offsets" }),
-        el("div", { class: "chart lag-seconds" }));
+        el("div", { class: "charts" },
+          el("div", { class: "chart lag-offsets" }),
+          el("div", { class: "chart lag-seconds" })));
       container.append(card);
     }
     card.dataset.status = g.status;
@@ -175,8 +176,12 @@ function renderPartitions(lag) {
   body.replaceChildren(...rows);
 }
 
-function bars(container, counts, emptyText) {
-  const entries = Object.entries(counts || {});
+function bars(container, counts, emptyText, limit = 15) {
+  const all = Object.entries(counts || {}).sort((a, b) => b[1] - a[1]);
+  const entries = all.slice(0, limit);
+  if (all.length > limit) {
+    entries.push([`${all.length - limit} other reasons`, all.slice(limit).reduce((n, e) => n + e[1], 0)]);
+  }
   if (!entries.length) {
     container.replaceChildren(el("div", { class: "empty", text: emptyText }));
     return;
