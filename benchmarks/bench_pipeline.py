@@ -28,18 +28,17 @@ from pathlib import Path
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
-from schemas.pipeline import ReadyFile
 from schemas.validate import validate_event
-from topics.catalogue import RAW, READY, REJECTED
+from topics.catalogue import RAW, VALID
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker
 from vaxflow.kafka_clients import admin_client
 from vaxflow.loadgen import generate, produce
 from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
 from workers.batcher.windows import PartitionWindows
 
 SECTION = "## End to end (raw → ready files)"
@@ -52,6 +51,7 @@ async def plain_consume(settings: Settings, topic: str, expect: int) -> float:
     )
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()  # a topic created moments ago
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -65,12 +65,36 @@ async def plain_consume(settings: Settings, topic: str, expect: int) -> float:
         await consumer.stop()
 
 
-async def placed(settings: Settings) -> int:
-    rows = sum(
-        msgspec.json.decode(r.value or b"", type=ReadyFile).rows
-        for r in await read_to_end(settings, settings.topic(READY.name))
-    )
-    return rows + len(await read_to_end(settings, settings.topic(REJECTED.name)))
+async def drained(settings: Settings) -> bool:
+    """Both groups have committed everything: cheap (offsets only), so polling it does not steal the
+    CPU the workers are measured on. The valid topic is transactional: its end offset includes the
+    commit marker after the last record, hence `end - 1`."""
+    admin = admin_client(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        for group, catalogue_topic, markers in (
+            (settings.group(settings.validator_group), RAW.name, 0),
+            (settings.group(settings.batcher_group), VALID.name, 1),
+        ):
+            topic = settings.topic(catalogue_topic)
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            ends = await consumer.end_offsets(tps)
+            try:
+                committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            except KafkaError:  # the group's coordinator is not there yet: not drained
+                return False
+            for tp in tps:
+                meta = committed.get(tp)
+                have = meta.offset if meta is not None and meta.offset >= 0 else 0
+                if ends[tp] > 0 and have < ends[tp] - markers:
+                    return False
+        return True
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def pipeline_run(base: Settings, payloads: list[bytes], keys: list[bytes], home: Path) -> tuple[float, float]:
@@ -98,7 +122,7 @@ async def pipeline_run(base: Settings, payloads: list[bytes], keys: list[bytes],
         for n in ("validator", "batcher")
     ]
     try:
-        while await placed(settings) < len(payloads):
+        while not await drained(settings):
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - started
     finally:

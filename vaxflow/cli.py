@@ -22,6 +22,15 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(topics_app, name="topics")
 
 
+def _register_ops() -> None:
+    from vaxflow.ops.commands import register as register_ops
+
+    register_ops(app)
+
+
+_register_ops()
+
+
 def _settings() -> Settings:
     try:
         return load_settings()

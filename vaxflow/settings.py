@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     # validator
     validator_group: str = "vaxflow-validator"
-    validator_max_batch: int = Field(default=2000, ge=1)
+    validator_max_batch: int = Field(default=6000, ge=1)
 
     # batcher
     batcher_group: str = "vaxflow-batcher"

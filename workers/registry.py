@@ -18,10 +18,11 @@ WORKERS: Final[dict[str, str]] = {
     "uploader": "workers.uploader.worker",
     "ackreader": "workers.ackreader.worker",
     "nhs-sim": "workers.nhs_sim.worker",
+    "ops": "vaxflow.ops.service",
 }
 
 # The gateway serves /healthz, /readyz and /metrics on its own port; the others get a small one.
-SERVES_OWN_HEALTH: Final = frozenset({"gateway"})
+SERVES_OWN_HEALTH: Final = frozenset({"gateway", "ops"})
 
 
 def load(name: str) -> WorkerMain:

@@ -23,7 +23,7 @@ from vaxflow.settings import Settings
 from workers.mesh_settings import own_mailbox_config
 from workers.registry import SERVES_OWN_HEALTH, module_of
 
-PIPELINE = ("gateway", "filesource", "validator", "batcher", "uploader", "ackreader")
+PIPELINE = ("gateway", "filesource", "validator", "batcher", "uploader", "ackreader", "ops")
 HEALTH_BASE_PORT = 9100
 
 
@@ -55,12 +55,15 @@ def start_worker(settings: Settings, name: str) -> Service:
     logs = settings.dev_home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    url = f"http://127.0.0.1:{settings.gateway_port}" if name in SERVES_OWN_HEALTH else ""
+    url = {"gateway": f"http://127.0.0.1:{settings.gateway_port}", "ops": f"http://127.0.0.1:{settings.ops_port}/"}.get(
+        name, ""
+    )
     if name not in SERVES_OWN_HEALTH:
         env["VAXFLOW_HEALTH_PORT"] = str(health_port(name))
         url = f"http://127.0.0.1:{health_port(name)}"
     env.setdefault("VAXFLOW_DEV_HOME", str(settings.dev_home))
     env.setdefault("VAXFLOW_FILESOURCE_DIR", str(settings.filesource_dir or settings.dev_home / "inbox"))
+    env.setdefault("VAXFLOW_OPS_BATCHER_METRICS_URLS", f"http://127.0.0.1:{health_port('batcher')}/metrics")
     log_path = logs / f"{name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -145,6 +148,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "kafka_bootstrap": settings.kafka_bootstrap,
         "mesh_url": settings.mesh_url,
         "gateway_url": f"http://127.0.0.1:{settings.gateway_port}/v1/events",
+        "ops_url": f"http://127.0.0.1:{settings.ops_port}/",
         "services": services,
         "development_credentials": {
             "mesh_shared_key": settings.mesh_shared_key.get_secret_value(),
@@ -164,6 +168,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"  {name:<13} {mark:<8} pid {svc['pid']:<7} {svc['url']}")
     creds = report["development_credentials"]
     lines.append(f"kafka: {report['kafka_bootstrap']}   mesh: {report['mesh_url']}   gateway: {report['gateway_url']}")
+    lines.append(f"ops dashboard, /lag, /metrics: {report['ops_url']}")
     lines.append(f"gateway token (every sender, dev only): {creds['gateway_token']}")
     lines.append(f"mesh shared key: {creds['mesh_shared_key']}")
     for m in creds["mesh_mailboxes"]:

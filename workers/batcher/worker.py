@@ -14,6 +14,7 @@ and the deterministic names mean a re-run never yields a second file for the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -46,6 +47,12 @@ BYTES = Counter("vaxflow_batcher_bytes_total", "Bytes of file content produced",
 SKIPPED = Counter("vaxflow_batcher_replay_skipped_total", "Events skipped as already in a file")
 HELD = Gauge("vaxflow_batcher_held_events", "Events held in open windows", ["partition"])
 OPEN = Gauge("vaxflow_batcher_open_windows", "Open windows", ["partition"])
+KEY_OPEN = Gauge(
+    "vaxflow_batcher_key_open_windows", "Open windows per key", ["partition", "vaccine_type", "sender_ods"]
+)
+KEY_HELD = Gauge(
+    "vaxflow_batcher_key_held_events", "Events held per key", ["partition", "vaccine_type", "sender_ods"]
+)
 POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
 
 _DECODE = msgspec.json.Decoder(ValidEvent)
@@ -72,6 +79,7 @@ class Batcher:
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
         self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         self.producers = _Listener(self)
+        self.key_labels: set[tuple[str, str, str]] = set()
 
     def new_windows(self, state: BatcherState | None) -> PartitionWindows:
         guard = ReplayGuard(state.watermark, [(r[0], r[1]) for r in state.emitted]) if state else ReplayGuard()
@@ -186,6 +194,32 @@ class Batcher:
     def total_held(self) -> int:
         return sum(w.held for w in self.partitions.values())
 
+    def publish_gauges(self) -> None:
+        """Per-partition and per-key window gauges for the ops dashboard; labels of keys whose
+        windows closed, and of partitions handed back, are removed rather than left at stale values."""
+        current: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for tp, windows in self.partitions.items():
+            HELD.labels(str(tp.partition)).set(windows.held)
+            OPEN.labels(str(tp.partition)).set(len(windows.windows))
+            for window in windows.windows.values():
+                labels = (str(tp.partition), window.vaccine_type, window.sender_ods)
+                opened, held = current.get(labels, (0, 0))
+                current[labels] = (opened + 1, held + len(window.events))
+        for labels, (opened, held) in current.items():
+            KEY_OPEN.labels(*labels).set(opened)
+            KEY_HELD.labels(*labels).set(held)
+        for labels in self.key_labels - set(current):
+            KEY_OPEN.remove(*labels)
+            KEY_HELD.remove(*labels)
+        self.key_labels = set(current)
+
+    def forget_partition(self, tp: TopicPartition) -> None:
+        self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
+        self.poison.pop(tp, None)
+        for gauge in (HELD, OPEN):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(tp.partition))
+
 
 class _Listener(PartitionProducers):
     """Partition producers plus the batcher's windows: both follow the assignment."""
@@ -201,8 +235,7 @@ class _Listener(PartitionProducers):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
-            self.batcher.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
-            self.batcher.poison.pop(tp, None)
+            self.batcher.forget_partition(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
@@ -221,6 +254,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     consumer.subscribe([batcher.valid_topic], listener=batcher.producers)
     await consumer.start()
     health.ready = True
+    gauges_at = 0
     log.info("batcher started", extra={"window_seconds": settings.window_seconds})
     try:
         while not stop.is_set():
@@ -232,6 +266,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 for tp, records in batch.items():
                     if (tp not in batcher.partitions or tp not in batcher.producers.producers) and records:
                         rewind(consumer, tp, records[0].offset)
+                emits = []
                 for tp in list(batcher.partitions):
                     if tp not in batcher.producers.producers:
                         continue
@@ -240,10 +275,12 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                     if paused and not due:
                         due.extend(batcher.partitions[tp].largest())
                     if due or batcher.poison.get(tp):
-                        await batcher.emit(tp, due)
-                for tp, windows in batcher.partitions.items():
-                    HELD.labels(str(tp.partition)).set(windows.held)
-                    OPEN.labels(str(tp.partition)).set(len(windows.windows))
+                        emits.append(batcher.emit(tp, due))
+                # one transaction per partition, on its own producer: let the commits overlap
+                await asyncio.gather(*emits)
+                if wall_ms - gauges_at >= 1000:
+                    gauges_at = wall_ms
+                    batcher.publish_gauges()
                 health.detail = {
                     "held_events": batcher.total_held(),
                     "open_windows": sum(len(w.windows) for w in batcher.partitions.values()),

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 import msgspec
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
@@ -131,6 +131,30 @@ async def process_partition(
     VALIDATED.labels("replay_skipped").inc(skipped)
 
 
+async def _one_partition(
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    records: list[ConsumerRecord[bytes, bytes]],
+    producers: GuardedProducers,
+    settings: Settings,
+    permissions: Permissions,
+    group_id: str,
+) -> None:
+    if tp not in producers.producers or tp not in producers.processed_upto:
+        # assigned but its producer or its replay guard not ready yet (rebalance in progress), or
+        # revoked: never process without the guard, never skip past records unprocessed
+        rewind(consumer, tp, records[0].offset)
+        return
+    try:
+        await process_partition(records, tp, producers, settings, permissions, group_id)
+    except ProducerFenced:
+        raise  # another instance owns this partition now: this one is a zombie
+    except KafkaError:
+        TXN_ABORTS.inc()
+        log.exception("transaction aborted; re-reading", extra={"partition": tp.partition})
+        rewind(consumer, tp, records[0].offset)
+
+
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     permissions = load_permissions(settings.permissions_file)
     group_id = settings.group(settings.validator_group)
@@ -148,20 +172,14 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 continue
             async with producers.lock:
                 with BATCH_SECONDS.time():
-                    for tp, records in batch.items():
-                        if tp not in producers.producers:
-                            # assigned but its producer not ready yet (rebalance in progress), or revoked:
-                            # never skip past records without processing them
-                            rewind(consumer, tp, records[0].offset)
-                            continue
-                        try:
-                            await process_partition(records, tp, producers, settings, permissions, group_id)
-                        except ProducerFenced:
-                            raise  # another instance owns this partition now: this one is a zombie
-                        except KafkaError:
-                            TXN_ABORTS.inc()
-                            log.exception("transaction aborted; re-reading", extra={"partition": tp.partition})
-                            consumer.seek(tp, records[0].offset)
+                    # Each partition has its own producer and transaction, so their commits overlap
+                    # instead of queueing one round trip after another.
+                    await asyncio.gather(
+                        *(
+                            _one_partition(consumer, tp, records, producers, settings, permissions, group_id)
+                            for tp, records in batch.items()
+                        )
+                    )
     finally:
         health.ready = False
         await consumer.stop()
