@@ -26,6 +26,7 @@ from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
 from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
 from workers import headers as h
+from workers.batch_send import BatchSender
 from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
 from workers.state_store import load_state
@@ -80,6 +81,7 @@ async def process_partition(
     guard = producers.processed_upto.get(tp, 0)
     valid = rejected = skipped = 0
     async with producer.transaction():
+        out = BatchSender(producer)
         for rec in records:
             if rec.offset < guard:
                 skipped += 1  # already validated before an operator rewound the group (replay)
@@ -88,7 +90,7 @@ async def process_partition(
             origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
             result = validate_event(raw, permissions=permissions)
             if isinstance(result, ValidEvent):
-                await producer.send(
+                await out.add(
                     valid_topic,
                     _ENCODER.encode(result),
                     key=key_of(result),
@@ -100,7 +102,7 @@ async def process_partition(
                 rejection = rejection_for(raw, result)
                 for reason in result:
                     REJECTED_BY_RULE.labels(reason.field, reason.rule).inc()
-                await producer.send(
+                await out.add(
                     rejected_topic,
                     raw,
                     key=(rejection.sender_ods or "").encode(),
@@ -117,6 +119,7 @@ async def process_partition(
                     ),
                 )
                 rejected += 1
+        await out.flush()
         upto = max(guard, records[-1].offset + 1)
         await producer.send(
             settings.topic(VALIDATOR_STATE.name),
