@@ -9,7 +9,7 @@ import pytest
 
 from schemas.permissions import default_permissions, dump_summary, load_permissions, parse_permissions
 
-SHARED = Path("/work/shared/spec/samples")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "spec" / "samples"  # ../shared beside the repo
 
 
 def test_packaged_production_config() -> None:
