@@ -10,10 +10,9 @@ import asyncio
 import sys
 from typing import Annotated
 
-import orjson
 import typer
 
-from vaxflow.settings import Settings, SettingsError, load_settings
+from vaxflow.cli_support import print_json, settings_or_exit
 
 app = typer.Typer(help="vaxflow: vaccination events to NHS England batch files over MESH.", no_args_is_help=True)
 dev_app = typer.Typer(help="The local development stack (real Kafka broker, MESH sandbox, workers).")
@@ -31,16 +30,8 @@ def _register_ops() -> None:
 _register_ops()
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-
-
-def _print_json(value: object) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+_settings = settings_or_exit
+_print_json = print_json
 
 
 @dev_app.command("up")

@@ -12,27 +12,19 @@ import contextlib
 from typing import Annotated, Any
 
 import aiohttp
-import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vaxflow.settings import Settings, SettingsError, load_settings
+from vaxflow.cli_support import print_json, settings_or_exit
+from vaxflow.settings import Settings
 
 STATUS_STYLE = {"OK": "green", "WARN": "yellow", "ERR": "red", "STOP": "red", "STALL": "magenta", "REWIND": "cyan"}
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-
-
-def _print_json(value: object) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+_settings = settings_or_exit
+_print_json = print_json
 
 
 async def _from_service(settings: Settings) -> dict[str, Any] | None:
