@@ -18,6 +18,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 _PARTITIONER = DefaultPartitioner()
+# aiokafka's murmur2 is pure Python; the keys (vaccine type | sender) are few, so remember them.
+_CHOSEN: dict[tuple[bytes, int], int] = {}
+_CHOSEN_LIMIT = 100_000
+
+
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    slot = (key, len(partitions))
+    chosen = _CHOSEN.get(slot)
+    if chosen is None:
+        if len(_CHOSEN) >= _CHOSEN_LIMIT:
+            _CHOSEN.clear()
+        chosen = _CHOSEN[slot] = _PARTITIONER(key, partitions, partitions)
+    return chosen
 
 
 class BatchSender:
@@ -39,8 +52,8 @@ class BatchSender:
     async def add(
         self, topic: str, value: bytes, *, key: bytes, timestamp_ms: int, headers: Sequence[tuple[str, bytes]]
     ) -> None:
-        partitions = await self._partitions_of(topic)
-        partition = _PARTITIONER(key, partitions, partitions)
+        partitions = self._partitions.get(topic) or await self._partitions_of(topic)
+        partition = partition_for(key, partitions)
         slot = (topic, partition)
         builder = self._builders.get(slot)
         if builder is None:
