@@ -30,6 +30,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from benchmarks.report import write_section
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
 from schemas.validate import validate_event
@@ -42,7 +43,6 @@ from vaxflow.settings import Settings
 from workers.batcher.windows import PartitionWindows
 
 SECTION = "## End to end (raw → ready files)"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 async def plain_consume(settings: Settings, topic: str, expect: int) -> float:
@@ -106,11 +106,7 @@ async def pipeline_run(base: Settings, payloads: list[bytes], keys: list[bytes],
     await admin.close()
     await produce(settings, payloads, keys)
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env[f"VAXFLOW_{name.upper()}"] = str(secret() if secret else value)
+    env = {**os.environ, **settings.as_environment()}
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -161,17 +157,6 @@ def memory_per_event(n: int = 50_000) -> float:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (after - before) / len(wire)
-
-
-def write_docs(text: str) -> None:
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        current = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    DOCS.write_text(current)
 
 
 async def main() -> None:
@@ -229,7 +214,7 @@ async def main() -> None:
         "Targets: ≥ 20,000 events/s raw→ready on 2 cores and ≥ 40% of the plain loop.\n"
     )
     print(text)
-    write_docs(text)
+    write_section(text)
 
 
 if __name__ == "__main__":

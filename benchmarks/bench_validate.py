@@ -14,7 +14,6 @@ import gc
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -30,11 +30,12 @@ if str(ROOT) not in sys.path:
 import msgspec  # noqa: E402
 
 from benchmarks.corpus import make_events  # noqa: E402
+from benchmarks.report import DOCS as DOC  # noqa: E402
+from benchmarks.report import cpu_name, write_section  # noqa: E402
 from schemas.event import ValidEvent  # noqa: E402
 from schemas.permissions import default_permissions  # noqa: E402
 from schemas.validate import validate_event  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Validation"
 
 
@@ -62,16 +63,6 @@ def _json_loads(raw: bytes) -> object:
         return json.loads(raw)
     except ValueError:  # the corpus holds broken JSON on purpose; the validator handles it too
         return None
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load() -> str:
@@ -116,15 +107,15 @@ def run(n: int, runs: int) -> dict[str, object]:
         "baseline_wall": statistics.median(r[1] for r in base_runs),
         "python": platform.python_version(),
         "msgspec": msgspec.__version__,
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "date": now.strftime("%Y-%m-%d"),
         "load": _load(),
     }
 
 
 def render(r: dict[str, object]) -> str:
-    lo, hi = r["ours_spread"]  # type: ignore[misc]
-    blo, bhi = r["baseline_spread"]  # type: ignore[misc]
+    lo, hi = cast(tuple[float, float], r["ours_spread"])
+    blo, bhi = cast(tuple[float, float], r["baseline_spread"])
     return f"""{SECTION}
 
 Measured by `benchmarks/bench_validate.py` on {r["date"]}: one process, one core, Python {r["python"]},
@@ -144,18 +135,6 @@ work while measuring, so rates are per CPU second of this process (wall-clock ra
 count time another process held the core, are shown for reference); each run of ours is paired
 with a baseline run right after it, and the ratio of those pairs is the steadier figure.
 """
-
-
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) only our section, so other scripts' sections survive."""
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text + "\n", existing, count=1)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated.rstrip("\n") + "\n")
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 
+from benchmarks.report import DOCS, cpu_name, write_section
 from schemas.batchfile import render_file
 from schemas.columns import COLUMNS
 from schemas.permissions import default_permissions
@@ -27,7 +27,6 @@ from schemas.record import Record
 from schemas.samples import make_valid_record
 
 SECTION = "## File writing"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def make_records(n: int, seed: int = 0) -> list[Record]:
@@ -60,21 +59,6 @@ def rows_per_second(run: Callable[[], bytes], n: int, repeats: int) -> float:
         run()
         timings.append(time.perf_counter() - start)
     return n / statistics.median(timings)
-
-
-def write_section(text: str, path: Path = DOCS) -> None:
-    """Replace this script's section of docs/benchmarks.md, leaving every other section as it is."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        updated = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated)
 
 
 def main() -> None:
@@ -111,19 +95,9 @@ def main() -> None:
         f"| `csv.DictWriter(QUOTE_ALL)` + `StringIO` + `encode` | {base:,.0f} |\n"
         f"| **ratio** | **{ratio:.2f}×** |\n\n"
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.python_implementation()} "
-        f"{platform.python_version()}, {_cpu()}. Target: ≥ 200,000 rows/s.\n"
+        f"{platform.python_version()}, {cpu_name()}. Target: ≥ 200,000 rows/s.\n"
     )
     print(f"updated {DOCS}")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

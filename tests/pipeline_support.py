@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
 
 from topics.ensure import ensure_topics
 from vaxflow.settings import Settings
@@ -29,9 +28,7 @@ async def ensure(settings: Settings) -> None:
         await admin.close()
 
 
-async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every committed record of `topic`, up to the end offsets as of the call."""
-    return await read_to_end(settings, topic)
+read_all = read_to_end  # every committed record of a topic, up to the end offsets as of the call
 
 
 @dataclass
@@ -55,14 +52,7 @@ class TaskWorker:
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        secret = getattr(value, "get_secret_value", None)
-        env[f"VAXFLOW_{name.upper()}"] = str(secret() if secret else value)
-    env.update(extra)
-    return env
+    return {**os.environ, **settings.as_environment(), **extra}
 
 
 @dataclass

@@ -151,6 +151,16 @@ class Settings(BaseSettings):
         """The full topic name of a catalogue topic under this process's namespace."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `VAXFLOW_*` variables, to start a worker process configured the same way
+        (tests, benchmarks). It holds the secrets in clear: pass it to a child, never print it."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+                env[f"VAXFLOW_{name.upper()}"] = str(secret)
+        return env
+
     def group(self, name: str) -> str:
         """A consumer group id under this process's namespace (groups are cluster-wide too)."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name

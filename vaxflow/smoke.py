@@ -6,6 +6,7 @@ import time
 import uuid
 
 import orjson
+from aiokafka import TopicPartition
 
 from topics.catalogue import RAW
 from vaxflow.kafka_clients import committed_consumer, idempotent_producer
@@ -27,8 +28,6 @@ async def smoke(settings: Settings) -> dict[str, object]:
     consumer = committed_consumer(settings, group_id=f"vaxflow-smoke-{marker}")
     await consumer.start()
     try:
-        from aiokafka import TopicPartition
-
         tp = TopicPartition(topic, meta.partition)
         consumer.assign([tp])
         consumer.seek(tp, meta.offset)

@@ -36,6 +36,13 @@ class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self.on_assign: list[TopicPartition] = []
 
+    def is_ready(self, tp: TopicPartition) -> bool:
+        """Whether `tp` may be processed now: its producer is up (subclasses add their own state).
+
+        Records fetched for a partition that is not ready are rewound, never processed or skipped.
+        """
+        return tp in self.producers
+
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._prefix}-{tp.topic}-{tp.partition}"
 

@@ -61,6 +61,17 @@ async def settled(settings: Settings, total: int) -> bool:
     return sum(f.rows for f in files) + len(rejected) >= total
 
 
+async def run_until_settled(settings: Settings, total: int, timeout: float = 120) -> None:
+    """Validator and batcher as tasks in this loop until all `total` events are placed."""
+    validator = TaskWorker(run_validator, settings).start()
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, total), timeout, "all events in files or rejected")
+    finally:
+        await validator.close()
+        await batcher.close()
+
+
 def check_exactly_once(
     files: list[ReadyFile], rejected: list[tuple[int, int]], coords: list[tuple[int, int]], invalid: frozenset[int]
 ) -> None:
@@ -89,13 +100,7 @@ async def test_validator_and_batcher_exactly_once(kafka_settings: Settings, tmp_
     await ensure(settings)
     load = generate(4000, invalid_fraction=0.05, seed=1)
     coords = await produce(settings, load.payloads, load.keys)
-    validator = TaskWorker(run_validator, settings).start()
-    batcher = TaskWorker(run_batcher, settings).start()
-    try:
-        await wait_for(partial(settled, settings, len(coords)), 120, "all events in files or rejected")
-    finally:
-        await validator.close()
-        await batcher.close()
+    await run_until_settled(settings, len(coords))
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)
     assert any(f.part > 0 for f in files), "row cap should have split some window into parts"
@@ -199,13 +204,7 @@ async def test_poison_input_never_stalls_a_partition(kafka_settings: Settings, t
     payloads = [*poison, orjson.dumps(tricky), *good.payloads[1:]]
     keys = [b"FLU|YGM41"] * len(payloads)  # one partition: poison first, valid events behind it
     coords = await produce(settings, payloads, keys)
-    validator = TaskWorker(run_validator, settings).start()
-    batcher = TaskWorker(run_batcher, settings).start()
-    try:
-        await wait_for(partial(settled, settings, len(coords)), 120, "all events in files or rejected")
-    finally:
-        await validator.close()
-        await batcher.close()
+    await run_until_settled(settings, len(coords))
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, frozenset(range(len(poison))))
     makers = {

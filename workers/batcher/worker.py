@@ -232,6 +232,9 @@ class _Listener(PartitionProducers):
         )
         self.batcher = batcher
 
+    def is_ready(self, tp: TopicPartition) -> bool:
+        return super().is_ready(tp) and tp in self.batcher.partitions
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
@@ -264,11 +267,11 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             async with batcher.producers.lock:
                 wall_ms = int(time.time() * 1000)
                 for tp, records in batch.items():
-                    if (tp not in batcher.partitions or tp not in batcher.producers.producers) and records:
+                    if not batcher.producers.is_ready(tp) and records:
                         rewind(consumer, tp, records[0].offset)
                 emits = []
                 for tp in list(batcher.partitions):
-                    if tp not in batcher.producers.producers:
+                    if not batcher.producers.is_ready(tp):
                         continue
                     due = batcher.add(tp, batch.get(tp, []))
                     due.extend(batcher.partitions[tp].due(wall_ms))

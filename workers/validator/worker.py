@@ -54,6 +54,9 @@ class GuardedProducers(PartitionProducers):
         self.settings = settings
         self.processed_upto: dict[TopicPartition, int] = {}
 
+    def is_ready(self, tp: TopicPartition) -> bool:
+        return super().is_ready(tp) and tp in self.processed_upto
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
@@ -143,7 +146,7 @@ async def _one_partition(
     permissions: Permissions,
     group_id: str,
 ) -> None:
-    if tp not in producers.producers or tp not in producers.processed_upto:
+    if not producers.is_ready(tp):
         # assigned but its producer or its replay guard not ready yet (rebalance in progress), or
         # revoked: never process without the guard, never skip past records unprocessed
         rewind(consumer, tp, records[0].offset)
