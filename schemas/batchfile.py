@@ -6,12 +6,13 @@ receiver silently drops extra values and treats missing trailing ones as empty, 
 shifted column; vaxflow reports it instead (digest section h.6).
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Final
 
 import msgspec
 
 from schemas.columns import COLUMNS
-from schemas.delimited import RawRow, read_table, render_table, width_reason
+from schemas.delimited import RawRow, read_table, render_line, render_table, width_reason
 from schemas.dialect import PIPE, Dialect
 from schemas.record import Reason, Record
 
@@ -49,6 +50,29 @@ def parse_only(vaccine_type: str, sender_ods: str, record: Mapping[str, str | No
 def render_file(records: Iterable[Record], dialect: Dialect = PIPE) -> bytes:
     """The file bytes; raises UnencodableError rather than writing '?' for a cp1252 route."""
     return render_table(COLUMNS, map(msgspec.structs.astuple, records), dialect)
+
+
+# The form of a row on vaccination.events.valid (docs/decisions/0011-valid-topic-rows.md): the
+# canonical line of the default dialect, so assembling a file is a join of bytes.
+ROW_DIALECT: Final = PIPE
+_HEADER_LINE: Final = render_line(COLUMNS, ROW_DIALECT.delimiter).encode(ROW_DIALECT.encoding)
+
+
+def render_row(record: Record) -> bytes:
+    """One record as the line it will be in a file (without the line ending)."""
+    return render_line(msgspec.structs.astuple(record), ROW_DIALECT.delimiter).encode(ROW_DIALECT.encoding)
+
+
+def assemble_file(rows: Sequence[bytes], dialect: Dialect = PIPE) -> bytes:
+    """The file whose rows are `rows` (from render_row): the same bytes render_file gives.
+
+    Only the line ending may differ from the row dialect: a route with another delimiter or
+    encoding would need each row re-rendered, and is refused here rather than written wrongly.
+    """
+    if dialect.delimiter != ROW_DIALECT.delimiter or dialect.encoding != ROW_DIALECT.encoding:
+        raise ValueError(f"rows are {ROW_DIALECT.delimiter!r}/{ROW_DIALECT.encoding}; re-render them for this dialect")
+    newline = dialect.newline.encode()
+    return newline.join([_HEADER_LINE, *rows, b""])
 
 
 def read_file(

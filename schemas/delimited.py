@@ -67,22 +67,27 @@ def width_reason(raw: RawRow, width: int) -> Reason | None:
     return Reason(field="row", rule="row.columns", message=f"row has {len(raw.fields)} fields, expected {width}")
 
 
+def render_line(values: Sequence[str], delimiter: str) -> str:
+    """One row without its line ending: every field quoted, `"` doubled."""
+    sep = '"' + delimiter + '"'
+    line = '"' + sep.join(values) + '"'
+    # With every field quoted a clean row has exactly 2 * width quote characters, so one count over
+    # the joined line replaces a membership test per value; escaping runs only when a value has `"`.
+    if line.count('"') != 2 * len(values):
+        line = '"' + sep.join([value.replace('"', '""') for value in values]) + '"'
+    return line
+
+
 def render_table(header: Sequence[str], rows: Iterable[Sequence[str]], dialect: Dialect) -> bytes:
     """Every field quoted, `"` doubled, one line per row, a line ending after the last row too."""
     width = len(header)
-    sep = '"' + dialect.delimiter + '"'
-    # With every field quoted a clean row has exactly 2 * width quote characters, so one count over
-    # the joined line replaces a membership test per value; escaping runs only when a value has `"`.
-    clean_quotes = 2 * width
-    lines = ['"' + sep.join(header) + '"']
+    delimiter = dialect.delimiter
+    lines = [render_line(header, delimiter)]
     append = lines.append
     for number, values in enumerate(rows, start=1):
         if len(values) != width:
             raise ValueError(f"row {number} has {len(values)} values, expected {width}")
-        line = '"' + sep.join(values) + '"'
-        if line.count('"') != clean_quotes:
-            line = '"' + sep.join([value.replace('"', '""') for value in values]) + '"'
-        append(line)
+        append(render_line(values, delimiter))
     append("")
     text = dialect.newline.join(lines)
     try:

@@ -9,7 +9,7 @@ in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
 from dataclasses import dataclass, field
 from typing import Final
 
-CATALOGUE_VERSION: Final[int] = 3  # 3: vaccination.redrive.ledger (docs/decisions/0009)
+CATALOGUE_VERSION: Final[int] = 4  # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011)
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -59,7 +59,7 @@ VALID = TopicSpec(
     name="vaccination.events.valid",
     partitions=6,
     key="VACCINE_TYPE|SENDER_ODS",
-    value="ValidEvent (msgspec JSON), header vaxflow.origin",
+    value="the event's canonical file row (schemas.batchfile.render_row), header vaxflow.origin",
     producers=("validator",),
     consumers=("batcher",),
     retention_ms=14 * DAY_MS,

@@ -55,9 +55,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
 
+    # consumers of the stream stages (validator, batcher)
+    fetch_min_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="A fetch waits for this much data (or fetch_max_wait_ms): fewer, larger transactions",
+    )
+    fetch_max_wait_ms: int = Field(default=100, ge=0, le=5000, description="Latency bound of fetch_min_bytes")
+
     # validator
     validator_group: str = "vaxflow-validator"
-    validator_max_batch: int = Field(default=6000, ge=1)
+    validator_max_batch: int = Field(default=12000, ge=1, description="Records per poll, one txn per partition")
 
     # batcher
     batcher_group: str = "vaxflow-batcher"

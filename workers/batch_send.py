@@ -65,8 +65,13 @@ class BatchSender:
                 raise ValueError("record larger than a whole batch")
 
     async def flush(self) -> None:
-        """Hand every open batch to the producer (the transaction's commit then waits for them)."""
+        """Hand every open batch to the producer and wait until the broker has them.
+
+        Each builder is closed first: aiokafka lets an open batch linger (linger_ms) for more
+        records, which here can never come, so every transaction would idle that long.
+        """
         for (topic, partition), builder in self._builders.items():
+            builder.close()
             self._futures.append(await self._producer.send_batch(builder, topic, partition=partition))
         self._builders.clear()
         if self._futures:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from schemas.batchfile import render_row
 from schemas.record import Record
 from workers.batcher.windows import PartitionWindows, ReplayGuard, merge_ranges, offsets_to_ranges
 
 W = 10  # window seconds
-REC = Record(UNIQUE_ID="x", UNIQUE_ID_URI="u", ACTION_FLAG="DELETE")
+ROW = render_row(Record(UNIQUE_ID="x", UNIQUE_ID_URI="u", ACTION_FLAG="DELETE"))
 
 
 def windows(**kw: int) -> PartitionWindows:
@@ -20,7 +21,7 @@ def windows(**kw: int) -> PartitionWindows:
 def add(pw: PartitionWindows, offset: int, ts_s: float, key: tuple[str, str] = ("FLU", "YGM41")) -> list[object]:
     return list(
         pw.add(offset=offset, timestamp_ms=int(ts_s * 1000), origin=(0, offset), vaccine_type=key[0],
-               sender_ods=key[1], record=REC, size=100)
+               sender_ods=key[1], row=ROW, size=100)
     )
 
 

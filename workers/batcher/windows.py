@@ -12,16 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from schemas.pipeline import Origin
-from schemas.record import Record
 
 
 @dataclass(slots=True)
 class Held:
-    """One valid event held by an open window."""
+    """One valid event held by an open window: its file row, already rendered by the validator."""
 
     offset: int
     origin: Origin
-    record: Record
+    row: bytes
     size: int
 
 
@@ -138,7 +137,7 @@ class PartitionWindows:
         return datetime.fromtimestamp(index * self.window_ms / 1000, tz=UTC)
 
     def add(
-        self, *, offset: int, timestamp_ms: int, origin: Origin, vaccine_type: str, sender_ods: str, record: Record,
+        self, *, offset: int, timestamp_ms: int, origin: Origin, vaccine_type: str, sender_ods: str, row: bytes,
         size: int,
     ) -> list[DueFile]:
         """Hold one event; returns parts that reached a cap and must be written now."""
@@ -155,7 +154,7 @@ class PartitionWindows:
             window = Window(vaccine_type, sender_ods, index)
             window.parts_emitted = self.restored_parts.pop((vaccine_type, sender_ods, index), 0)
             self.windows[(vaccine_type, sender_ods, index)] = window
-        window.events.append(Held(offset, origin, record, size))
+        window.events.append(Held(offset, origin, row, size))
         window.size += size
         self.held += 1
         over_cap = len(window.events) >= self.max_rows or window.size >= self.max_bytes

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 
 import msgspec
@@ -24,7 +25,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
-from schemas.batchfile import render_file
+from schemas.batchfile import assemble_file, render_row
 from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
@@ -55,8 +56,38 @@ KEY_HELD = Gauge(
 )
 POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
 
-_DECODE = msgspec.json.Decoder(ValidEvent)
+_LEGACY = msgspec.json.Decoder(ValidEvent)
 _ENCODE = msgspec.json.Encoder()
+_KEYS: dict[bytes, tuple[str, str]] = {}  # valid-topic key -> (vaccine type, sender): a few hundred at most
+_KEY = re.compile(rb"([0-9A-Z]{1,20})\|([0-9A-Z]{1,12})")
+
+
+def _batch_key(key: bytes | None) -> tuple[str, str]:
+    known = _KEYS.get(key or b"")
+    if known is None:
+        match = _KEY.fullmatch(key or b"")
+        if match is None:
+            raise ValueError("valid record without a VACCINE_TYPE|SENDER_ODS key")
+        if len(_KEYS) >= 100_000:
+            _KEYS.clear()
+        known = _KEYS[key or b""] = (match[1].decode(), match[2].decode())
+    return known
+
+
+def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
+    """(vaccine type, sender, file row) of a valid record; ValueError/DecodeError when it is none.
+
+    Catalogue v4 records are the row itself (docs/decisions/0011-valid-topic-rows.md); a v3 record
+    (a ValidEvent as JSON, still in the topic after an upgrade) is rendered here instead.
+    """
+    value = rec.value or b""
+    if value[:1] == b'"' and value[-1:] == b'"':
+        vaccine_type, sender_ods = _batch_key(rec.key)
+        return vaccine_type, sender_ods, value
+    if value[:1] == b"{":
+        event = _LEGACY.decode(value)
+        return event.vaccine_type, event.sender_ods, render_row(event.record)
+    raise ValueError("valid record is neither a file row nor a ValidEvent")
 
 
 def local_id_for(file_name: str, content: bytes) -> str:
@@ -97,10 +128,11 @@ class Batcher:
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> list[DueFile]:
         windows = self.partitions[tp]
         due: list[DueFile] = []
+        newline = len(self.dialect.newline)
         for rec in records:
-            origin_header = h.header(rec.headers, h.ORIGIN)
             try:
-                event = _DECODE.decode(rec.value or b"")
+                vaccine_type, sender_ods, row = _valid_row(rec)
+                origin_header = h.header(rec.headers, h.ORIGIN)
                 origin = decode_origin(origin_header) if origin_header else (-1, -1)
             except (msgspec.DecodeError, ValueError):
                 if not windows.guard.already_emitted(rec.offset):
@@ -114,16 +146,16 @@ class Batcher:
                     offset=rec.offset,
                     timestamp_ms=rec.timestamp,
                     origin=origin,
-                    vaccine_type=event.vaccine_type,
-                    sender_ods=event.sender_ods,
-                    record=event.record,
-                    size=len(rec.value or b""),
+                    vaccine_type=vaccine_type,
+                    sender_ods=sender_ods,
+                    row=row,
+                    size=len(row) + newline,
                 )
             )
         return due
 
     def render(self, due: DueFile) -> ReadyFile:
-        content = render_file((e.record for e in due.events), self.dialect)
+        content = assemble_file([e.row for e in due.events], self.dialect)
         name = part_file_name(
             due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
         )

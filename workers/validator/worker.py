@@ -3,7 +3,9 @@
 Consume-transform-produce in one Kafka transaction per input partition and poll: the outputs and
 the input offsets commit together or not at all, so a crash (even SIGKILL mid-batch) never
 yields a duplicate or a gap in vaccination.events.valid / .rejected. The valid record keeps the
-raw record's timestamp (ingestion time, which the batcher windows on) and its origin header.
+raw record's timestamp (ingestion time, which the batcher windows on) and its origin header; its
+value is the event's canonical file row (docs/decisions/0011-valid-topic-rows.md), so the batcher
+only joins bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
+from schemas.batchfile import render_row
 from schemas.event import ValidEvent
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import ValidatorState, encode_origin
@@ -95,7 +98,7 @@ async def process_partition(
             if isinstance(result, ValidEvent):
                 await out.add(
                     valid_topic,
-                    _ENCODER.encode(result),
+                    render_row(result.record),
                     key=key_of(result),
                     timestamp_ms=rec.timestamp,
                     headers=[(h.ORIGIN, origin)],
