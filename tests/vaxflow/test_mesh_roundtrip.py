@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import random
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from fixtures_mesh import MeshSandboxHandle, free_port, record_startup
+from mesh_tls_support import make_pki
 
 from vaxflow.dev import mesh_sandbox as sandbox
 from vaxflow.dev.mesh_sandbox import MailboxRole
@@ -191,26 +191,9 @@ async def test_the_sandbox_serves_the_repository_workflows(mesh_sandbox: MeshSan
 # ------------------------------------------------------------------------------------- mutual TLS
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_pki(d: Path) -> None:
-    """A throwaway CA, a server cert for 127.0.0.1 and a client cert for our mailbox."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-             "-subj", "/CN=vaxflow test CA", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, cn in (("server", "127.0.0.1"), ("client", "X26VXF001")):
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=d)
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_mutual_tls_client_certificate(tmp_path: Path, mesh_sandbox: MeshSandboxHandle) -> None:
-    _make_pki(tmp_path)
+    make_pki(tmp_path)
     tls = sandbox.SandboxTLS(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem", True)
     port = free_port()
     layout = sandbox.SandboxLayout(home=tmp_path / "state", port=port, tls=tls)

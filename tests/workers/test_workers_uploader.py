@@ -137,6 +137,51 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
         await acknowledge_all(imms, found)
 
 
+async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 1 of 3 reached MESH, then the uploader died: the restart finishes that message (one
+    message, the same id, byte-identical) instead of starting a new one under another local id."""
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
+    await ensure(settings)
+    big = FileFactory().ready("COVID", 2, content=random.Random(5).randbytes(11 * 1024 * 1024))  # 3 chunks of 5 MiB
+    await produce_ready(settings, [big])
+
+    real_chunk = MeshClient._send_chunk
+    first_ids: list[str] = []
+
+    async def die_before_chunk_2(self: MeshClient, message_id: str, *args: object, **kwargs: object) -> None:
+        first_ids.append(message_id)
+        await asyncio.Event().wait()  # the process "dies" here: chunk 1 in MESH, 2 and 3 never sent
+
+    monkeypatch.setattr(MeshClient, "_send_chunk", die_before_chunk_2)
+    task = asyncio.create_task(uploader.run(settings, asyncio.Event(), Health()))
+    await wait_for(lambda: bool(first_ids), what="the first chunk of the big file")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(MeshClient, "_send_chunk", real_chunk)
+    async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
+        half = await ours.track_by_local_id(big.local_id)
+        assert half is not None
+        assert not half.complete
+        assert (half.message_id, half.total_chunks) == (first_ids[0], 3)
+
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=_receipts_for({big.file_name}), timeout=60)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    [receipt] = decoded(records, SentReceipt)
+    assert (receipt.message_id, receipt.local_id, receipt.recovered) == (first_ids[0], big.local_id, True)
+    async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
+        assert await ours.track_by_local_id(uploader.local_id_generation(big.local_id, 2)) is None
+    async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
+        found = await inbox_messages(imms, [big.file_name])
+        [(meta, data)] = found[big.file_name]
+        assert (meta.message_id, meta.total_chunks) == (first_ids[0], 3)
+        assert data == big.content
+        await acknowledge_all(imms, found)
+
+
 async def test_restart_and_replay_over_sent_files_send_nothing_new(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
 ) -> None:

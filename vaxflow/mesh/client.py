@@ -20,7 +20,7 @@ import gzip
 import logging
 import platform
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -91,6 +91,16 @@ class MeshTransientError(MeshError):
         super().__init__(reason if status is None else f"{reason}: HTTP {status} {_short(body)}")
         self.status = status
         self.body = body
+
+
+class MeshTLSError(MeshTransientError):
+    """MESH's server certificate failed verification against our CA bundle (or its name did not match).
+
+    Not a property of any file: a wrong `VAXFLOW_MESH_CA_FILE`, an expired or replaced certificate,
+    or someone in the middle. Retrying is right (an operator can fix it without a restart of MESH),
+    but counting it against each file's retry bounds would dead-letter every file meanwhile, so the
+    uploader holds files instead (workers/uploader/worker.py).
+    """
 
 
 class MeshPermanentError(MeshError):
@@ -180,6 +190,25 @@ class MeshConfig:
             raise ValueError("chunk_retry_attempts must be >= 1")
 
 
+def chunk_count(length: int, chunk_size: int) -> int:
+    """How many chunks `send` splits `length` bytes into (1 for anything up to one chunk)."""
+    return max(1, (length + chunk_size - 1) // chunk_size)
+
+
+def _chunk_bodies(data: bytes, size: int, compress: bool) -> Callable[[int], Awaitable[bytes]]:
+    """Chunk n's request body: the same bytes every time it is asked for (gzip with mtime 0)."""
+    view = memoryview(data)
+
+    async def body(n: int) -> bytes:
+        piece = view[(n - 1) * size : n * size]
+        if not compress:
+            return bytes(piece)
+        # A thread, because compressing 20 MiB would hold the event loop for a second.
+        return await asyncio.to_thread(gzip.compress, piece, GZIP_LEVEL, mtime=0)
+
+    return body
+
+
 def _chunk_size_problem(size: int) -> str | None:
     if MIN_CHUNK_BYTES <= size < MAX_REQUEST_BYTES:
         return None
@@ -231,6 +260,7 @@ class TrackingInfo:
     uploaded_at: str | None
     status_code: str | None = None
     status_description: str | None = None
+    total_chunks: int | None = None  # as declared by the first chunk's `mex-chunk-range` (v1 tracking)
 
     @property
     def complete(self) -> bool:
@@ -276,6 +306,7 @@ class _TrackingV1(msgspec.Struct, rename="camel"):
     upload_timestamp: str | None = None
     status_code: str | None = None
     status_description: str | None = None
+    chunk_count: int | None = None
 
 
 def _tracking_from_v2(t: _TrackingV2) -> TrackingInfo:
@@ -292,6 +323,7 @@ def _tracking_from_v1(t: _TrackingV1) -> TrackingInfo:
         message_id=t.message_id, local_id=t.local_id, workflow_id=t.workflow_id, filename=t.file_name,
         recipient=t.recipient, status=(t.status or "").lower(), success=success,
         uploaded_at=t.upload_timestamp, status_code=t.status_code, status_description=t.status_description,
+        total_chunks=t.chunk_count,
     )
 
 
@@ -405,6 +437,8 @@ class MeshClient:
             ) as resp:
                 body = await resp.read()
                 reply = _Reply(resp.status, resp.headers, body)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise MeshTLSError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Only the exception type and text: neither carries the request headers.
             raise MeshTransientError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
@@ -464,17 +498,9 @@ class MeshClient:
         if (problem := _chunk_size_problem(size)) is not None:
             raise MeshValidationError(problem)
 
-        view = memoryview(data)
-        total = (len(data) + size - 1) // size
+        total = chunk_count(len(data), size)
+        body = _chunk_bodies(data, size, compress)
         encoding = {"Content-Encoding": "gzip"} if compress else {}
-
-        async def body(n: int) -> bytes:
-            piece = view[(n - 1) * size : n * size]
-            if not compress:
-                return bytes(piece)
-            # A thread, because compressing 20 MiB would hold the event loop for a second.
-            return await asyncio.to_thread(gzip.compress, piece, GZIP_LEVEL, mtime=0)
-
         first = await self._request(
             "POST",
             f"{self._mailbox_path}/outbox",
@@ -483,17 +509,51 @@ class MeshClient:
             data=await body(1),
         )
         message_id = _decode(first.body, _SendReply, "send").message_id
-        try:
-            for n in range(2, total + 1):
-                await self._send_chunk(message_id, n, total, await body(n), encoding)
-        except MeshError as exc:
-            exc.message_id = message_id
-            raise
+        await self._send_rest(message_id, 2, total, body, encoding)
         log.info(
             "mesh sent message_id=%s to=%s workflow=%s chunks=%d bytes=%d",
             message_id, mex["mex-to"], workflow_id, total, len(data),
         )
         return message_id
+
+    async def resume(
+        self, message_id: str, data: bytes, *, total_chunks: int, compress: bool = True, chunk_size: int | None = None
+    ) -> str:
+        """Finish a chunked upload that an earlier process started and did not complete.
+
+        The first POST (which created `message_id`) cannot be repeated, but chunks 2..N can: a
+        re-posted chunk replaces the one MESH holds, so every chunk after the first is sent again,
+        identical bytes (the data, chunk size and gzip settings must be the ones of the first
+        attempt: a chunk count that differs from MESH's is refused here rather than corrupting the
+        message). MESH completes the message when the last chunk arrives.
+        """
+        size = chunk_size or self._config.chunk_size
+        if (problem := _chunk_size_problem(size)) is not None:
+            raise MeshValidationError(problem)
+        total = chunk_count(len(data), size)
+        if total != total_chunks or total < 2:
+            raise MeshValidationError(
+                f"cannot resume {message_id}: MESH expects {total_chunks} chunks, this data makes {total}"
+            )
+        encoding = {"Content-Encoding": "gzip"} if compress else {}
+        await self._send_rest(message_id, 2, total, _chunk_bodies(data, size, compress), encoding)
+        log.info("mesh resumed message_id=%s chunks=2..%d bytes=%d", message_id, total, len(data))
+        return message_id
+
+    async def _send_rest(
+        self,
+        message_id: str,
+        start: int,
+        total: int,
+        body: Callable[[int], Awaitable[bytes]],
+        encoding: Mapping[str, str],
+    ) -> None:
+        try:
+            for n in range(start, total + 1):
+                await self._send_chunk(message_id, n, total, await body(n), encoding)
+        except MeshError as exc:
+            exc.message_id = message_id
+            raise
 
     async def _send_chunk(
         self, message_id: str, n: int, total: int, data: bytes, encoding: Mapping[str, str]

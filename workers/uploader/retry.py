@@ -6,6 +6,8 @@ by attempts and by total time, so a file cannot block its partition for ever: wh
 reached the last transient error is re-raised and the file is dead-lettered like a permanent
 failure (design brief section 5). Only `MeshTransientError` is retried; a permanent refusal fails
 the same way every time and must reach the dead-letter topic at once with its status and body.
+`MeshTLSError` (MESH's certificate not trusted) is not retried here: it says nothing about the file,
+so the worker holds the file outside these bounds until the configuration is fixed.
 
 The policy lives apart from the worker so that it can be unit-tested without MESH or Kafka.
 """
@@ -20,12 +22,13 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_before_delay,
     wait_random_exponential,
 )
 
-from vaxflow.mesh.client import MeshTransientError
+from vaxflow.mesh.client import MeshTLSError, MeshTransientError
 from vaxflow.settings import Settings
 
 log = logging.getLogger("vaxflow.uploader")
@@ -50,7 +53,7 @@ def upload_retrying(settings: Settings, *, sleep: Sleep | None = None) -> AsyncR
         wait=wait_random_exponential(
             multiplier=settings.upload_backoff_initial_seconds, max=settings.upload_backoff_max_seconds
         ),
-        retry=retry_if_exception_type(MeshTransientError),
+        retry=retry_if_exception_type(MeshTransientError) & retry_if_not_exception_type(MeshTLSError),
         reraise=True,
         before_sleep=_log_retry,
         sleep=sleep or asyncio.sleep,

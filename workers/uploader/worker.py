@@ -13,8 +13,10 @@ transaction (docs/decisions/0007-uploader-exactly-once.md has the long form):
    derived the local id from the file's name and content, so a file that reached MESH before a
    crash (or before an ambiguous timeout of our own POST) is found and recorded with
    recovered=True instead of being sent again. An upload left incomplete (chunks missing, so the
-   recipient never sees it) is retried under the next local-id generation `{local_id}.g{n}`, and
-   tracking walks those generations, so one local id never names two messages.
+   recipient never sees it yet) is resumed: chunks 2..N are posted again to the same message,
+   which MESH allows (a re-posted chunk replaces the one it holds). Only if it cannot be resumed
+   (the chunk size changed since) does the file go under the next local-id generation
+   `{local_id}.g{n}`; tracking walks those generations, so one local id never names two messages.
 3. **Record, then commit, atomically.** The SentReceipt and the ready offset go in one Kafka
    transaction on the partition's own transactional producer (workers.partition_producers).
    A crash before the commit leaves the offset uncommitted and the receipt invisible; the next
@@ -52,7 +54,15 @@ from prometheus_client import Counter
 from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure, encode_origin
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.kafka_clients import committed_consumer
-from vaxflow.mesh.client import MeshClient, MeshError, MeshPermanentError, MeshTransientError, TrackingInfo
+from vaxflow.mesh.client import (
+    MeshClient,
+    MeshError,
+    MeshPermanentError,
+    MeshTLSError,
+    MeshTransientError,
+    TrackingInfo,
+    chunk_count,
+)
 from vaxflow.settings import Settings
 from workers import headers as h
 from workers.ledger import SentLedger, encode_receipt
@@ -65,6 +75,7 @@ from workers.uploader.routes import NoRouteError, Route, RoutingTable, load_rout
 log = logging.getLogger("vaxflow.uploader")
 
 ATTEMPTS = Counter("vaxflow_uploader_attempts_total", "MESH upload attempts by outcome", ["outcome"])
+TLS_HOLDS = Counter("vaxflow_uploader_tls_holds_total", "Waits on a MESH certificate that failed verification")
 FILES_SENT = Counter("vaxflow_uploader_files_sent_total", "Files recorded as sent, per recipient", ["recipient"])
 BYTES_SENT = Counter("vaxflow_uploader_bytes_total", "File bytes recorded as sent, per recipient", ["recipient"])
 RECOVERED = Counter("vaxflow_uploader_recovered_total", "Files found in MESH by local id, not sent again")
@@ -245,14 +256,38 @@ class Uploader:
         await self.record_sent(tp, rec, file, delivery)
 
     async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
-        """Track, then send, retrying transient failures; raises UploadRefused or _Abandoned."""
+        """Track, then send, retrying transient failures; raises UploadRefused or _Abandoned.
+
+        While MESH's certificate fails verification the file is held (not counted, not
+        dead-lettered) and the worker reports itself not ready until a request gets through.
+        """
+        sleep = self._interruptible_sleep(halt)
+        while True:
+            try:
+                delivery = await self._deliver_bounded(file, route, sleep)
+            except MeshTLSError as exc:
+                TLS_HOLDS.inc()
+                self.health.ready = False
+                self.health.detail["mesh_tls"] = "server certificate not trusted: check VAXFLOW_MESH_CA_FILE"
+                log.error("MESH certificate verification failed; holding the file until it is fixed",
+                          extra={"file": file.file_name, "error": str(exc)})
+                await sleep(self.settings.upload_backoff_max_seconds)
+                continue
+            if "mesh_tls" in self.health.detail:
+                del self.health.detail["mesh_tls"]
+                self.health.ready = True
+            return delivery
+
+    async def _deliver_bounded(self, file: ReadyFile, route: Route, sleep: Sleep) -> Delivery:
         attempts = 0
         try:
-            async for attempt in upload_retrying(self.settings, sleep=self._interruptible_sleep(halt)):
+            async for attempt in upload_retrying(self.settings, sleep=sleep):
                 with attempt:
                     attempts += 1
                     self.health.progress()
                     return await self._attempt(file, route, attempts)
+        except MeshTLSError:
+            raise
         except MeshTransientError as exc:
             raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
         except MeshPermanentError as exc:
@@ -262,10 +297,21 @@ class Uploader:
     async def _attempt(self, file: ReadyFile, route: Route, attempt: int) -> Delivery:
         try:
             found, local_id = await self.find_sent(file)
-            if found is not None:
+            if found is not None and found.complete:
                 ATTEMPTS.labels("recovered").inc()
                 return Delivery(
                     message_id=found.message_id,
+                    local_id=local_id,
+                    mailbox_to=found.recipient or route.mailbox,
+                    workflow_id=found.workflow_id or route.workflow_id,
+                    recovered=True,
+                    attempts=attempt,
+                )
+            if found is not None:  # an interrupted chunked upload of this very file: finish it
+                message_id = await self.resume(found, file)
+                ATTEMPTS.labels("resumed").inc()
+                return Delivery(
+                    message_id=message_id,
                     local_id=local_id,
                     mailbox_to=found.recipient or route.mailbox,
                     workflow_id=found.workflow_id or route.workflow_id,
@@ -296,11 +342,29 @@ class Uploader:
             attempts=attempt,
         )
 
-    async def find_sent(self, file: ReadyFile) -> tuple[TrackingInfo | None, str]:
-        """(the complete message MESH holds for this file, its local id) or (None, the id to send with).
+    async def resume(self, found: TrackingInfo, file: ReadyFile) -> str:
+        """Send the remaining chunks of `found`; a refusal is retried as transient, so the next
+        attempt tracks again (the message may have completed, or expired, in between)."""
+        log.warning("resuming an interrupted chunked upload",
+                    extra={"file": file.file_name, "message_id": found.message_id, "chunks": found.total_chunks})
+        try:
+            return await self.mesh.resume(
+                found.message_id, file.content, total_chunks=found.total_chunks or 0,
+                chunk_size=self.settings.mesh_chunk_bytes,
+            )
+        except MeshPermanentError as exc:
+            raise MeshTransientError(f"resume of {found.message_id} refused", status=exc.status, body=exc.body) from exc
 
-        Generations exist only after an incomplete upload, so the walk is normally one request.
+    async def find_sent(self, file: ReadyFile) -> tuple[TrackingInfo | None, str]:
+        """(what MESH holds for this file, its local id) or (None, the local id to send with).
+
+        What MESH holds is either complete (record it, never send again) or an upload that stopped
+        between chunks and can be resumed (same chunk count as this file makes now). An incomplete
+        upload that cannot be resumed (the chunk size setting changed) is left to expire and the
+        file goes under the next local-id generation; generations therefore exist only after such
+        a case, and the walk is normally one request.
         """
+        chunks = chunk_count(len(file.content), self.settings.mesh_chunk_bytes)
         for generation in range(1, MAX_GENERATIONS + 1):
             local_id = local_id_generation(file.local_id, generation)
             info = await self.mesh.track_by_local_id(local_id)
@@ -310,10 +374,11 @@ class Uploader:
                 raise MeshPermanentError(
                     None, "", reason=f"local id {local_id} already names another file in MESH"
                 )
-            if info.complete:
+            if info.complete or (info.total_chunks == chunks and chunks > 1):
                 return info, local_id
-            log.warning("incomplete upload found in MESH; using the next local id",
-                        extra={"file": file.file_name, "generation": generation, "status": info.status})
+            log.warning("incomplete upload found in MESH that cannot be resumed; using the next local id",
+                        extra={"file": file.file_name, "generation": generation, "status": info.status,
+                               "chunks_in_mesh": info.total_chunks, "chunks_now": chunks})
         raise MeshPermanentError(None, "", reason=f"{MAX_GENERATIONS} incomplete uploads of {file.file_name}")
 
     def _interruptible_sleep(self, halt: asyncio.Event) -> Sleep:
