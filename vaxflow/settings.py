@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     uploader_group: str = "vaxflow-uploader"
     routes_file: Path | None = Field(default=None, description="Vaccine type -> MESH mailbox/workflow JSON")
     upload_max_attempts: int = Field(default=8, ge=1)
+    uploader_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Files of one ready partition in flight to MESH at once"
+    )
     upload_max_seconds: float = Field(default=600.0, gt=0)
     mesh_chunk_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     upload_backoff_initial_seconds: float = Field(

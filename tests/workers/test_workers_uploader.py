@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,44 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
                     receipts[f.file_name].message_id, f.local_id, "X26VXF001")
                 assert meta.total_chunks == (2 if f is big else 1)
             await acknowledge_all(client, found)
+
+
+async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox, uploader_concurrency=3)
+    await ensure(settings)
+    make = FileFactory()
+    files = [make.ready(t, 2) for t in ("RSV", "MMR", "HPV", "COVID") * 3]
+    await produce_ready(settings, files)
+    per_partition = Counter(r.partition for r in await read_topic(settings, READY.name, timeout=5))
+    assert max(per_partition.values()) >= 2  # some partition has several files to overlap
+
+    real_send = MeshClient.send
+    in_flight, most = 0, 0
+
+    async def slow_send(self: MeshClient, *args: object, **kwargs: object) -> str:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.3)  # MESH's latency, so that overlap is visible
+            return await real_send(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(MeshClient, "send", slow_send)
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    assert len(records) == len(files)
+    # One file per partition at a time would allow at most one in flight per partition.
+    assert len(per_partition) < most <= 3 * len(per_partition)
+    async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
+        found = await inbox_messages(imms, [f.file_name for f in files])
+        assert all(len(found[f.file_name]) == 1 for f in files)
+        assert all(found[f.file_name][0][1] == f.content for f in files)
+        await acknowledge_all(imms, found)
 
 
 async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(

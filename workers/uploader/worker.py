@@ -89,8 +89,9 @@ FETCH_BYTES: Final = 40 * 1024 * 1024
 PRODUCE_BYTES: Final = 48 * 1024 * 1024
 # After this many incomplete uploads under one local id something is badly wrong: stop, dead-letter.
 MAX_GENERATIONS: Final = 20
-# Files fetched per poll: each may take minutes under retries, and polls must stay frequent enough.
-MAX_RECORDS_PER_POLL: Final = 8
+# Files fetched per poll, per file allowed in flight: each may take minutes under retries, and polls
+# must stay frequent enough (the per-poll budget in process_partition cuts a long poll short).
+RECORDS_PER_POLL_PER_SLOT: Final = 4
 _BODY_LIMIT: Final = 16 * 1024
 
 _DECODE_READY = msgspec.json.Decoder(ReadyFile)
@@ -104,6 +105,21 @@ def local_id_generation(local_id: str, generation: int) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _next_group(
+    records: list[ConsumerRecord[bytes, bytes]], start: int, size: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Up to `size` records from `start` whose keys (file names) differ: two copies of one file are
+    never in flight together, so the ledger check of the second sees the first's receipt."""
+    group: list[ConsumerRecord[bytes, bytes]] = []
+    keys: set[bytes | None] = set()
+    for rec in records[start : start + size]:
+        if rec.key in keys:
+            break
+        keys.add(rec.key)
+        group.append(rec)
+    return group
 
 
 class _Abandoned(Exception):
@@ -129,6 +145,17 @@ class Delivery:
     workflow_id: str
     recovered: bool
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One ready record's fate, decided before anything is written: exactly one field besides
+    `file` is set, or none (the file is already in the ledger)."""
+
+    file: ReadyFile | None = None
+    delivery: Delivery | None = None
+    refused: UploadRefused | None = None
+    poison: Exception | None = None
 
 
 class Uploader:
@@ -179,12 +206,15 @@ class Uploader:
         log.info("uploader started", extra={"group": self.group, "routes": len(self.routes)})
         try:
             while not self.stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS_PER_POLL)
+                batch = await consumer.getmany(
+                    timeout_ms=500, max_records=RECORDS_PER_POLL_PER_SLOT * self.settings.uploader_concurrency
+                )
                 self.health.progress()
                 self.health.detail = {"ledger_files": len(self.ledger), "partitions": len(self.halts)}
                 if not batch:
                     continue
-                # Partitions go in parallel; within one partition files go strictly in order.
+                # Partitions go in parallel; within one, up to uploader_concurrency files are in
+                # flight to MESH at once and their outcomes are recorded strictly in offset order.
                 try:
                     async with asyncio.TaskGroup() as tasks:
                         for tp, records in batch.items():
@@ -206,54 +236,80 @@ class Uploader:
             _seek(consumer, tp, records[0].offset)
             return
         budget_end = time.monotonic() + self.max_poll_interval_ms / 2000
-        for rec in records:
+        start = 0
+        while start < len(records):
             if self.stop.is_set() or halt.is_set():
                 return  # uncommitted: re-read by whoever owns the partition next
             if time.monotonic() > budget_end:
-                _seek(consumer, tp, rec.offset)  # poll again before the group thinks we died
+                _seek(consumer, tp, records[start].offset)  # poll again before the group thinks we died
                 return
+            group = _next_group(records, start, self.settings.uploader_concurrency)
             async with self.lock_for(tp):
                 if halt.is_set() or tp not in self.listener.producers:
                     return
-                try:
-                    await self.handle(tp, rec, halt)
-                except _Abandoned:
-                    log.info("file left for later", extra={"partition": tp.partition, "offset": rec.offset})
-                    if not halt.is_set():
-                        _seek(consumer, tp, rec.offset)
-                    return
-                except ProducerFenced:
-                    raise  # another instance owns this partition's transactional id: we are a zombie
-                except KafkaError:
-                    # Receipt or dead letter not committed: re-read the file; tracking finds it in MESH.
-                    log.exception("ledger transaction failed; re-reading", extra={"partition": tp.partition})
-                    if not halt.is_set():
-                        _seek(consumer, tp, rec.offset)
-                    return
+                unfinished = await self.handle_group(tp, group, halt)
+            if unfinished is not None:
+                if not halt.is_set():
+                    _seek(consumer, tp, unfinished)
+                return
+            start += len(group)
+
+    async def handle_group(
+        self, tp: TopicPartition, group: list[ConsumerRecord[bytes, bytes]], halt: asyncio.Event
+    ) -> int | None:
+        """Deliver the group's files to MESH concurrently, then record their outcomes in offset order,
+        one transaction per file; returns the offset to re-read from, or None when all are recorded.
+
+        Recording stops at the first file not finished (stop, revocation, a failed transaction):
+        that file and every later one of the group stay uncommitted. A later file that did reach MESH
+        is then found by tracking when it is read again, exactly as after a crash.
+        """
+        outcomes = await asyncio.gather(*(self.outcome_of(rec, halt) for rec in group), return_exceptions=True)
+        for rec, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, _Abandoned):
+                log.info("file left for later", extra={"partition": tp.partition, "offset": rec.offset})
+                return int(rec.offset)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            try:
+                await self.record(tp, rec, outcome)
+            except ProducerFenced:
+                raise  # another instance owns this partition's transactional id: we are a zombie
+            except KafkaError:
+                # Receipt or dead letter not committed: re-read the file; tracking finds it in MESH.
+                log.exception("ledger transaction failed; re-reading", extra={"partition": tp.partition})
+                return int(rec.offset)
+        return None
 
     # ------------------------------------------------------------------------------- one file
 
-    async def handle(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], halt: asyncio.Event) -> None:
+    async def outcome_of(self, rec: ConsumerRecord[bytes, bytes], halt: asyncio.Event) -> Outcome:
+        """What happens to one ready record, MESH included, without writing anything to Kafka."""
         try:
             file = _DECODE_READY.decode(rec.value or b"")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self.dead_letter_poison(tp, rec, exc)
-            return
+            return Outcome(poison=exc)
         if file.file_name in self.ledger:
-            SKIPPED.inc()
-            log.info("already sent, skipping", extra={"file": file.file_name})
-            await self.commit_only(tp, rec)
-            return
+            return Outcome(file=file)
         try:
             route = self.routes.route(file.vaccine_type)
-            delivery = await self.deliver(file, route, halt)
+            return Outcome(file=file, delivery=await self.deliver(file, route, halt))
         except NoRouteError as exc:
-            await self.dead_letter(tp, rec, file, UploadRefused(exc, status=None, body=str(exc), attempts=0))
-            return
+            return Outcome(file=file, refused=UploadRefused(exc, status=None, body=str(exc), attempts=0))
         except UploadRefused as refused:
-            await self.dead_letter(tp, rec, file, refused)
-            return
-        await self.record_sent(tp, rec, file, delivery)
+            return Outcome(file=file, refused=refused)
+
+    async def record(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], outcome: Outcome) -> None:
+        if outcome.poison is not None or outcome.file is None:
+            await self.dead_letter_poison(tp, rec, outcome.poison or ValueError("no file"))
+        elif outcome.refused is not None:
+            await self.dead_letter(tp, rec, outcome.file, outcome.refused)
+        elif outcome.delivery is not None:
+            await self.record_sent(tp, rec, outcome.file, outcome.delivery)
+        else:
+            SKIPPED.inc()
+            log.info("already sent, skipping", extra={"file": outcome.file.file_name})
+            await self.commit_only(tp, rec)
 
     async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
         """Track, then send, retrying transient failures; raises UploadRefused or _Abandoned.
