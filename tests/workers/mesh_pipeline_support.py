@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +24,12 @@ from fixtures_mesh import MeshSandboxHandle
 from schemas.batchfile import render_file
 from schemas.filenames import batch_file_name
 from schemas.permissions import default_permissions
-from schemas.pipeline import ReadyFile
+from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
 from schemas.samples import make_valid_record
 from schemas.validate import validate_record
 from topics.ensure import ensure_topics
+from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.kafka_clients import admin_client, idempotent_producer
 from vaxflow.mesh.client import InboxMessage, MeshClient
 from vaxflow.settings import Settings
@@ -252,6 +253,29 @@ async def acknowledge_all(client: MeshClient, found: dict[str, list[tuple[InboxM
     for messages in found.values():
         for meta, _ in messages:
             await client.acknowledge(meta.message_id)
+
+
+async def assert_each_delivered_once(
+    client_for: Callable[[MailboxRole], MeshClient],
+    files: Sequence[ReadyFile],
+    box_of: Mapping[str, str],
+    receipts: Mapping[str, SentReceipt],
+    chunks_of: Callable[[ReadyFile], int],
+) -> None:
+    """Each file is in its recipient's inbox exactly once, byte-identical (gzip and chunking undone),
+    under the message id of its receipt and with its local id; then every one is acknowledged."""
+    for role, box in ((MailboxRole.IMMUNISATION, "X26OT303"), (MailboxRole.DPS, "X26DPS001")):
+        mine = [f for f in files if box_of[f.file_name] == box]
+        async with client_for(role) as client:
+            found = await inbox_messages(client, [f.file_name for f in mine])
+            for f in mine:
+                assert len(found[f.file_name]) == 1, f.file_name
+                meta, data = found[f.file_name][0]
+                assert data == f.content
+                assert (meta.message_id, meta.local_id, meta.sender) == (
+                    receipts[f.file_name].message_id, f.local_id, "X26VXF001")
+                assert meta.total_chunks == chunks_of(f)
+            await acknowledge_all(client, found)
 
 
 # ------------------------------------------------------------------------------------ workers

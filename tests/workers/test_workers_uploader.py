@@ -15,6 +15,7 @@ from fixtures_mesh import MeshSandboxHandle
 from mesh_pipeline_support import (
     FileFactory,
     acknowledge_all,
+    assert_each_delivered_once,
     decoded,
     ensure,
     inbox_messages,
@@ -72,18 +73,9 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
         assert receipt.origins == f.origins
         assert receipt.bytes == len(f.content)
 
-    for role, box in ((MailboxRole.IMMUNISATION, IMMS), (MailboxRole.DPS, DPS)):
-        mine = [f for f in files if expected_box[f.file_name] == box]
-        async with mesh_sandbox.client(role) as client:
-            found = await inbox_messages(client, [f.file_name for f in mine])
-            for f in mine:
-                assert len(found[f.file_name]) == 1, f.file_name
-                meta, data = found[f.file_name][0]
-                assert data == f.content  # byte-identical after gzip (and chunking) both ways
-                assert (meta.message_id, meta.local_id, meta.sender) == (
-                    receipts[f.file_name].message_id, f.local_id, "X26VXF001")
-                assert meta.total_chunks == (2 if f is big else 1)
-            await acknowledge_all(client, found)
+    await assert_each_delivered_once(
+        mesh_sandbox.client, files, expected_box, receipts, chunks_of=lambda f: 2 if f is big else 1
+    )
 
 
 async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(

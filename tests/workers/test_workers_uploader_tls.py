@@ -33,6 +33,7 @@ from fixtures_mesh import MeshSandboxHandle, free_port, record_startup
 from mesh_pipeline_support import (
     FileFactory,
     acknowledge_all,
+    assert_each_delivered_once,
     committed_offsets,
     decoded,
     end_offsets,
@@ -150,18 +151,10 @@ async def test_uploader_delivers_over_mutual_tls_from_settings_alone(
         assert (receipt.local_id, receipt.recovered, receipt.rows) == (f.local_id, False, f.rows)
         assert receipt.bytes == len(f.content)
 
-    for role, box in ((MailboxRole.IMMUNISATION, IMMS), (MailboxRole.DPS, DPS)):
-        mine = [f for f in files if expected_box[f.file_name] == box]
-        async with tls_mesh.client(role) as client:
-            found = await inbox_messages(client, [f.file_name for f in mine])
-            for f in mine:
-                assert len(found[f.file_name]) == 1, f.file_name
-                meta, data = found[f.file_name][0]
-                assert data == f.content  # byte-identical through TLS, gzip and chunking
-                assert (meta.message_id, meta.local_id, meta.sender) == (
-                    receipts[f.file_name].message_id, f.local_id, "X26VXF001")
-                assert meta.total_chunks == (2 if f is big else 1)
-            await acknowledge_all(client, found)
+    # byte-identical through TLS, gzip and chunking
+    await assert_each_delivered_once(
+        tls_mesh.client, files, expected_box, receipts, chunks_of=lambda f: 2 if f is big else 1
+    )
 
 
 @pytest.mark.parametrize("broken", ["no_client_cert", "untrusted_server_cert"])
