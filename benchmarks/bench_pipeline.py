@@ -9,7 +9,7 @@ in the same run:
   * raw -> MESH: the same plus the uploader, until every file is in the sandbox with its receipt.
 The ratio of each rate to the baseline of its run is the figure (the machine is shared and noisy).
 Memory per buffered event is measured in-process with tracemalloc on the batcher's window structure.
-Run: `python -m benchmarks.bench_pipeline [--events N] [--runs R] [--warmup-events N] [--no-mesh]`.
+Run: `python -m benchmarks.bench_pipeline [--events N] [--runs R] [--warmup-events N] [--no-mesh] [--validators N]`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class Drained:
 
 
 async def pipeline_run(
-    base: Settings, payloads: list[bytes], keys: list[bytes], home: Path, *, to_mesh: bool = False
+    base: Settings, payloads: list[bytes], keys: list[bytes], home: Path, *, to_mesh: bool = False, validators: int = 1
 ) -> tuple[float, float]:
     """One run in a fresh namespace: produce, then time the worker processes to completion.
 
@@ -162,7 +162,7 @@ async def pipeline_run(
             stdout=subprocess.DEVNULL,
             stderr=open(home / f"{n}.log", "ab"),
         )
-        for n in ("validator", "batcher", *(("uploader",) if to_mesh else ()))
+        for n in (*(["validator"] * validators), "batcher", *(("uploader",) if to_mesh else ()))
     ]
     try:
         async with Drained(settings, to_mesh=to_mesh) as drained:
@@ -239,6 +239,10 @@ async def main() -> None:
         help="one discarded run first: a fresh JVM spends whole seconds of CPU compiling the broker's hot paths",
     )
     parser.add_argument("--no-mesh", action="store_true", help="skip the raw -> MESH runs")
+    parser.add_argument(
+        "--validators", type=int, default=1,
+        help="validator processes in one group (the stage scales out by raw partition); default 1",
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="vaxflow-bench-"))
     layout = kafka_broker.BrokerLayout(
@@ -268,7 +272,7 @@ async def main() -> None:
             print(f"warm-up (discarded): vaxflow {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s")
         ours, plain, to_mesh, plain_mesh = [], [], [], []
         for run in range(args.runs):
-            rate, baseline = await pipeline_run(base, load.payloads, load.keys, home)
+            rate, baseline = await pipeline_run(base, load.payloads, load.keys, home, validators=args.validators)
             ours.append(rate)
             plain.append(baseline)
             print(f"run {run + 1}: raw -> ready {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s, "
@@ -277,7 +281,9 @@ async def main() -> None:
             mesh, mesh_settings = await start_mesh(home)
             with_mesh = base.model_copy(update=mesh_settings)
             for run in range(args.runs):
-                rate, baseline = await pipeline_run(with_mesh, load.payloads, load.keys, home, to_mesh=True)
+                rate, baseline = await pipeline_run(
+                    with_mesh, load.payloads, load.keys, home, to_mesh=True, validators=args.validators
+                )
                 to_mesh.append(rate)
                 plain_mesh.append(baseline)
                 print(f"run {run + 1}: raw -> MESH {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s, "
