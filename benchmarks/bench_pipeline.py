@@ -92,6 +92,7 @@ class Drained:
         if to_mesh:
             self.stages.append((settings.group(settings.uploader_group), settings.topic(READY.name)))
         self.admin = admin_client(settings)
+        self.partitions: dict[str, list[TopicPartition]] = {}
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
             enable_auto_commit=False, max_partition_fetch_bytes=1024,
@@ -100,6 +101,11 @@ class Drained:
     async def __aenter__(self) -> Drained:
         await self.admin.start()
         await self.consumer.start()
+        await self.consumer._client.force_metadata_update()  # topics created moments ago
+        self.partitions = {
+            topic: [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or [])]
+            for _, topic in self.stages
+        }
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -109,8 +115,7 @@ class Drained:
     async def __call__(self) -> bool:
         behind: dict[TopicPartition, int] = {}
         for group, topic in self.stages:
-            await self.consumer._client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or [])]
+            tps = self.partitions[topic]
             ends = await self.consumer.end_offsets(tps)
             try:
                 committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
@@ -180,9 +185,10 @@ async def pipeline_run(
         if failed or not sent:
             raise SystemExit(f"raw -> MESH run invalid: {len(sent)} files sent, {len(failed)} dead-lettered")
         print(f"  {len(sent)} files uploaded to MESH, none dead-lettered")
-    # The last window closes window+grace after its last event; that wait is latency, not work.
-    work = max(elapsed - (settings.window_seconds + settings.grace_seconds), 0.001)
-    return len(payloads) / work, baseline
+    # Nothing is subtracted: the events were produced before the workers started, so by the time the
+    # batcher reads them their windows (2 s, no grace) are already closable on the wall clock and no
+    # close wait is left at the end. Process start-up (imports, group join, producers) is included.
+    return len(payloads) / elapsed, baseline
 
 
 async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, str]]:
@@ -232,7 +238,7 @@ def memory_per_event(n: int = 50_000) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=300_000, help="enough to amortise process start-up")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--warmup-events", type=int, default=50_000,
@@ -314,7 +320,9 @@ async def main() -> None:
         "as processes (transactions, replay guards, archive writes included) until every group has committed "
         "everything: for raw → ready every event is then in a ready file or rejected; for raw → MESH every file has "
         "also been uploaded to NHS Digital's mesh-sandbox (HMAC auth, file store, on the same 2 cores) with its "
-        "receipt committed. The final window's close wait (window 2 s + grace 0 s) is subtracted as latency; one "
+        "receipt committed. The time runs from starting the worker processes (start-up, group joins and "
+        "producer set-up included) to the last commit; nothing is subtracted (the events are older than their "
+        "2 s windows by the time they are read, so no window waits at the end). One "
         f"discarded warm-up run of {args.warmup_events:,} events comes first (a fresh broker JVM spends seconds of CPU "
         "on JIT compilation). Correctness is proven by the tests, not here. "
         "Baseline: a plain aiokafka consumer reading the same raw records, no processing, in the same run.\n\n"

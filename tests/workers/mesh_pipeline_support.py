@@ -255,6 +255,11 @@ async def acknowledge_all(client: MeshClient, found: dict[str, list[tuple[InboxM
             await client.acknowledge(meta.message_id)
 
 
+def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
+    """A `read_topic(..., until=)` condition: a receipt (keyed by file name) for every one of `names`."""
+    return lambda recs: {r.key.decode() for r in recs} >= names
+
+
 async def assert_each_delivered_once(
     client_for: Callable[[MailboxRole], MeshClient],
     files: Sequence[ReadyFile],

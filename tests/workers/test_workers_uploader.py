@@ -22,6 +22,7 @@ from mesh_pipeline_support import (
     pipeline_settings,
     produce_ready,
     read_topic,
+    receipts_for,
     running,
     wait_committed,
     wait_for,
@@ -42,9 +43,6 @@ pytestmark = pytest.mark.integration
 IMMS, DPS = "X26OT303", "X26DPS001"
 
 
-def _receipts_for(names: set[str]):  # type: ignore[no-untyped-def]
-    return lambda recs: {r.key.decode() for r in recs} >= names
-
 
 async def test_files_arrive_in_the_routed_mailbox_byte_identical(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
@@ -59,7 +57,7 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
     await produce_ready(settings, files)
 
     async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
 
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
@@ -104,7 +102,7 @@ async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(
 
     monkeypatch.setattr(MeshClient, "send", slow_send)
     async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     assert len(records) == len(files)
     # One file per partition at a time would allow at most one in flight per partition.
@@ -153,7 +151,7 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
 
     await produce_ready(settings, [pre])
     async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=_receipts_for({pre.file_name, killed.file_name}))
+        records = await read_topic(settings, SENT.name, until=receipts_for({pre.file_name, killed.file_name}))
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == 2
@@ -199,7 +197,7 @@ async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
         assert (half.message_id, half.total_chunks) == (first_ids[0], 3)
 
     async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=_receipts_for({big.file_name}), timeout=60)
+        records = await read_topic(settings, SENT.name, until=receipts_for({big.file_name}), timeout=60)
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     [receipt] = decoded(records, SentReceipt)
     assert (receipt.message_id, receipt.local_id, receipt.recovered) == (first_ids[0], big.local_id, True)
@@ -222,7 +220,7 @@ async def test_restart_and_replay_over_sent_files_send_nothing_new(
     first = [make.ready("RSV", 2), make.ready("HPV", 2)]
     await produce_ready(settings, first)
     async with running(uploader.run, settings):
-        await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in first}))
+        await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in first}))
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         found = await inbox_messages(imms, [f.file_name for f in first])
@@ -321,7 +319,7 @@ async def test_files_wait_out_a_mesh_outage_and_then_go(
             assert await read_topic(settings, SENT.name, timeout=0.5) == []
             assert await read_topic(settings, DEADLETTER.name, timeout=0.5) == []
             await mesh_sandbox.start_async()
-            records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}),
+            records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}),
                                        timeout=60)
             await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
     finally:

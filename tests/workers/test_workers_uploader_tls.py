@@ -42,6 +42,7 @@ from mesh_pipeline_support import (
     pipeline_settings,
     produce_ready,
     read_topic,
+    receipts_for,
     running,
     wait_committed,
 )
@@ -121,9 +122,6 @@ async def tls_mesh(
     assert sandbox.read_pid(layout) is None
 
 
-def _receipts_for(names: set[str]):  # type: ignore[no-untyped-def]
-    return lambda recs: {r.key.decode() for r in recs} >= names
-
 
 async def test_uploader_delivers_over_mutual_tls_from_settings_alone(
     kafka: KafkaHandle, namespace: str, tls_mesh: TLSMesh
@@ -138,7 +136,7 @@ async def test_uploader_delivers_over_mutual_tls_from_settings_alone(
     await produce_ready(settings, files)
 
     async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
         await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
 
     assert len(records) == len(files)  # one receipt per file, no more
@@ -211,7 +209,7 @@ async def test_a_tls_failure_records_nothing_and_commits_nothing_until_fixed(
 
     # The operator fixes the settings; the same group picks the files up and sends each once.
     async with running(uploader.run, good):
-        records = await read_topic(good, SENT.name, until=_receipts_for({f.file_name for f in files}), timeout=60)
+        records = await read_topic(good, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
         await wait_committed(good, group, READY.name)
     assert len(records) == len(files)
     assert all(not r.recovered for r in decoded(records, SentReceipt))

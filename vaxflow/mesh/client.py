@@ -494,10 +494,7 @@ class MeshClient:
             raise MeshValidationError(f"workflow id {workflow_id!r} is not registered for this mailbox")
         if not data:
             raise MeshValidationError("MESH refuses an empty message")
-        size = chunk_size or self._config.chunk_size
-        if (problem := _chunk_size_problem(size)) is not None:
-            raise MeshValidationError(problem)
-
+        size = self._chunk_size(chunk_size)
         total = chunk_count(len(data), size)
         body = _chunk_bodies(data, size, compress)
         encoding = {"Content-Encoding": "gzip"} if compress else {}
@@ -509,7 +506,7 @@ class MeshClient:
             data=await body(1),
         )
         message_id = _decode(first.body, _SendReply, "send").message_id
-        await self._send_rest(message_id, 2, total, body, encoding)
+        await self._send_rest(message_id, total, body, encoding)
         log.info(
             "mesh sent message_id=%s to=%s workflow=%s chunks=%d bytes=%d",
             message_id, mex["mex-to"], workflow_id, total, len(data),
@@ -527,29 +524,29 @@ class MeshClient:
         attempt: a chunk count that differs from MESH's is refused here rather than corrupting the
         message). MESH completes the message when the last chunk arrives.
         """
-        size = chunk_size or self._config.chunk_size
-        if (problem := _chunk_size_problem(size)) is not None:
-            raise MeshValidationError(problem)
+        size = self._chunk_size(chunk_size)
         total = chunk_count(len(data), size)
         if total != total_chunks or total < 2:
             raise MeshValidationError(
                 f"cannot resume {message_id}: MESH expects {total_chunks} chunks, this data makes {total}"
             )
         encoding = {"Content-Encoding": "gzip"} if compress else {}
-        await self._send_rest(message_id, 2, total, _chunk_bodies(data, size, compress), encoding)
+        await self._send_rest(message_id, total, _chunk_bodies(data, size, compress), encoding)
         log.info("mesh resumed message_id=%s chunks=2..%d bytes=%d", message_id, total, len(data))
         return message_id
 
+    def _chunk_size(self, chunk_size: int | None) -> int:
+        size = chunk_size or self._config.chunk_size
+        if (problem := _chunk_size_problem(size)) is not None:
+            raise MeshValidationError(problem)
+        return size
+
     async def _send_rest(
-        self,
-        message_id: str,
-        start: int,
-        total: int,
-        body: Callable[[int], Awaitable[bytes]],
-        encoding: Mapping[str, str],
+        self, message_id: str, total: int, body: Callable[[int], Awaitable[bytes]], encoding: Mapping[str, str]
     ) -> None:
+        """Chunks 2..total of a message whose first chunk created it."""
         try:
-            for n in range(start, total + 1):
+            for n in range(2, total + 1):
                 await self._send_chunk(message_id, n, total, await body(n), encoding)
         except MeshError as exc:
             exc.message_id = message_id

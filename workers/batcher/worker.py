@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -58,20 +59,15 @@ POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent
 
 _LEGACY = msgspec.json.Decoder(ValidEvent)
 _ENCODE = msgspec.json.Encoder()
-_KEYS: dict[bytes, tuple[str, str]] = {}  # valid-topic key -> (vaccine type, sender): a few hundred at most
 _KEY = re.compile(rb"([0-9A-Z]{1,20})\|([0-9A-Z]{1,12})")
 
 
+@functools.lru_cache(maxsize=65536)  # a deployment has a few hundred (type, sender) keys
 def _batch_key(key: bytes | None) -> tuple[str, str]:
-    known = _KEYS.get(key or b"")
-    if known is None:
-        match = _KEY.fullmatch(key or b"")
-        if match is None:
-            raise ValueError("valid record without a VACCINE_TYPE|SENDER_ODS key")
-        if len(_KEYS) >= 100_000:
-            _KEYS.clear()
-        known = _KEYS[key or b""] = (match[1].decode(), match[2].decode())
-    return known
+    match = _KEY.fullmatch(key or b"")
+    if match is None:
+        raise ValueError("valid record without a VACCINE_TYPE|SENDER_ODS key")
+    return match[1].decode(), match[2].decode()
 
 
 def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:

@@ -149,8 +149,8 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One ready record's fate, decided before anything is written: exactly one field besides
-    `file` is set, or none (the file is already in the ledger)."""
+    """One ready record's fate, decided before anything is written: `poison` when the record is no
+    ReadyFile; otherwise `file` plus its delivery, its refusal, or neither (already in the ledger)."""
 
     file: ReadyFile | None = None
     delivery: Delivery | None = None
@@ -300,8 +300,10 @@ class Uploader:
             return Outcome(file=file, refused=refused)
 
     async def record(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], outcome: Outcome) -> None:
-        if outcome.poison is not None or outcome.file is None:
-            await self.dead_letter_poison(tp, rec, outcome.poison or ValueError("no file"))
+        if outcome.poison is not None:
+            await self.dead_letter_poison(tp, rec, outcome.poison)
+        elif outcome.file is None:
+            raise AssertionError("an Outcome holds a file or a poison")  # pragma: no cover
         elif outcome.refused is not None:
             await self.dead_letter(tp, rec, outcome.file, outcome.refused)
         elif outcome.delivery is not None:
