@@ -41,7 +41,7 @@ def committed_consumer(settings: Settings, *topics: str, group_id: str, **overri
     Fetches wait for `fetch_min_bytes` (at most `fetch_max_wait_ms`): a stage that commits one
     transaction per poll and partition pays that transaction's fixed cost per fetch, and with
     Kafka's default of one byte a busy pipeline turned into many small fetches and transactions
-    (docs/benchmarks.md: about a quarter of the validator's and half of the broker's CPU).
+    (docs/benchmarks.md: about a quarter of the validator's CPU and half of the broker's request handling).
     """
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,

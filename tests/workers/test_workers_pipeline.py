@@ -214,3 +214,54 @@ async def test_poison_input_never_stalls_a_partition(kafka_settings: Settings, t
         if row.record is not None
     }
     assert 'Maker | "Quoted" ¬ Ltd' in makers
+
+
+async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anything_else(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """After an upgrade the valid topic may still hold ValidEvent JSON (catalogue v3) ahead of rows
+    (v4, docs/decisions/0011): both end in one file, with the same bytes as a file rendered from the
+    records; a record that is neither goes to the rejected topic, not lost and not in a file."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.batchfile import render_file, render_row
+    from schemas.event import ValidEvent
+    from schemas.samples import make_valid_record
+    from schemas.validate import validate_event
+    from topics.catalogue import VALID
+
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=2, grace_seconds=0)
+    await ensure(settings)
+    permissions = default_permissions()
+    events = []
+    for n in range(2):
+        raw = msgspec.json.encode(
+            {"vaccine_type": "FLU", "sender_ods": "YGM41", "source_system": "test",
+             "record": make_valid_record(random.Random(n), "FLU")}
+        )
+        event = validate_event(raw, permissions=permissions)
+        assert isinstance(event, ValidEvent), event
+        events.append(event)
+    key = b"FLU|YGM41"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        valid = settings.topic(VALID.name)
+        await producer.send_and_wait(valid, msgspec.json.encode(events[0]), key=key, partition=0,
+                                     headers=[(h.ORIGIN, b"0:0")])
+        await producer.send_and_wait(valid, render_row(events[1].record), key=key, partition=0,
+                                     headers=[(h.ORIGIN, b"0:1")])
+        await producer.send_and_wait(valid, b"neither a row nor JSON", key=key, partition=0,
+                                     headers=[(h.ORIGIN, b"0:2")])
+    finally:
+        await producer.stop()
+
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, 3), 60, "both events in a file and the poison rejected")
+    finally:
+        await batcher.close()
+    files, rejected = await outcome(settings)
+    assert [f.origins for f in files] == [[(0, 0), (0, 1)]]
+    assert files[0].content == render_file([e.record for e in events])
+    assert rejected == [(0, 2)]
