@@ -7,11 +7,13 @@ caller asks for it, altered.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from topics.catalogue import CATALOGUE, TopicSpec
 
@@ -41,6 +43,53 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return {t["topic"]: len(t["partitions"]) for t in described}
 
 
+class TopicCreateError(RuntimeError):
+    """The broker refused to create a catalogue topic (the error names topic and broker reason)."""
+
+
+class TopicsNotReadyError(TimeoutError):
+    """Created topics did not appear with a leader for every partition in time."""
+
+
+def split_create_errors(response: object) -> tuple[set[str], list[str]]:
+    """Split a CreateTopics response into topics that already existed and real refusals."""
+    already: set[str] = set()
+    refusals: list[str] = []
+    for entry in getattr(response, "topic_errors", []):
+        name, code = entry[0], entry[1]
+        if code == 0:
+            continue
+        if code == TopicAlreadyExistsError.errno:
+            already.add(name)
+            continue
+        message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).message
+        refusals.append(f"{name}: {message}")
+    return already, refusals
+
+
+async def wait_until_ready(admin: AIOKafkaAdminClient, partitions: dict[str, int], *, timeout: float = 30.0) -> None:
+    """Return once every topic is in the metadata with each partition led.
+
+    CreateTopics answers when the controller has recorded the topic; a broker's metadata cache
+    learns of it a moment later. A worker started in that moment would see "unknown topic", and a
+    second ensure would try to create the topic again, so callers wait here instead of racing.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = dict(partitions)
+    while pending:
+        described = await admin.describe_topics(list(pending))
+        for topic in described:
+            led = [p for p in topic["partitions"] if p["error_code"] == 0 and p["leader"] >= 0]
+            if topic["error_code"] == 0 and len(led) >= pending.get(topic["topic"], 1 << 30):
+                pending.pop(topic["topic"], None)
+        if not pending:
+            return
+        if loop.time() >= deadline:
+            raise TopicsNotReadyError(f"topics not ready after {timeout:.0f} s: {sorted(pending)}")
+        await asyncio.sleep(0.1)
+
+
 async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
     if not names:
         return {}
@@ -68,14 +117,21 @@ async def ensure_topics(
 
     missing = [name for name in wanted if name not in existing]
     if missing:
-        await admin.create_topics(
+        response = await admin.create_topics(
             [
                 NewTopic(name, wanted[name].partitions, replication_factor, topic_configs=wanted[name].configs())
                 for name in missing
             ]
         )
-        for name in missing:
+        already, refusals = split_create_errors(response)
+        if refusals:
+            raise TopicCreateError("; ".join(refusals))
+        created = [name for name in missing if name not in already]
+        for name in created:
             reports[name].created = True
+        # Topics someone else created meanwhile are checked for drift like any other.
+        existing |= already
+        await wait_until_ready(admin, {name: wanted[name].partitions for name in created})
 
     present = [name for name in wanted if name in existing]
     counts = await _partition_counts(admin, present)

@@ -10,8 +10,46 @@ from aiokafka.structs import ConsumerRecord
 from vaxflow.settings import Settings
 
 
-async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every committed record of `topic` up to the end offsets taken at the start of the call."""
+async def _high_watermarks(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """End offsets as a read_uncommitted client sees them (every written record, markers or not)."""
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return dict(await probe.end_offsets(tps))
+    finally:
+        await probe.stop()
+
+
+async def settled_ends(
+    consumer: AIOKafkaConsumer, settings: Settings, tps: list[TopicPartition], settle: float
+) -> dict[TopicPartition, int]:
+    """read_committed end offsets that include every transaction committed before the call.
+
+    A transaction's commit returns to its producer once the coordinator has logged it; the
+    markers reach the partitions a moment later, and until then the last stable offset (what a
+    read_committed client gets as end offset) stays below the committed records. A tool that
+    commits and then reads (redrive, then its ledger) would miss its own write, so while the
+    stable offset is below the high watermark it is asked again for up to `settle` seconds. A
+    transaction still open when the call began is not waited for beyond that.
+    """
+    high = await _high_watermarks(settings, tps)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    while True:
+        stable = await consumer.end_offsets(tps)
+        if all(stable[tp] >= high[tp] for tp in tps) or loop.time() >= deadline:
+            return {tp: min(stable[tp], high[tp]) for tp in tps}
+        await asyncio.sleep(0.05)
+
+
+async def read_to_end(
+    settings: Settings, topic: str, timeout: float = 120.0, settle: float = 2.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` up to the end offsets taken at the start of the call.
+
+    Transactions committed before the call are included even while their markers are in
+    flight (see `settled_ends`).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         isolation_level="read_committed",
@@ -30,7 +68,7 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
             return []
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await settled_ends(consumer, settings, tps, settle)
         out: list[ConsumerRecord[bytes, bytes]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

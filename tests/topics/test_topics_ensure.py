@@ -59,3 +59,23 @@ async def test_create_then_idempotent_then_drift(kafka_settings: Settings) -> No
         assert drifted[raw].drift == [f"partitions: want {RAW.partitions}, have 8"]
     finally:
         await admin.close()
+
+
+async def test_created_topics_are_ready_and_a_racing_ensure_is_not_an_error(kafka_settings: Settings) -> None:
+    """Two `dev up`s at once (or a worker and the CLI) must neither fail nor both claim a topic."""
+    admins = [AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap) for _ in range(2)]
+    for admin in admins:
+        await admin.start()
+    try:
+        ns = kafka_settings.topic_namespace
+        first, second = await asyncio.gather(*(ensure_topics(a, namespace=ns) for a in admins))
+        created = [r.name for r in first + second if r.created]
+        assert sorted(created) == sorted(f"{ns}.{s.name}" for s in CATALOGUE)
+        assert all(r.ok for r in first + second)
+        # ready means: in the metadata right away, every partition with a leader
+        described = await admins[0].describe_topics([f"{ns}.{s.name}" for s in CATALOGUE])
+        counts = {t["topic"]: sum(p["leader"] >= 0 for p in t["partitions"]) for t in described}
+        assert counts == {f"{ns}.{s.name}": s.partitions for s in CATALOGUE}
+    finally:
+        for admin in admins:
+            await admin.close()

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fixtures_kafka import KafkaHandle
 
+from topics.ensure import wait_until_ready
 from vaxflow.kafka_clients import committed_consumer, idempotent_producer, transactional_producer
 from vaxflow.settings import Settings
 
@@ -27,6 +28,7 @@ async def _topic(settings: Settings, partitions: int = 3, **configs: str) -> str
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        await wait_until_ready(admin, {name: partitions})
     finally:
         await admin.close()
     return name
