@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import NewTopic
 
+from topics.ensure import wait_until_ready
 from vaxflow.dev import kafka_broker
+from vaxflow.kafka_clients import admin_client
 from vaxflow.settings import Settings
 
 
@@ -27,6 +30,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def create_topic(settings: Settings, prefix: str, partitions: int = 3, **configs: str) -> str:
+    """A fresh topic outside the catalogue, usable (every partition led) when this returns."""
+    name = settings.topic(f"{prefix}-{uuid.uuid4().hex[:8]}")
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        await wait_until_ready(admin, {name: partitions})
+    finally:
+        await admin.close()
+    return name
 
 
 @dataclass

@@ -80,9 +80,9 @@ async def wait_until_ready(admin: AIOKafkaAdminClient, partitions: dict[str, int
     while pending:
         described = await admin.describe_topics(list(pending))
         for topic in described:
-            led = [p for p in topic["partitions"] if p["error_code"] == 0 and p["leader"] >= 0]
-            if topic["error_code"] == 0 and len(led) >= pending.get(topic["topic"], 1 << 30):
-                pending.pop(topic["topic"], None)
+            led = sum(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
+            if topic["error_code"] == 0 and led >= pending[topic["topic"]]:
+                del pending[topic["topic"]]
         if not pending:
             return
         if loop.time() >= deadline:

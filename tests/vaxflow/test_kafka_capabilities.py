@@ -11,11 +11,10 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from fixtures_kafka import KafkaHandle
+from fixtures_kafka import KafkaHandle, create_topic
 
-from topics.ensure import wait_until_ready
 from vaxflow.kafka_clients import committed_consumer, idempotent_producer, transactional_producer
 from vaxflow.settings import Settings
 
@@ -23,15 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _topic(settings: Settings, partitions: int = 3, **configs: str) -> str:
-    name = settings.topic(f"cap-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-        await wait_until_ready(admin, {name: partitions})
-    finally:
-        await admin.close()
-    return name
+    return await create_topic(settings, "cap", partitions, **configs)
 
 
 async def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list[bytes]:

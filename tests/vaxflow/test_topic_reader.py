@@ -11,30 +11,17 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from aiokafka.admin import NewTopic
+from fixtures_kafka import create_topic
 
-from topics.ensure import wait_until_ready
-from vaxflow.kafka_clients import admin_client, idempotent_producer, transactional_producer
+from vaxflow.kafka_clients import idempotent_producer, transactional_producer
 from vaxflow.settings import Settings
 from vaxflow.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 
 
-async def _topic(settings: Settings, partitions: int) -> str:
-    name = settings.topic(f"reader-{uuid.uuid4().hex[:8]}")
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-        await wait_until_ready(admin, {name: partitions})
-    finally:
-        await admin.close()
-    return name
-
-
 async def test_each_commit_is_read_right_after_it_returns(kafka_settings: Settings) -> None:
-    topic = await _topic(kafka_settings, partitions=3)
+    topic = await create_topic(kafka_settings, "reader", 3)
     producer = transactional_producer(kafka_settings, f"reader-test-{uuid.uuid4().hex[:6]}")
     await producer.start()
     try:
@@ -50,7 +37,7 @@ async def test_each_commit_is_read_right_after_it_returns(kafka_settings: Settin
 
 async def test_an_open_transaction_does_not_hold_the_reader(kafka_settings: Settings) -> None:
     """Records of a transaction still open are neither read nor waited for beyond the settle time."""
-    topic = await _topic(kafka_settings, partitions=1)
+    topic = await create_topic(kafka_settings, "reader", 1)
     plain = idempotent_producer(kafka_settings)
     open_tx = transactional_producer(kafka_settings, f"reader-open-{uuid.uuid4().hex[:6]}")
     await plain.start()
