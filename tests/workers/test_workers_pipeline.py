@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -247,11 +248,13 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
     await producer.start()
     try:
         valid = settings.topic(VALID.name)
-        await producer.send_and_wait(valid, msgspec.json.encode(events[0]), key=key, partition=0,
+        # one ingestion time for all three: two sends must not straddle a window boundary (or a retry)
+        stamp = int(time.time() * 1000)
+        await producer.send_and_wait(valid, msgspec.json.encode(events[0]), key=key, partition=0, timestamp_ms=stamp,
                                      headers=[(h.ORIGIN, b"0:0")])
-        await producer.send_and_wait(valid, render_row(events[1].record), key=key, partition=0,
+        await producer.send_and_wait(valid, render_row(events[1].record), key=key, partition=0, timestamp_ms=stamp,
                                      headers=[(h.ORIGIN, b"0:1")])
-        await producer.send_and_wait(valid, b"neither a row nor JSON", key=key, partition=0,
+        await producer.send_and_wait(valid, b"neither a row nor JSON", key=key, partition=0, timestamp_ms=stamp,
                                      headers=[(h.ORIGIN, b"0:2")])
     finally:
         await producer.stop()
