@@ -67,12 +67,16 @@ def split_create_errors(response: object) -> tuple[set[str], list[str]]:
     return already, refusals
 
 
-async def wait_until_ready(admin: AIOKafkaAdminClient, partitions: dict[str, int], *, timeout: float = 30.0) -> None:
+async def wait_until_ready(
+    admin: AIOKafkaAdminClient, partitions: dict[str, int | None], *, timeout: float = 30.0
+) -> None:
     """Return once every topic is in the metadata with each partition led.
 
     CreateTopics answers when the controller has recorded the topic; a broker's metadata cache
     learns of it a moment later. A worker started in that moment would see "unknown topic", and a
     second ensure would try to create the topic again, so callers wait here instead of racing.
+    A count of None means "whatever it was created with": a topic another client created has
+    all its partitions in one metadata record, so it is ready once it has some and all are led.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -80,8 +84,11 @@ async def wait_until_ready(admin: AIOKafkaAdminClient, partitions: dict[str, int
     while pending:
         described = await admin.describe_topics(list(pending))
         for topic in described:
-            led = sum(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
-            if topic["error_code"] == 0 and led >= pending[topic["topic"]]:
+            listed = topic["partitions"]
+            led = sum(p["error_code"] == 0 and p["leader"] >= 0 for p in listed)
+            want = pending[topic["topic"]]
+            enough = led >= want if want is not None else bool(listed) and led == len(listed)
+            if topic["error_code"] == 0 and enough:
                 del pending[topic["topic"]]
         if not pending:
             return
@@ -129,9 +136,12 @@ async def ensure_topics(
         created = [name for name in missing if name not in already]
         for name in created:
             reports[name].created = True
-        # Topics someone else created meanwhile are checked for drift like any other.
+        # Topics someone else created meanwhile are checked for drift like any other, once this
+        # client's broker knows them too (else it would report "partitions: have None").
         existing |= already
-        await wait_until_ready(admin, {name: wanted[name].partitions for name in created})
+        ready: dict[str, int | None] = {name: wanted[name].partitions for name in created}
+        ready.update(dict.fromkeys(already))
+        await wait_until_ready(admin, ready)
 
     present = [name for name in wanted if name in existing]
     counts = await _partition_counts(admin, present)
