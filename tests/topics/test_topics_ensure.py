@@ -64,23 +64,25 @@ async def test_create_then_idempotent_then_drift(kafka_settings: Settings) -> No
 async def test_created_topics_are_ready_and_a_racing_ensure_is_not_an_error(kafka_settings: Settings) -> None:
     """Several `dev up`s at once (or workers and the CLI) must neither fail nor both claim a topic.
 
-    Three clients, not two: with two the losers' drift check raced the metadata only now and
-    then (seen once in CI); with three it did so in 24 of 25 runs before the fix.
+    Three clients and five rounds: the losers' drift check raced the metadata only now and then
+    with two clients (seen once in CI); three clients in a loop did so in 24 of 25 rounds before
+    the fix, while a single round missed it.
     """
     admins = [AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap) for _ in range(3)]
     for admin in admins:
         await admin.start()
     try:
-        ns = kafka_settings.topic_namespace
-        results = await asyncio.gather(*(ensure_topics(a, namespace=ns) for a in admins))
-        reports = [r for result in results for r in result]
-        created = [r.name for r in reports if r.created]
-        assert sorted(created) == sorted(f"{ns}.{s.name}" for s in CATALOGUE)
-        assert all(r.ok for r in reports), [(r.name, r.drift) for r in reports if not r.ok]
-        # ready means: in the metadata right away, every partition with a leader
-        described = await admins[0].describe_topics([f"{ns}.{s.name}" for s in CATALOGUE])
-        counts = {t["topic"]: sum(p["leader"] >= 0 for p in t["partitions"]) for t in described}
-        assert counts == {f"{ns}.{s.name}": s.partitions for s in CATALOGUE}
+        for round_no in range(5):
+            ns = f"{kafka_settings.topic_namespace}-r{round_no}"
+            names = [f"{ns}.{s.name}" for s in CATALOGUE]
+            results = await asyncio.gather(*(ensure_topics(a, namespace=ns) for a in admins))
+            reports = [r for result in results for r in result]
+            assert sorted(r.name for r in reports if r.created) == sorted(names)
+            assert all(r.ok for r in reports), [(r.name, r.drift) for r in reports if not r.ok]
+            # ready means: in the metadata right away, every partition with a leader
+            described = await admins[0].describe_topics(names)
+            counts = {t["topic"]: sum(p["leader"] >= 0 for p in t["partitions"]) for t in described}
+            assert counts == {f"{ns}.{s.name}": s.partitions for s in CATALOGUE}
     finally:
         for admin in admins:
             await admin.close()
