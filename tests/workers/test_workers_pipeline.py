@@ -164,6 +164,37 @@ async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_pa
     check_exactly_once(files, rejected, coords, load.invalid)
 
 
+async def test_two_validators_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
+    """A second validator joins mid-stream, then the first leaves, while batches are in hand.
+
+    Each validator keeps a batch per partition in flight (validated, committing) while it polls
+    the others; partitions move twice under that. (Revocation waits for those batches, but a
+    batch cut off would only abort its transaction: with the wait removed this still passed. A
+    loop that let one partition have two batches in flight failed here and in the test above.)
+    """
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
+    await ensure(settings)
+    load = generate(15000, invalid_fraction=0.05, seed=4)
+    first = TaskWorker(run_validator, settings).start()
+    batcher = TaskWorker(run_batcher, settings).start()
+    second: TaskWorker | None = None
+    try:
+        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
+        await asyncio.sleep(2)
+        second = TaskWorker(run_validator, settings).start()
+        await asyncio.sleep(4)
+        await first.close()
+        coords = await produce_task
+        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
+    finally:
+        await batcher.close()
+        await first.close()
+        if second is not None:
+            await second.close()
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)
+
+
 async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Settings, tmp_path: Path) -> None:
     """The broker goes down and comes back while events flow through worker processes."""
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
