@@ -54,14 +54,27 @@ class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
                     await producer.stop()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start the new partitions' producers together: the group waits for this callback, and
+        one after another (a coordinator lookup and init_transactions each) it grew with the
+        partition count — 0.2 s for six on a warm broker here, 0.65 s on a cold one."""
         async with self.lock:
-            for tp in assigned:
-                if tp in self.producers:
-                    continue
-                producer = transactional_producer(self._settings, self.transactional_id(tp), **self._options)
-                await producer.start()  # init_transactions: fences any zombie with this id
-                self.producers[tp] = producer
+            new = {
+                tp: transactional_producer(self._settings, self.transactional_id(tp), **self._options)
+                for tp in assigned
+                if tp not in self.producers
+            }
+            # init_transactions: each fences any zombie with its id
+            started = await asyncio.gather(*(p.start() for p in new.values()), return_exceptions=True)
+            failure: BaseException | None = None
+            for (tp, producer), outcome in zip(new.items(), started, strict=True):
+                if isinstance(outcome, BaseException):
+                    failure = failure or outcome
+                    await producer.stop()
+                else:
+                    self.producers[tp] = producer
             self.on_assign.extend(assigned)
+            if failure is not None:
+                raise failure
 
     async def close(self) -> None:
         async with self.lock:

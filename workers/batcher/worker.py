@@ -270,8 +270,11 @@ class _Listener(PartitionProducers):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
-        for tp in assigned:
-            state = await load_state(self.batcher.settings, self.batcher.state_topic, tp.partition, BatcherState)
+        ordered = sorted(assigned)
+        states = await asyncio.gather(
+            *(load_state(self.batcher.settings, self.batcher.state_topic, tp.partition, BatcherState) for tp in ordered)
+        )
+        for tp, state in zip(ordered, states, strict=True):
             self.batcher.partitions[tp] = self.batcher.new_windows(state)
             log.info(
                 "partition assigned",

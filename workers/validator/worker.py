@@ -79,8 +79,11 @@ class GuardedProducers(PartitionProducers):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)  # fences zombies before the state is read
         topic = self.settings.topic(VALIDATOR_STATE.name)
-        for tp in assigned:
-            state = await load_state(self.settings, topic, tp.partition, ValidatorState)
+        ordered = sorted(assigned)
+        states = await asyncio.gather(
+            *(load_state(self.settings, topic, tp.partition, ValidatorState) for tp in ordered)
+        )
+        for tp, state in zip(ordered, states, strict=True):
             self.processed_upto[tp] = state.processed_upto if state else 0
 
 
