@@ -170,12 +170,18 @@ class Batcher:
             local_id=local_id_for(name, content),
         )
 
+    def archive_all(self, files: list[ReadyFile]) -> None:
+        for f in files:
+            write_private(archive_path(self.archive, f.vaccine_type, f.sender_ods, f.file_name), f.content)
+
     async def emit(self, tp: TopicPartition, due: list[DueFile]) -> None:
         """Archive, then publish files + state + offset in one transaction (module docstring)."""
         windows = self.partitions[tp]
         files = [self.render(d) for d in due]
-        for f in files:
-            write_private(archive_path(self.archive, f.vaccine_type, f.sender_ods, f.file_name), f.content)
+        # In a thread: an fsync per file would otherwise stall the loop, and with it the other
+        # partitions' fetches and commits (the files are still archived before they are published).
+        if files:
+            await asyncio.to_thread(self.archive_all, files)
         poison = self.poison.pop(tp, [])
         windows.record_emitted(due)
         if poison:
