@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TypeVar
 
 import msgspec
@@ -50,3 +51,13 @@ async def load_state(settings: Settings, topic: str, partition: int, kind: type[
             step *= 4
     finally:
         await consumer.stop()
+
+
+async def load_states(
+    settings: Settings, topic: str, assigned: Iterable[TopicPartition], kind: type[T]
+) -> dict[TopicPartition, T | None]:
+    """The states of newly assigned partitions, read together: the group waits for the
+    assignment callback, and one after another the reads grew with the partition count."""
+    ordered = sorted(assigned)
+    states = await asyncio.gather(*(load_state(settings, topic, tp.partition, kind) for tp in ordered))
+    return dict(zip(ordered, states, strict=True))

@@ -25,10 +25,11 @@ from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
 from topics.catalogue import READY, REJECTED
-from vaxflow.loadgen import generate, produce
+from vaxflow.loadgen import Generated, generate, produce
 from vaxflow.settings import Settings
 from workers import headers as h
 from workers.batcher.worker import run as run_batcher
+from workers.runtime import WorkerMain
 from workers.validator.worker import run as run_validator
 
 pytestmark = pytest.mark.integration
@@ -139,27 +140,37 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
     check_exactly_once(files, rejected, coords, load.invalid)
 
 
+async def hand_over_midstream(
+    settings: Settings, load: Generated, moving: WorkerMain, staying: WorkerMain, join_after: float, leave_after: float
+) -> list[tuple[int, int]]:
+    """While `load` flows, a second `moving` worker joins its group, then the first one leaves
+    (its partitions move twice); `staying` runs throughout. Returns the produced origins once all
+    events are placed."""
+    other = TaskWorker(staying, settings).start()
+    first = TaskWorker(moving, settings).start()
+    second: TaskWorker | None = None
+    try:
+        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
+        await asyncio.sleep(join_after)
+        second = TaskWorker(moving, settings).start()
+        await asyncio.sleep(leave_after)
+        await first.close()
+        coords = await produce_task
+        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
+    finally:
+        await other.close()
+        await first.close()
+        if second is not None:
+            await second.close()
+    return coords
+
+
 async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
     """A second batcher joins the group mid-stream, then the first leaves: partitions move twice."""
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=200)
     await ensure(settings)
     load = generate(12000, invalid_fraction=0.05, seed=3)
-    validator = TaskWorker(run_validator, settings).start()
-    first = TaskWorker(run_batcher, settings).start()
-    second: TaskWorker | None = None
-    try:
-        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
-        await asyncio.sleep(3)
-        second = TaskWorker(run_batcher, settings).start()
-        await asyncio.sleep(6)
-        await first.close()
-        coords = await produce_task
-        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
-    finally:
-        await validator.close()
-        await first.close()
-        if second is not None:
-            await second.close()
+    coords = await hand_over_midstream(settings, load, run_batcher, run_validator, join_after=3, leave_after=6)
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)
 
@@ -175,22 +186,7 @@ async def test_two_validators_rebalance_midstream(kafka_settings: Settings, tmp_
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
     await ensure(settings)
     load = generate(15000, invalid_fraction=0.05, seed=4)
-    first = TaskWorker(run_validator, settings).start()
-    batcher = TaskWorker(run_batcher, settings).start()
-    second: TaskWorker | None = None
-    try:
-        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
-        await asyncio.sleep(2)
-        second = TaskWorker(run_validator, settings).start()
-        await asyncio.sleep(4)
-        await first.close()
-        coords = await produce_task
-        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
-    finally:
-        await batcher.close()
-        await first.close()
-        if second is not None:
-            await second.close()
+    coords = await hand_over_midstream(settings, load, run_validator, run_batcher, join_after=2, leave_after=4)
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)
 

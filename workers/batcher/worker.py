@@ -39,7 +39,7 @@ from workers.batcher.archive import archive_path, write_private
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
-from workers.state_store import load_state
+from workers.state_store import load_states
 
 log = logging.getLogger("vaxflow.batcher")
 
@@ -276,11 +276,8 @@ class _Listener(PartitionProducers):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
-        ordered = sorted(assigned)
-        states = await asyncio.gather(
-            *(load_state(self.batcher.settings, self.batcher.state_topic, tp.partition, BatcherState) for tp in ordered)
-        )
-        for tp, state in zip(ordered, states, strict=True):
+        states = await load_states(self.batcher.settings, self.batcher.state_topic, assigned, BatcherState)
+        for tp, state in states.items():
             self.batcher.partitions[tp] = self.batcher.new_windows(state)
             log.info(
                 "partition assigned",

@@ -37,7 +37,7 @@ from workers import headers as h
 from workers.batch_send import BatchSender
 from workers.partition_producers import PartitionProducers, rewind
 from workers.runtime import Health
-from workers.state_store import load_state
+from workers.state_store import load_states
 
 log = logging.getLogger("vaxflow.validator")
 
@@ -79,11 +79,7 @@ class GuardedProducers(PartitionProducers):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)  # fences zombies before the state is read
         topic = self.settings.topic(VALIDATOR_STATE.name)
-        ordered = sorted(assigned)
-        states = await asyncio.gather(
-            *(load_state(self.settings, topic, tp.partition, ValidatorState) for tp in ordered)
-        )
-        for tp, state in zip(ordered, states, strict=True):
+        for tp, state in (await load_states(self.settings, topic, assigned, ValidatorState)).items():
             self.processed_upto[tp] = state.processed_upto if state else 0
 
 
