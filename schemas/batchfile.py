@@ -60,7 +60,12 @@ _HEADER_LINE: Final = render_line(COLUMNS, ROW_DIALECT.delimiter).encode(ROW_DIA
 
 def render_row(record: Record) -> bytes:
     """One record as the line it will be in a file (without the line ending)."""
-    return render_line(msgspec.structs.astuple(record), ROW_DIALECT.delimiter).encode(ROW_DIALECT.encoding)
+    return render_values(msgspec.structs.astuple(record))
+
+
+def render_values(values: Sequence[str]) -> bytes:
+    """render_row of a record given as its 34 values in column order."""
+    return render_line(values, ROW_DIALECT.delimiter).encode(ROW_DIALECT.encoding)
 
 
 def assemble_file(rows: Sequence[bytes], dialect: Dialect = PIPE) -> bytes:

@@ -17,12 +17,13 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.batchfile import render_row
 from schemas.columns import COLUMNS
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
 from schemas.record import Reason, Record
 from schemas.samples import SEED_VACCINE_TYPES, make_event
-from schemas.validate import FORBIDDEN_CHARS, validate_event, validate_record
+from schemas.validate import FORBIDDEN_CHARS, validate_event, validate_event_row, validate_record
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 P = default_permissions()
@@ -44,6 +45,17 @@ def assert_well_formed(result: object) -> None:
         assert all(isinstance(r, Reason) for r in result)
         assert all(r.rule != "event.internal" for r in result), "an internal error escaped a checker"
         assert len({r.field for r in result}) == len(result), "one reason per field"
+
+
+def validated(raw: bytes) -> ValidEvent | list[Reason]:
+    """validate_event, checked against the validator's one-step path: same reasons, or same row."""
+    result = validate_event(raw, permissions=P, now=NOW)
+    row = validate_event_row(raw, permissions=P, now=NOW)
+    if isinstance(result, ValidEvent):
+        assert row == (result.vaccine_type, result.sender_ods, render_row(result.record))
+    else:
+        assert row == result
+    return result
 
 
 def assert_canonical(record: Record, vaccine_type: str, sender: str) -> None:
@@ -75,13 +87,13 @@ any_text = st.text(
 @SETTINGS
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
-    assert_well_formed(validate_event(raw, permissions=P, now=NOW))
+    assert_well_formed(validated(raw))
 
 
 @SETTINGS
 @given(json_values)
 def test_arbitrary_json_never_raises(value: Any) -> None:
-    assert_well_formed(validate_event(msgspec.json.encode(value), permissions=P, now=NOW))
+    assert_well_formed(validated(msgspec.json.encode(value)))
 
 
 @SETTINGS
@@ -89,7 +101,7 @@ def test_arbitrary_json_never_raises(value: Any) -> None:
 def test_wrong_types_in_record_never_raise(seed: int, changes: dict[str, Any]) -> None:
     event = base_event(seed)
     event["record"].update(changes)
-    assert_well_formed(validate_event(msgspec.json.encode(event), permissions=P, now=NOW))
+    assert_well_formed(validated(msgspec.json.encode(event)))
 
 
 @SETTINGS
@@ -102,7 +114,7 @@ def test_arbitrary_strings_in_fields(seed: int, changes: dict[str, str]) -> None
     except UnicodeEncodeError:
         raw = b""  # lone surrogates cannot be JSON; the file reader path still gets them below
     if raw:
-        result = validate_event(raw, permissions=P, now=NOW)
+        result = validated(raw)
         assert_well_formed(result)
         if isinstance(result, ValidEvent):
             assert_canonical(result.record, result.vaccine_type, result.sender_ods)
@@ -140,7 +152,7 @@ plausible = {
 def test_accepted_values_are_canonical_and_idempotent(seed: int, changes: dict[str, str]) -> None:
     event = base_event(seed)
     event["record"].update(changes)
-    result = validate_event(msgspec.json.encode(event), permissions=P, now=NOW)
+    result = validated(msgspec.json.encode(event))
     assert_well_formed(result)
     if isinstance(result, ValidEvent):
         record = result.record

@@ -25,11 +25,9 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
-from schemas.batchfile import render_row
-from schemas.event import ValidEvent
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import ValidatorState, encode_origin
-from schemas.validate import rejection_for, validate_event
+from schemas.validate import rejection_for, validate_event_row
 from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
 from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
@@ -49,9 +47,9 @@ BATCH_SECONDS = Histogram("vaxflow_validator_batch_seconds", "Time to validate a
 _ENCODER = msgspec.json.Encoder()
 
 
-def key_of(event: ValidEvent) -> bytes:
+def key_of(vaccine_type: str, sender_ods: str) -> bytes:
     """The valid topic's key: one batch key (vaccine type, sender) always lands on one partition."""
-    return f"{event.vaccine_type}|{event.sender_ods}".encode()
+    return f"{vaccine_type}|{sender_ods}".encode()
 
 
 class GuardedProducers(PartitionProducers):
@@ -104,12 +102,13 @@ async def process_partition(
                 continue
             raw = rec.value or b""
             origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
-            result = validate_event(raw, permissions=permissions)
-            if isinstance(result, ValidEvent):
+            result = validate_event_row(raw, permissions=permissions)
+            if isinstance(result, tuple):
+                vaccine_type, sender_ods, row = result
                 await out.add(
                     valid_topic,
-                    render_row(result.record),
-                    key=key_of(result),
+                    row,
+                    key=key_of(vaccine_type, sender_ods),
                     timestamp_ms=rec.timestamp,
                     headers=[(h.ORIGIN, origin)],
                 )
