@@ -53,11 +53,6 @@ class Settings(BaseSettings):
     # Every worker
     health_port: int | None = Field(default=None, ge=1, le=65535, description="/healthz /readyz /metrics")
     log_level: str = "INFO"
-    event_loop: str = Field(
-        default="uvloop",
-        pattern="^(uvloop|asyncio)$",
-        description="uvloop (libuv, in C) or the standard library's loop, e.g. to rule uvloop out of a fault",
-    )
     permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
 
     # consumers of the stream stages (validator, batcher)

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -140,17 +139,6 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The worker's event loop: uvloop unless VAXFLOW_EVENT_LOOP=asyncio.
-
-    Every worker moves bytes between sockets and Python: in a py-spy profile of the validator ~8%
-    of its CPU was the standard loop's own Python (selector, transports, handles), which uvloop
-    runs in C (docs/benchmarks.md). aiokafka and aiohttp are tested against it upstream;
-    the setting is there to rule it out when chasing a fault.
-    """
-    return uvloop.new_event_loop if settings.event_loop == "uvloop" else asyncio.new_event_loop
-
-
 def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> int:
     """Process entry point: settings, logging, one loop, exit code."""
     logs.configure(name)
@@ -160,6 +148,5 @@ def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> i
         print(str(exc), file=sys.stderr)
         return 2
     tune_gc()
-    with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
-        runner.run(serve_worker(name, main, settings, health_port))
+    asyncio.run(serve_worker(name, main, settings, health_port))
     return 0
