@@ -133,8 +133,16 @@ def _write_config(layout: BrokerLayout) -> None:
     )
 
 
-def _new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, as Kafka's own.
+
+    Never starting with "-", as Kafka's `Uuid.randomUuid` also ensures: the storage tool's
+    argument parser reads `-t -abc...` as a missing value, and one format in 64 failed that way.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def format_storage(layout: BrokerLayout) -> None:
@@ -144,7 +152,7 @@ def format_storage(layout: BrokerLayout) -> None:
     java = _require("java", "install a Java 17+ runtime.")
     cmd = [
         java, "-cp", _classpath(layout), "kafka.tools.StorageTool", "format",
-        "-t", _new_cluster_id(), "-c", str(layout.config),
+        "-t", new_cluster_id(), "-c", str(layout.config),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
