@@ -405,7 +405,7 @@ async def main() -> None:
             "CPU per event raw → ready (median, then each run; from `/proc/<pid>/stat`: each worker process from its "
             "start, the broker over the run): "
             + "; ".join(cells)
-            + f"; all three {statistics.median(total):.1f} µs, which on 2 fully used cores allows at most "
+            + f"; in all {statistics.median(total):.1f} µs, which on 2 fully used cores allows at most "
             f"{2e6 / statistics.median(total):,.0f} events/s.\n"
         )
     all_plain = plain + plain_mesh

@@ -307,12 +307,9 @@ def validate_event_row(raw: bytes, *, permissions: Permissions, now: datetime | 
         checked = _check_event(raw, permissions, now)
         if isinstance(checked, list):
             return checked
-        values = checked.values
-        if checked.changes:
-            rewritten = list(values)
-            for i, value in checked.changes.items():
-                rewritten[i] = value
-            return checked.vaccine_type, checked.sender_ods, render_values(rewritten)
+        values = list(checked.values)
+        for i, value in checked.changes.items():
+            values[i] = value
         return checked.vaccine_type, checked.sender_ods, render_values(values)
     except Exception:
         return [reason("event", "internal")]

@@ -24,8 +24,9 @@ log = logging.getLogger("vaxflow.producers")
 class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
     """Starts a producer when a partition is assigned, stops it when the partition is revoked.
 
-    `lock` is held by the worker while a transaction is open, so a revocation waits for the
-    transaction in flight to commit or abort before the partition is handed back.
+    `lock` is held by the batcher while a transaction is open, so a revocation waits for the
+    transaction in flight to commit or abort before the partition is handed back (the validator,
+    whose partitions commit independently, waits for its batches in hand instead).
     """
 
     def __init__(self, settings: Settings, prefix: str, **producer_options: Any) -> None:

@@ -25,7 +25,7 @@ from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
 from topics.catalogue import READY, REJECTED
-from vaxflow.loadgen import Generated, generate, produce
+from vaxflow.loadgen import generate, produce
 from vaxflow.settings import Settings
 from workers import headers as h
 from workers.batcher.worker import run as run_batcher
@@ -140,12 +140,24 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
     check_exactly_once(files, rejected, coords, load.invalid)
 
 
-async def hand_over_midstream(
-    settings: Settings, load: Generated, moving: WorkerMain, staying: WorkerMain, join_after: float, leave_after: float
-) -> list[tuple[int, int]]:
-    """While `load` flows, a second `moving` worker joins its group, then the first one leaves
-    (its partitions move twice); `staying` runs throughout. Returns the produced origins once all
-    events are placed."""
+async def check_hand_over_midstream(
+    kafka_settings: Settings,
+    tmp_path: Path,
+    moving: WorkerMain,
+    staying: WorkerMain,
+    *,
+    events: int,
+    seed: int,
+    max_rows_per_file: int,
+    join_after: float,
+    leave_after: float,
+) -> None:
+    """While events flow, a second `moving` worker joins its group, then the first one leaves
+    (its partitions move twice); `staying` runs throughout. Then every event is in exactly one
+    place."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=max_rows_per_file)
+    await ensure(settings)
+    load = generate(events, invalid_fraction=0.05, seed=seed)
     other = TaskWorker(staying, settings).start()
     first = TaskWorker(moving, settings).start()
     second: TaskWorker | None = None
@@ -162,17 +174,16 @@ async def hand_over_midstream(
         await first.close()
         if second is not None:
             await second.close()
-    return coords
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, load.invalid)
 
 
 async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
     """A second batcher joins the group mid-stream, then the first leaves: partitions move twice."""
-    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=200)
-    await ensure(settings)
-    load = generate(12000, invalid_fraction=0.05, seed=3)
-    coords = await hand_over_midstream(settings, load, run_batcher, run_validator, join_after=3, leave_after=6)
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    await check_hand_over_midstream(
+        kafka_settings, tmp_path, run_batcher, run_validator,
+        events=12000, seed=3, max_rows_per_file=200, join_after=3, leave_after=6,
+    )  # fmt: skip
 
 
 async def test_two_validators_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -183,12 +194,10 @@ async def test_two_validators_rebalance_midstream(kafka_settings: Settings, tmp_
     batch cut off would only abort its transaction: with the wait removed this still passed. A
     loop that let one partition have two batches in flight failed here and in the test above.)
     """
-    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
-    await ensure(settings)
-    load = generate(15000, invalid_fraction=0.05, seed=4)
-    coords = await hand_over_midstream(settings, load, run_validator, run_batcher, join_after=2, leave_after=4)
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    await check_hand_over_midstream(
+        kafka_settings, tmp_path, run_validator, run_batcher,
+        events=15000, seed=4, max_rows_per_file=500, join_after=2, leave_after=4,
+    )  # fmt: skip
 
 
 async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Settings, tmp_path: Path) -> None:
