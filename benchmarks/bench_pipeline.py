@@ -28,6 +28,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from schemas.batchfile import render_row
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
 from schemas.validate import validate_event
-from topics.catalogue import DEADLETTER, RAW, READY, SENT, VALID
+from topics.catalogue import CATALOGUE, DEADLETTER, RAW, READY, SENT, VALID, TopicSpec
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.kafka_clients import admin_client
@@ -166,6 +167,48 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def jit_threads(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each of a JVM's JIT compiler threads, by thread id (Linux /proc).
+
+    A fresh broker keeps compiling for several of these runs (seen here: 1-4 s of C2 time in each
+    300,000-event run after a 50,000-event warm-up, and still 1-2 s after 1,000,000), so its share
+    is printed beside the broker's CPU rather than assumed to be gone. By thread, because the JVM
+    starts and stops compiler threads as its queue grows and shrinks: a sum over the threads alive
+    at each end would lose a stopped thread's whole history and could even come out negative.
+    """
+    found: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        if "Compiler" in stat[stat.index("(") + 1 : stat.rindex(")")]:
+            fields = stat.rsplit(")", 1)[1].split()
+            found[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def jit_seconds_between(before: dict[str, float], after: dict[str, float]) -> float:
+    """Compiler CPU used between two `jit_threads` readings. A thread the JVM stopped in between is
+    missing from the second and its share is lost: an undercount, stated where the figure is printed."""
+    return sum(seconds - before.get(tid, 0.0) for tid, seconds in after.items())
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The most resident memory a process has had so far (VmHWM; Linux /proc; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 @dataclass
 class RunResult:
     rate: float  # events/s of the run
@@ -173,6 +216,9 @@ class RunResult:
     # CPU microseconds per event by process (workers from their start, broker over the run). On a
     # shared machine this is steadier than the rate, which also counts time others held the cores.
     cpu_us: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)  # by worker process, at the end
+    broker_jit_us: float | None = None  # of cpu_us["broker"]: its JIT compiler threads
+    namespace: str = ""  # the run's topics, for a census of what it wrote
 
 
 async def pipeline_run(
@@ -184,23 +230,27 @@ async def pipeline_run(
     broker_pid: int | None = None,
     to_mesh: bool = False,
     validators: int = 1,
+    specs: Iterable[TopicSpec] = CATALOGUE,
+    timestamps_ms: Sequence[int] | None = None,
 ) -> RunResult:
     """One run in a fresh namespace: produce, then time the worker processes to completion.
 
     Without `to_mesh`: validator + batcher until every event is in a ready file (or rejected).
     With it: the uploader runs too, until every file has gone to the MESH sandbox and its receipt
-    is committed.
+    is committed. `specs` may change partition counts (benchmarks/bench_scaling.py); the records'
+    ingestion times are `timestamps_ms` when given.
     """
     settings = base.model_copy(update={"topic_namespace": f"b{uuid.uuid4().hex[:8]}"})
     admin = admin_client(settings)
     await admin.start()
-    await ensure_topics(admin, namespace=settings.topic_namespace)
+    await ensure_topics(admin, namespace=settings.topic_namespace, specs=specs)
     await admin.close()
-    await produce(settings, payloads, keys)
+    await produce(settings, payloads, keys, timestamps_ms=timestamps_ms)
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
     env = {**os.environ, **settings.as_environment()}
     names = [*(["validator"] * validators), "batcher", *(("uploader",) if to_mesh else ())]
     broker_before = cpu_seconds(broker_pid) if broker_pid is not None else None
+    jit_before = jit_threads(broker_pid) if broker_pid is not None else {}
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -212,6 +262,8 @@ async def pipeline_run(
         for n in names
     ]
     cpu: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    jit: float | None = None
     try:
         async with Drained(settings, to_mesh=to_mesh) as drained:
             while not await drained():
@@ -225,8 +277,12 @@ async def pipeline_run(
         for n, proc in zip(names, procs, strict=True):
             if (used := cpu_seconds(proc.pid)) is not None:
                 cpu[n] = cpu.get(n, 0.0) + used
+            if (rss := peak_rss_mib(proc.pid)) is not None:
+                peak[n] = max(peak.get(n, 0.0), rss)
         if broker_before is not None and broker_pid is not None and (after := cpu_seconds(broker_pid)) is not None:
             cpu["broker"] = after - broker_before
+        if broker_pid is not None and (jit_after := jit_threads(broker_pid)):
+            jit = jit_seconds_between(jit_before, jit_after) * 1e6 / len(payloads)
     finally:
         for proc in procs:
             proc.terminate()
@@ -243,8 +299,16 @@ async def pipeline_run(
     # close wait is left at the end. Process start-up (imports, group join, producers) is included.
     cpu_us = {n: seconds * 1e6 / len(payloads) for n, seconds in cpu.items()}
     if cpu_us:
-        print("  CPU per event: " + ", ".join(f"{n} {us:.1f} µs" for n, us in cpu_us.items()))
-    return RunResult(len(payloads) / elapsed, baseline, cpu_us)
+        of_which = f" (of which JIT compiling {jit:.1f} µs)" if jit is not None else ""
+        print("  CPU per event: " + ", ".join(f"{n} {us:.1f} µs" for n, us in cpu_us.items()) + of_which)
+    return RunResult(
+        len(payloads) / elapsed,
+        baseline,
+        cpu_us,
+        peak_rss_mib=peak,
+        broker_jit_us=jit,
+        namespace=settings.topic_namespace,
+    )
 
 
 async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, str]]:
@@ -322,6 +386,7 @@ async def main() -> None:
         port=39092,
         controller_port=39093,
         heap="1g",
+        jvm_options=kafka_broker.jvm_options(Settings().kafka_jvm_options),
     )
     pid = kafka_broker.start_broker(layout)
     mesh: mesh_sandbox.SandboxLayout | None = None
@@ -345,6 +410,7 @@ async def main() -> None:
             )
         ours, plain, to_mesh, plain_mesh = [], [], [], []
         cpu_runs: list[dict[str, float]] = []
+        jit_runs: list[float] = []
         for run in range(args.runs):
             result = await pipeline_run(
                 base, load.payloads, load.keys, home, broker_pid=pid, validators=args.validators
@@ -353,6 +419,8 @@ async def main() -> None:
             ours.append(rate)
             plain.append(baseline)
             cpu_runs.append(result.cpu_us)
+            if result.broker_jit_us is not None:
+                jit_runs.append(result.broker_jit_us)
             print(
                 f"run {run + 1}: raw -> ready {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s, "
                 f"ratio {rate / baseline:.2f}"
@@ -408,6 +476,12 @@ async def main() -> None:
             + f"; in all {statistics.median(total):.1f} µs, which on 2 fully used cores allows at most "
             f"{2e6 / statistics.median(total):,.0f} events/s.\n"
         )
+        if len(jit_runs) == len(cpu_runs):
+            cpu_text += (
+                f"Of the broker's CPU, its JIT compiler threads (still compiling after the warm-up; "
+                "threads the JVM stopped during a run are not counted): "
+                f"{statistics.median(jit_runs):.1f} µs per event ({', '.join(f'{v:.1f}' for v in jit_runs)}).\n"
+            )
     all_plain = plain + plain_mesh
     table += (
         f"| plain aiokafka consume loop | {statistics.median(all_plain):,.0f} | "

@@ -82,6 +82,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
         port=free_port(),
         controller_port=free_port(),
         heap="512m",
+        jvm_options=kafka_broker.jvm_options(settings.kafka_jvm_options),
     )
     started = time.monotonic()
     pid = kafka_broker.start_broker(layout)

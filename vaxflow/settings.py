@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_version: str = "4.3.1"
     kafka_heap: str = "768m"
+    kafka_jvm_options: str | None = Field(
+        default=None,
+        description="JVM options of the local broker besides its heap, space-separated; default: G1, C1 JIT only",
+    )
     topic_namespace: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",

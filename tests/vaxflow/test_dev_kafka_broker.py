@@ -1,14 +1,17 @@
-"""The local broker's storage format arguments (pure: no broker is started here)."""
+"""The local broker's storage format and command line (pure: no broker is started here)."""
 
 from __future__ import annotations
 
 import base64
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from vaxflow.dev import kafka_broker
+from vaxflow.dev.stack import broker_layout
+from vaxflow.settings import Settings
 
 
 def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,3 +28,26 @@ def test_cluster_ids_are_kafkas_form() -> None:
         assert len(cluster_id) == 22
         assert not cluster_id.startswith("-")
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+def _layout(tmp_path: Path) -> kafka_broker.BrokerLayout:
+    return kafka_broker.BrokerLayout(
+        version="4.3.1", cache_dir=tmp_path, home=tmp_path / "kafka", port=1, controller_port=2
+    )
+
+
+def test_the_local_broker_compiles_with_c1_only_by_default(tmp_path: Path) -> None:
+    cmd = kafka_broker.broker_command(_layout(tmp_path), "java")
+    assert cmd[:3] == ["java", "-Xms768m", "-Xmx768m"]
+    assert "-XX:TieredStopAtLevel=1" in cmd
+    assert cmd.index("-XX:TieredStopAtLevel=1") < cmd.index("kafka.Kafka")  # a JVM option, not an argument
+
+
+def test_jvm_options_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAXFLOW_KAFKA_JVM_OPTIONS", "-XX:+UseParallelGC -XX:CICompilerCount=2")
+    monkeypatch.setenv("VAXFLOW_DEV_HOME", str(tmp_path))
+    cmd = kafka_broker.broker_command(broker_layout(Settings()), "java")
+    assert "-XX:+UseParallelGC" in cmd
+    assert "-XX:CICompilerCount=2" in cmd
+    assert "-XX:TieredStopAtLevel=1" not in cmd  # replaced, not added to
+    assert "-XX:+UseG1GC" not in cmd

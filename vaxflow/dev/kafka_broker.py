@@ -28,6 +28,19 @@ class ProvisionError(RuntimeError):
     """The broker cannot be provisioned or started on this machine."""
 
 
+# C1 only (no C2): a local broker shares 2 cores with the workers, and C2 kept compiling through
+# every benchmark run (1-4 CPU seconds per 300,000 events, still 1-2 s after a 1,000,000-event
+# warm-up). Measured in interleaved pairs, C1 alone used about a third less broker CPU per event
+# (docs/decisions/0012-local-broker-jit.md). A long-lived broker on more cores wants C2: set
+# VAXFLOW_KAFKA_JVM_OPTIONS.
+LOCAL_JVM_OPTIONS: tuple[str, ...] = ("-XX:+UseG1GC", "-XX:TieredStopAtLevel=1")
+
+
+def jvm_options(configured: str | None) -> tuple[str, ...]:
+    """The broker's JVM options from the setting (space-separated), or the local default."""
+    return tuple(configured.split()) if configured is not None else LOCAL_JVM_OPTIONS
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerLayout:
     """Where one broker's jars, configuration, data and log live."""
@@ -38,6 +51,7 @@ class BrokerLayout:
     port: int
     controller_port: int
     heap: str = "768m"
+    jvm_options: tuple[str, ...] = LOCAL_JVM_OPTIONS  # besides the heap, which `heap` sets
 
     @property
     def libs(self) -> Path:
@@ -164,6 +178,15 @@ def read_pid(layout: BrokerLayout) -> int | None:
     return processes.read_pid(layout.pid_file)
 
 
+def broker_command(layout: BrokerLayout, java: str) -> list[str]:
+    return [
+        java, f"-Xms{layout.heap}", f"-Xmx{layout.heap}", *layout.jvm_options,
+        f"-Dlog4j2.configurationFile={layout.home / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={layout.home}",
+        "-cp", _classpath(layout), "kafka.Kafka", str(layout.config),
+    ]  # fmt: skip
+
+
 def start_broker(layout: BrokerLayout) -> int:
     """Start the broker detached from this process (it outlives `vaxflow dev up`); returns its pid."""
     running = read_pid(layout)
@@ -172,13 +195,7 @@ def start_broker(layout: BrokerLayout) -> int:
     provision_jars(layout)
     _write_config(layout)
     format_storage(layout)
-    java = _require("java", "install a Java 17+ runtime.")
-    cmd = [
-        java, f"-Xms{layout.heap}", f"-Xmx{layout.heap}", "-XX:+UseG1GC",
-        f"-Dlog4j2.configurationFile={layout.home / 'log4j2.properties'}",
-        f"-Dkafka.logs.dir={layout.home}",
-        "-cp", _classpath(layout), "kafka.Kafka", str(layout.config),
-    ]
+    cmd = broker_command(layout, _require("java", "install a Java 17+ runtime."))
     with open(layout.log, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

@@ -39,6 +39,7 @@ def broker_layout(settings: Settings) -> kafka_broker.BrokerLayout:
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
         heap=settings.kafka_heap,
+        jvm_options=kafka_broker.jvm_options(settings.kafka_jvm_options),
     )
 
 
