@@ -51,10 +51,13 @@ async def produce(
     *,
     producer: AIOKafkaProducer | None = None,
     window: int = 5000,
+    timestamps_ms: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Produce every payload to the raw topic (acks=all, idempotent); return their (partition, offset).
 
     At most `window` sends are in flight, so memory stays bounded however many events are sent.
+    `timestamps_ms` sets each record's ingestion time (default: now), so a benchmark can replay
+    traffic that arrived over an hour in a few seconds and still see an hour of windows.
     """
     topic = settings.topic(RAW.name)
     own = producer is None
@@ -65,7 +68,12 @@ async def produce(
     try:
         for start in range(0, len(payloads), window):
             futures = [
-                await producer.send(topic, payloads[i], key=keys[i] if keys else None)
+                await producer.send(
+                    topic,
+                    payloads[i],
+                    key=keys[i] if keys else None,
+                    timestamp_ms=timestamps_ms[i] if timestamps_ms is not None else None,
+                )
                 for i in range(start, min(start + window, len(payloads)))
             ]
             for meta in await asyncio.gather(*futures):
