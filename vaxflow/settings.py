@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     max_rows_per_file: int = Field(default=20000, ge=1)
     max_bytes_per_file: int = Field(default=16 * 1024 * 1024, ge=4096)
     max_buffered_events: int = Field(default=500_000, ge=1000, description="Backpressure bound per process")
+    batcher_max_records: int = Field(default=5000, ge=1, description="Records the batcher takes per poll")
     line_ending: str = Field(default="crlf", pattern="^(crlf|lf)$")
     archive_dir: Path | None = Field(default=None, description="Archive copy of every file; default dev_home/archive")
 

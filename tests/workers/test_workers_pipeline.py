@@ -304,3 +304,56 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
     assert [f.origins for f in files] == [[(0, 0), (0, 1)]]
     assert files[0].content == render_file([e.record for e in events])
     assert rejected == [(0, 2)]
+
+
+async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings: Settings, tmp_path: Path) -> None:
+    """Events read an hour after their windows ended (a backlog, as after an outage) still make one
+    file per window: the wall clock closes windows only once the partition is read to its end, so
+    a window whose events span many polls is not cut at each poll's edge (workers.batcher.caught_up)."""
+    from datetime import UTC, datetime
+
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.batchfile import render_row
+    from schemas.event import ValidEvent
+    from schemas.samples import make_valid_record
+    from schemas.validate import validate_event
+    from topics.catalogue import VALID
+
+    settings = pipeline_settings(
+        kafka_settings, tmp_path, window_seconds=2, grace_seconds=0, max_rows_per_file=10_000, batcher_max_records=25
+    )
+    await ensure(settings)
+    record = make_valid_record(random.Random(5), "FLU")
+    raw = msgspec.json.encode({"vaccine_type": "FLU", "sender_ods": "YGM41", "source_system": "test", "record": record})
+    event = validate_event(raw, permissions=default_permissions())
+    assert isinstance(event, ValidEvent), event
+    row = render_row(event.record)
+    first_window_ms = (int(time.time() * 1000) - 3_600_000) // 2000 * 2000
+    stamps = [first_window_ms + i * 20 for i in range(300)]  # 100 events in each of three 2 s windows
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                settings.topic(VALID.name),
+                row,
+                key=b"FLU|YGM41",
+                partition=0,
+                timestamp_ms=stamp,
+                headers=[(h.ORIGIN, f"0:{i}".encode())],
+            )
+            for i, stamp in enumerate(stamps)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, 300), 60, "all 300 events in files")
+    finally:
+        await batcher.close()
+    files, _ = await outcome(settings)
+    starts = [datetime.fromtimestamp((first_window_ms + 2000 * w) / 1000, UTC).isoformat() for w in range(3)]
+    assert sorted((f.window_start, f.rows) for f in files) == [(start, 100) for start in starts]

@@ -22,7 +22,8 @@ import re
 import time
 
 import msgspec
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
@@ -285,6 +286,24 @@ class _Listener(PartitionProducers):
             )
 
 
+async def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    """Whether the batcher has read everything committed to `tp` (as of the last fetch response).
+
+    Only then may the wall clock close the partition's windows. While a backlog is read (after an
+    outage, a restart or a replay) the wall clock is far ahead of the events: closing on it closed
+    each key's window after every poll, so a key's events of one window were cut into a file per
+    poll instead of one file per window, and the next poll's events went on to later windows
+    (benchmarks/bench_scaling.py, one partition: 13,915 files where 4,800 windows held events).
+    Behind, windows close on stream time, which the events themselves move on; caught up, an idle
+    key or partition still closes on the wall clock.
+    """
+    try:
+        lso = consumer.last_stable_offset(tp)  # the end for a read_committed consumer
+        return lso is not None and await consumer.position(tp) >= lso
+    except (AssertionError, IllegalStateError):  # aiokafka's answer for a partition no longer assigned
+        return False
+
+
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     batcher = Batcher(settings)
     consumer = committed_consumer(settings, group_id=batcher.group, max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -296,7 +315,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     try:
         while not stop.is_set():
             paused = batcher.total_held() >= settings.max_buffered_events
-            batch = {} if paused else await consumer.getmany(timeout_ms=500, max_records=5000)
+            batch = {} if paused else await consumer.getmany(timeout_ms=500, max_records=settings.batcher_max_records)
             health.progress()
             async with batcher.producers.lock:
                 wall_ms = int(time.time() * 1000)
@@ -308,7 +327,9 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                     if not batcher.producers.is_ready(tp):
                         continue
                     due = batcher.add(tp, batch.get(tp, []))
-                    due.extend(batcher.partitions[tp].due(wall_ms))
+                    windows = batcher.partitions[tp]
+                    # the wall clock counts only once the partition is read to its end (caught_up)
+                    due.extend(windows.due(wall_ms if await caught_up(consumer, tp) else windows.stream_time_ms))
                     if paused and not due:
                         due.extend(batcher.partitions[tp].largest())
                     if due or batcher.poison.get(tp):
