@@ -91,12 +91,13 @@ class Corpus:
 def corpus(n: int, pairs: list[tuple[str, str]], permissions: Permissions, span_s: int, seed: int) -> Corpus:
     """`n` events spread evenly over the keys, 5% invalid, ingested in order over `span_s` seconds.
 
-    The span ends on the last whole hour, so every window of a length dividing an hour is already
-    closable by the wall clock when read: no run waits for a window to end, whatever its length.
+    The span ends an hour before the last whole hour, so every window of a length dividing an hour
+    (and the next few, where a late event would go) is closable by the wall clock when read: no run
+    waits for a window to end, whatever its length.
     """
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    end_ms = int(now.timestamp() * 1000) // 3_600_000 * 3_600_000
+    end_ms = int(now.timestamp() * 1000) // 3_600_000 * 3_600_000 - 3_600_000
     start_ms = end_ms - span_s * 1000
     payloads: list[bytes] = []
     keys: list[bytes] = []

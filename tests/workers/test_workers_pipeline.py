@@ -357,3 +357,30 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     files, _ = await outcome(settings)
     starts = [datetime.fromtimestamp((first_window_ms + 2000 * w) / 1000, UTC).isoformat() for w in range(3)]
     assert sorted((f.window_start, f.rows) for f in files) == [(start, 100) for start in starts]
+
+
+async def test_a_raw_backlog_is_cut_by_window_while_the_validator_works_through_it(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """The backlog sits upstream (raw) and the validator feeds it to the batcher in small
+    transactions: the batcher keeps reaching the end of the valid topic, but records keep coming,
+    so its windows close on stream time and each window still makes one file (Batcher.clock_for)."""
+    from datetime import UTC, datetime
+
+    from schemas.samples import make_valid_record
+
+    settings = pipeline_settings(
+        kafka_settings, tmp_path, window_seconds=2, grace_seconds=0, max_rows_per_file=10_000, validator_max_batch=20
+    )
+    await ensure(settings)
+    rng = random.Random(8)
+    envelope = {"vaccine_type": "FLU", "sender_ods": "YGM41", "source_system": "test"}
+    payloads = [msgspec.json.encode({**envelope, "record": make_valid_record(rng, "FLU")}) for _ in range(300)]
+    first_window_ms = (int(time.time() * 1000) - 3_600_000) // 2000 * 2000
+    stamps = [first_window_ms + i * 20 for i in range(300)]  # 100 events in each of three 2 s windows
+    await produce(settings, payloads, [b"FLU|YGM41"] * 300, timestamps_ms=stamps)
+    await run_until_settled(settings, 300, timeout=90)
+    files, rejected = await outcome(settings)
+    assert rejected == []
+    starts = [datetime.fromtimestamp((first_window_ms + 2000 * w) / 1000, UTC).isoformat() for w in range(3)]
+    assert sorted((f.window_start, f.rows) for f in files) == [(start, 100) for start in starts]

@@ -61,6 +61,9 @@ POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent
 _LEGACY = msgspec.json.Decoder(ValidEvent)
 _ENCODE = msgspec.json.Encoder()
 _KEY = re.compile(rb"([0-9A-Z]{1,20})\|([0-9A-Z]{1,12})")
+# How long a partition read to its end must go without records before the wall clock may close its
+# windows (or the grace period, if longer): longer than the validator's usual gap between commits.
+IDLE_BEFORE_WALL_CLOCK_MS = 1000
 
 
 @functools.lru_cache(maxsize=65536)  # a deployment has a few hundred (type, sender) keys
@@ -108,6 +111,23 @@ class Batcher:
         self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         self.producers = _Listener(self)
         self.key_labels: set[tuple[str, str, str]] = set()
+        # Wall-clock ms of each partition's last poll that brought records (see clock_for).
+        self.records_at: dict[TopicPartition, int] = {}
+        self.idle_ms = max(IDLE_BEFORE_WALL_CLOCK_MS, settings.grace_seconds * 1000)
+
+    def clock_for(self, tp: TopicPartition, wall_ms: int, *, got_records: bool, at_end: bool) -> int:
+        """The time `tp`'s windows close against: the wall clock once the partition is read to its
+        end and no record has come for `idle_ms`, else its stream time.
+
+        Being at the end is not enough: while the validator works through a backlog the batcher
+        keeps reaching the end of what has been validated so far, and closing on the wall clock
+        then cut windows whose events were still upstream (they went on to later windows). Records
+        still arriving keep stream time moving, so only an idle partition needs the wall clock.
+        """
+        if got_records or tp not in self.records_at:
+            self.records_at[tp] = wall_ms
+        idle = wall_ms - self.records_at[tp] >= self.idle_ms
+        return wall_ms if at_end and idle else self.partitions[tp].stream_time_ms
 
     def new_windows(self, state: BatcherState | None) -> PartitionWindows:
         guard = ReplayGuard(state.watermark, [(r[0], r[1]) for r in state.emitted]) if state else ReplayGuard()
@@ -251,6 +271,7 @@ class Batcher:
     def forget_partition(self, tp: TopicPartition) -> None:
         self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
         self.poison.pop(tp, None)
+        self.records_at.pop(tp, None)
         for gauge in (HELD, OPEN):
             with contextlib.suppress(KeyError):
                 gauge.remove(str(tp.partition))
@@ -289,13 +310,14 @@ class _Listener(PartitionProducers):
 async def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
     """Whether the batcher has read everything committed to `tp` (as of the last fetch response).
 
-    Only then may the wall clock close the partition's windows. While a backlog is read (after an
-    outage, a restart or a replay) the wall clock is far ahead of the events: closing on it closed
-    each key's window after every poll, so a key's events of one window were cut into a file per
-    poll instead of one file per window, and the next poll's events went on to later windows
+    Only then, and once no record has come for a while (Batcher.clock_for), may the wall clock
+    close the partition's windows. While a backlog is read (after an outage, a restart or a
+    replay) the wall clock is far ahead of the events: closing on it closed each key's window
+    after every poll, so a key's events of one window were cut into a file per poll instead of
+    one file per window, and the next poll's events went on to later windows
     (benchmarks/bench_scaling.py, one partition: 13,915 files where 4,800 windows held events).
-    Behind, windows close on stream time, which the events themselves move on; caught up, an idle
-    key or partition still closes on the wall clock.
+    Behind, windows close on stream time, which the events themselves move on; an idle key or
+    partition still closes on the wall clock.
     """
     try:
         lso = consumer.last_stable_offset(tp)  # the end for a read_committed consumer
@@ -326,10 +348,11 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 for tp in list(batcher.partitions):
                     if not batcher.producers.is_ready(tp):
                         continue
-                    due = batcher.add(tp, batch.get(tp, []))
-                    windows = batcher.partitions[tp]
-                    # the wall clock counts only once the partition is read to its end (caught_up)
-                    due.extend(windows.due(wall_ms if await caught_up(consumer, tp) else windows.stream_time_ms))
+                    records = batch.get(tp, [])
+                    due = batcher.add(tp, records)
+                    at_end = await caught_up(consumer, tp)
+                    clock = batcher.clock_for(tp, wall_ms, got_records=bool(records), at_end=at_end)
+                    due.extend(batcher.partitions[tp].due(clock))
                     if paused and not due:
                         due.extend(batcher.partitions[tp].largest())
                     if due or batcher.poison.get(tp):
