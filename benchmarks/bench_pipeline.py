@@ -311,6 +311,22 @@ async def pipeline_run(
     )
 
 
+def start_broker(home: Path, *, port: int) -> tuple[kafka_broker.BrokerLayout, int]:
+    """A fresh broker for one benchmark script under `home` (controller on `port` + 1), as the
+    settings configure the local one (version, jars cache, JVM options); returns it and its pid."""
+    settings = Settings()
+    layout = kafka_broker.BrokerLayout(
+        version=settings.kafka_version,
+        cache_dir=settings.cache_dir,
+        home=home / "kafka",
+        port=port,
+        controller_port=port + 1,
+        heap="1g",
+        jvm_options=kafka_broker.jvm_options(settings.kafka_jvm_options),
+    )
+    return layout, kafka_broker.start_broker(layout)
+
+
 async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, str]]:
     """NHS Digital's MESH sandbox, as `vaxflow dev up` runs it; returns it and the uploader's settings."""
     layout = mesh_sandbox.SandboxLayout(home=home / "mesh", port=_free_port())
@@ -379,16 +395,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="vaxflow-bench-"))
-    layout = kafka_broker.BrokerLayout(
-        version=Settings().kafka_version,
-        cache_dir=Settings().cache_dir,
-        home=home / "kafka",
-        port=39092,
-        controller_port=39093,
-        heap="1g",
-        jvm_options=kafka_broker.jvm_options(Settings().kafka_jvm_options),
-    )
-    pid = kafka_broker.start_broker(layout)
+    layout, pid = start_broker(home, port=39092)
     mesh: mesh_sandbox.SandboxLayout | None = None
     await kafka_broker.wait_ready(layout.bootstrap, pid=pid)
     try:

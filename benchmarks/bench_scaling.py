@@ -36,7 +36,7 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from benchmarks.bench_pipeline import RunResult, pipeline_run
+from benchmarks.bench_pipeline import RunResult, pipeline_run, start_broker
 from benchmarks.report import write_section
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import BatcherState, ReadyFile
@@ -250,16 +250,7 @@ async def main() -> None:
     args = parser.parse_args()
     base = Point("base", partitions=6, keys=480, window_seconds=60)
     home = Path(tempfile.mkdtemp(prefix="vaxflow-scaling-"))
-    layout = kafka_broker.BrokerLayout(
-        version=Settings().kafka_version,
-        cache_dir=Settings().cache_dir,
-        home=home / "kafka",
-        port=39192,
-        controller_port=39193,
-        heap="1g",
-        jvm_options=kafka_broker.jvm_options(Settings().kafka_jvm_options),
-    )
-    pid = kafka_broker.start_broker(layout)
+    layout, pid = start_broker(home, port=39192)
     outcomes: list[Outcome] = []
     try:
         await kafka_broker.wait_ready(layout.bootstrap, pid=pid)

@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -61,6 +62,20 @@ async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, 
 async def settled(settings: Settings, total: int) -> bool:
     files, rejected = await outcome(settings)
     return sum(f.rows for f in files) + len(rejected) >= total
+
+
+async def run_batcher_until_settled(settings: Settings, total: int, timeout: float = 60) -> None:
+    """The batcher alone as a task until all `total` valid records are in files or rejected."""
+    batcher = TaskWorker(run_batcher, settings).start()
+    try:
+        await wait_for(partial(settled, settings, total), timeout, f"all {total} valid records placed")
+    finally:
+        await batcher.close()
+
+
+def window_starts(first_ms: int, length_ms: int, count: int) -> list[str]:
+    """ReadyFile.window_start of `count` consecutive windows from the one starting at `first_ms`."""
+    return [datetime.fromtimestamp((first_ms + length_ms * w) / 1000, UTC).isoformat() for w in range(count)]
 
 
 async def run_until_settled(settings: Settings, total: int, timeout: float = 120) -> None:
@@ -295,11 +310,7 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
     finally:
         await producer.stop()
 
-    batcher = TaskWorker(run_batcher, settings).start()
-    try:
-        await wait_for(partial(settled, settings, 3), 60, "both events in a file and the poison rejected")
-    finally:
-        await batcher.close()
+    await run_batcher_until_settled(settings, 3)
     files, rejected = await outcome(settings)
     assert [f.origins for f in files] == [[(0, 0), (0, 1)]]
     assert files[0].content == render_file([e.record for e in events])
@@ -310,8 +321,6 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     """Events read an hour after their windows ended (a backlog, as after an outage) still make one
     file per window: the wall clock closes windows only once the partition is read to its end, so
     a window whose events span many polls is not cut at each poll's edge (workers.batcher.caught_up)."""
-    from datetime import UTC, datetime
-
     from aiokafka import AIOKafkaProducer
 
     from schemas.batchfile import render_row
@@ -349,13 +358,9 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     finally:
         await producer.stop()
 
-    batcher = TaskWorker(run_batcher, settings).start()
-    try:
-        await wait_for(partial(settled, settings, 300), 60, "all 300 events in files")
-    finally:
-        await batcher.close()
+    await run_batcher_until_settled(settings, 300)
     files, _ = await outcome(settings)
-    starts = [datetime.fromtimestamp((first_window_ms + 2000 * w) / 1000, UTC).isoformat() for w in range(3)]
+    starts = window_starts(first_window_ms, 2000, 3)
     assert sorted((f.window_start, f.rows) for f in files) == [(start, 100) for start in starts]
 
 
@@ -365,8 +370,6 @@ async def test_a_raw_backlog_is_cut_by_window_while_the_validator_works_through_
     """The backlog sits upstream (raw) and the validator feeds it to the batcher in small
     transactions: the batcher keeps reaching the end of the valid topic, but records keep coming,
     so its windows close on stream time and each window still makes one file (Batcher.clock_for)."""
-    from datetime import UTC, datetime
-
     from schemas.samples import make_valid_record
 
     settings = pipeline_settings(
@@ -382,5 +385,5 @@ async def test_a_raw_backlog_is_cut_by_window_while_the_validator_works_through_
     await run_until_settled(settings, 300, timeout=90)
     files, rejected = await outcome(settings)
     assert rejected == []
-    starts = [datetime.fromtimestamp((first_window_ms + 2000 * w) / 1000, UTC).isoformat() for w in range(3)]
+    starts = window_starts(first_window_ms, 2000, 3)
     assert sorted((f.window_start, f.rows) for f in files) == [(start, 100) for start in starts]
