@@ -388,6 +388,11 @@ async def main() -> None:
     )
     parser.add_argument("--no-mesh", action="store_true", help="skip the raw -> MESH runs")
     parser.add_argument(
+        "--no-python-baseline",
+        action="store_true",
+        help="skip the paired raw -> ready runs with VAXFLOW_NATIVE_VALIDATION=false",
+    )
+    parser.add_argument(
         "--validators",
         type=int,
         default=1,
@@ -418,20 +423,38 @@ async def main() -> None:
         ours, plain, to_mesh, plain_mesh = [], [], [], []
         cpu_runs: list[dict[str, float]] = []
         jit_runs: list[float] = []
+        py_rates, py_plain = [], []
+        py_cpu: list[dict[str, float]] = []
+        # Each run is paired with one whose validator uses the Python rules only (decision 0014),
+        # in alternating order, so that the pair sees the same machine load.
+        python_only = base.model_copy(update={"native_validation": False})
         for run in range(args.runs):
-            result = await pipeline_run(
-                base, load.payloads, load.keys, home, broker_pid=pid, validators=args.validators
-            )
-            rate, baseline = result.rate, result.baseline
-            ours.append(rate)
-            plain.append(baseline)
-            cpu_runs.append(result.cpu_us)
-            if result.broker_jit_us is not None:
-                jit_runs.append(result.broker_jit_us)
-            print(
-                f"run {run + 1}: raw -> ready {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s, "
-                f"ratio {rate / baseline:.2f}"
-            )
+            variants = [True] if args.no_python_baseline else [True, False] if run % 2 == 0 else [False, True]
+            for native in variants:
+                result = await pipeline_run(
+                    base if native else python_only,
+                    load.payloads,
+                    load.keys,
+                    home,
+                    broker_pid=pid,
+                    validators=args.validators,
+                )
+                rate, baseline = result.rate, result.baseline
+                label = "raw -> ready" if native else "raw -> ready (Python validation)"
+                print(
+                    f"run {run + 1}: {label} {rate:,.0f} events/s, plain consume {baseline:,.0f} events/s, "
+                    f"ratio {rate / baseline:.2f}"
+                )
+                if not native:
+                    py_rates.append(rate)
+                    py_plain.append(baseline)
+                    py_cpu.append(result.cpu_us)
+                    continue
+                ours.append(rate)
+                plain.append(baseline)
+                cpu_runs.append(result.cpu_us)
+                if result.broker_jit_us is not None:
+                    jit_runs.append(result.broker_jit_us)
         if not args.no_mesh:
             mesh, mesh_settings = await start_mesh(home)
             with_mesh = base.model_copy(update=mesh_settings)
@@ -467,6 +490,8 @@ async def main() -> None:
 
     table = "| | events/s (median) | runs | ratio to the plain loop (median of per-run pairs) |\n|---|---:|---|---:|\n"
     table += row("vaxflow raw → ready (validator + batcher)", ours, plain)
+    if py_rates:
+        table += row("the same with Python validation only (`VAXFLOW_NATIVE_VALIDATION=false`)", py_rates, py_plain)
     if to_mesh:
         table += row("vaxflow raw → MESH (validator + batcher + uploader)", to_mesh, plain_mesh)
     cpu_text = ""
@@ -483,6 +508,19 @@ async def main() -> None:
             + f"; in all {statistics.median(total):.1f} µs, which on 2 fully used cores allows at most "
             f"{2e6 / statistics.median(total):,.0f} events/s.\n"
         )
+        if py_cpu and all(py_cpu):
+            validator = [r["validator"] for r in cpu_runs]
+            py_validator = [r["validator"] for r in py_cpu]
+            pairs = [n / p for n, p in zip(validator, py_validator, strict=True)]
+            speed = [n / p for n, p in zip(ours, py_rates, strict=True)]
+            py_total = [sum(r.values()) for r in py_cpu]
+            cpu_text += (
+                f"With Python validation only (paired runs): validator {statistics.median(py_validator):.1f} µs "
+                f"({', '.join(f'{v:.1f}' for v in py_validator)}), in all {statistics.median(py_total):.1f} µs. "
+                f"Per pair, compiled fast path / Python: validator CPU per event {statistics.median(pairs):.2f} "
+                f"({', '.join(f'{v:.2f}' for v in pairs)}); raw → ready events/s {statistics.median(speed):.2f} "
+                f"({', '.join(f'{v:.2f}' for v in speed)}).\n"
+            )
         if len(jit_runs) == len(cpu_runs):
             cpu_text += (
                 f"Of the broker's CPU, its JIT compiler threads (still compiling after the warm-up; "

@@ -23,6 +23,7 @@ from schemas.checks import ACTIONS, Checker, checker_for
 from schemas.columns import COLUMNS
 from schemas.dates import Clock
 from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
+from schemas.fastpath import FAST_ROWS
 from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, Kind, Mandate, reason
 from schemas.permissions import ACTION_LETTER, Permissions
 from schemas.record import Reason, Record
@@ -251,7 +252,7 @@ class _Checked(NamedTuple):
     sender_ods: str
 
 
-def _check_event(raw: object, permissions: Permissions, now: datetime | None) -> _Checked | list[Reason]:
+def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checked | list[Reason]:
     if isinstance(raw, bytearray | memoryview):
         raw = bytes(raw)
     if not isinstance(raw, bytes):
@@ -267,7 +268,7 @@ def _check_event(raw: object, permissions: Permissions, now: datetime | None) ->
     if event.schema_version != EVENT_SCHEMA_VERSION:
         return [reason("schema_version", "unsupported")]
     values: tuple[str, ...] = msgspec.structs.astuple(event.record)
-    changes, bad, action = _check_values(values, Clock(now), _no_controls(raw))
+    changes, bad, action = _check_values(values, clock, _no_controls(raw))
     envelope, vt, ods = _check_envelope(
         event.vaccine_type, event.sender_ods, event.source_system, action, permissions, bad
     )
@@ -277,7 +278,7 @@ def _check_event(raw: object, permissions: Permissions, now: datetime | None) ->
 
 
 def _validate_event(raw: object, permissions: Permissions, now: datetime | None) -> ValidEvent | list[Reason]:
-    checked = _check_event(raw, permissions, now)
+    checked = _check_event(raw, permissions, Clock(now))
     if isinstance(checked, list):
         return checked
     event = checked.event
@@ -294,17 +295,28 @@ ValidRow = tuple[str, str, bytes]
 """(canonical vaccine type, canonical sender ODS code, the event's canonical file row)."""
 
 
-def validate_event_row(raw: bytes, *, permissions: Permissions, now: datetime | None = None) -> ValidRow | list[Reason]:
+def validate_event_row(
+    raw: bytes, *, permissions: Permissions, now: datetime | None = None, native: bool = True
+) -> ValidRow | list[Reason]:
     """validate_event, then render_row of its record, without building the canonical record between.
 
     The validator publishes only the row (docs/decisions/0011-valid-topic-rows.md), and on its
-    hot path the ValidEvent and the rewritten Record were built only to be taken apart again
-    (~1 µs of the ~19 µs that validating and rendering take per event). Same rules, same
-    reasons, same bytes as the two-step path (tests/schemas/test_schemas_validate_properties.py
-    compares them).
+    hot path the ValidEvent and the rewritten Record were built only to be taken apart again.
+    Same rules, same reasons, same bytes as the two-step path
+    (tests/schemas/test_schemas_validate_properties.py compares them). With `native` and the
+    compiled module installed, an event it is sure of skips the Python rules altogether
+    (schemas/fastpath.py); whatever it declines comes here, so reasons are always Python's.
     """
     try:
-        checked = _check_event(raw, permissions, now)
+        clock = Clock(now)
+        if native and FAST_ROWS is not None and type(raw) is bytes:
+            fast = FAST_ROWS.row(raw, clock.epoch, clock.today)
+            if fast is not None:
+                vaccine_type, sender_ods, source_system, action, row = fast
+                reasons, vt, ods, letters = _envelope(permissions, vaccine_type, sender_ods, source_system)
+                if not reasons and ACTION_LETTER[action] in letters:
+                    return vt, ods, row
+        checked = _check_event(raw, permissions, clock)
         if isinstance(checked, list):
             return checked
         values = list(checked.values)

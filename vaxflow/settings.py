@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # validator
     validator_group: str = "vaxflow-validator"
     validator_max_batch: int = Field(default=12000, ge=1, description="Records per poll, one txn per partition")
+    native_validation: bool = Field(
+        default=True, description="Use the compiled fast path for events it is sure of (decision 0014), if installed"
+    )
 
     # batcher
     batcher_group: str = "vaxflow-batcher"

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
+from schemas.fastpath import FAST_ROWS
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import ValidatorState, encode_origin
 from schemas.validate import rejection_for, validate_event_row
@@ -102,7 +103,7 @@ async def process_partition(
                 continue
             raw = rec.value or b""
             origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
-            result = validate_event_row(raw, permissions=permissions)
+            result = validate_event_row(raw, permissions=permissions, native=settings.native_validation)
             if isinstance(result, tuple):
                 vaccine_type, sender_ods, row = result
                 await out.add(
@@ -191,7 +192,10 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     consumer.subscribe([settings.topic(RAW.name)], listener=producers)
     await consumer.start()
     health.ready = True
-    log.info("validator started", extra={"group": group_id})
+    fast_path = settings.native_validation and FAST_ROWS is not None
+    if settings.native_validation and FAST_ROWS is None:
+        log.warning("compiled validation fast path not installed (./scripts/setup builds it); validating in Python")
+    log.info("validator started", extra={"group": group_id, "fast_path": fast_path})
     try:
         while not stop.is_set():
             _collect(in_flight)
