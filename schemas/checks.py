@@ -44,6 +44,13 @@ GENDERS: Final = {
 }  # fmt: skip
 DOSE_SEQUENCES: Final = {str(n): str(n) for n in range(1, 10)}
 
+# The kinds whose values are checked by table: spelling -> canonical value.
+LOOKUP_TABLES: Final[dict[Kind, dict[str, str]]] = {
+    Kind.GENDER: GENDERS,
+    Kind.BOOLEAN: BOOLEANS,
+    Kind.DOSE_SEQUENCE: DOSE_SEQUENCES,
+}
+
 MAX_DECIMAL: Final = 20
 _DECIMAL: Final = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
 
@@ -150,7 +157,6 @@ def checker_for(rule: FieldRule) -> Checker | None:
         return _snomed(rule)
     if kind is Kind.DECIMAL:
         return _decimal(rule)
-    tables = {Kind.GENDER: GENDERS, Kind.BOOLEAN: BOOLEANS, Kind.DOSE_SEQUENCE: DOSE_SEQUENCES}
-    if kind in tables:
-        return _lookup(tables[kind], reason(rule.name, "format"))
+    if kind in LOOKUP_TABLES:
+        return _lookup(LOOKUP_TABLES[kind], reason(rule.name, "format"))
     return None

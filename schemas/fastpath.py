@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Final, Protocol
 
-from schemas.checks import ACTIONS, BOOLEANS, DOSE_SEQUENCES, GENDERS
+from schemas.checks import ACTIONS, LOOKUP_TABLES
 from schemas.fields import COLUMN_RULES, Kind, Mandate
 
 log = logging.getLogger("vaxflow.schemas")
@@ -23,10 +23,9 @@ class RowChecker(Protocol):
     def row(self, raw: bytes, now_epoch: float, today: str) -> tuple[str, str, str, str, bytes] | None: ...
 
 
+# The same tables the Python checkers use (schemas.checks), keyed as the kinds of column_table.
 _TABLES: Final = {
-    Kind.GENDER.name.lower(): GENDERS,
-    Kind.BOOLEAN.name.lower(): BOOLEANS,
-    Kind.DOSE_SEQUENCE.name.lower(): DOSE_SEQUENCES,
+    **{kind.name.lower(): table for kind, table in LOOKUP_TABLES.items()},
     Kind.ACTION_FLAG.name.lower(): ACTIONS,
 }
 
