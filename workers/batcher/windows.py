@@ -7,43 +7,46 @@ The worker feeds records in offset order and asks which files are due.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from schemas.pipeline import Origin
 
-
-@dataclass(slots=True)
-class Held:
-    """One valid event held by an open window: its file row, already rendered by the validator."""
-
-    offset: int
-    origin: Origin
-    row: bytes
-    size: int
+_MAX = 2**63  # above any Kafka offset
 
 
 @dataclass(slots=True)
 class Window:
+    """The events one open window holds, as parallel lists in offset order (offsets[i], origins[i]
+    and rows[i] are one event): an object per held event cost the batcher a constructor call per
+    event and its memory bound ~100 bytes per event more."""
+
     vaccine_type: str
     sender_ods: str
     index: int
-    events: list[Held] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
+    rows: list[bytes] = field(default_factory=list)  # file rows, already rendered by the validator
     size: int = 0
     parts_emitted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class DueFile:
-    """The events of one file part, in offset order, ready to render."""
+    """The events of one file part, in offset order, ready to render; `ranges` are their offsets
+    as merged inclusive ranges (the file's manifest and the replay guard both need them)."""
 
     vaccine_type: str
     sender_ods: str
     window_start: datetime
     window_length: timedelta
     part: int
-    events: tuple[Held, ...]
+    offsets: list[int]
+    origins: list[Origin]
+    rows: list[bytes]
+    ranges: list[tuple[int, int]]
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -58,8 +61,23 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def offsets_to_ranges(offsets: Iterable[int]) -> list[tuple[int, int]]:
-    return merge_ranges((o, o) for o in offsets)
+def offsets_to_ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
+    """Merged inclusive ranges of `offsets`: one pass when they ascend, as a window's always do
+    (records are fed in offset order), a sort otherwise."""
+    out: list[tuple[int, int]] = []
+    first = last = -2
+    for offset in offsets:
+        if offset == last + 1:
+            last = offset
+        elif offset > last:
+            if first >= 0:
+                out.append((first, last))
+            first = last = offset
+        else:
+            return merge_ranges((o, o) for o in offsets)
+    if first >= 0:
+        out.append((first, last))
+    return out
 
 
 @dataclass(slots=True)
@@ -74,14 +92,15 @@ class ReplayGuard:
     emitted: list[tuple[int, int]] = field(default_factory=list)
 
     def already_emitted(self, offset: int) -> bool:
+        """Asked for every record read (twice): constant time for a record beyond every emitted
+        range, as new records are; a binary search over the sorted ranges otherwise."""
         if offset < self.watermark:
             return True
-        for first, last in self.emitted:
-            if first <= offset <= last:
-                return True
-            if first > offset:
-                return False
-        return False
+        emitted = self.emitted
+        if not emitted or offset > emitted[-1][1]:
+            return False
+        i = bisect_right(emitted, (offset, _MAX))  # the first range starting after `offset`
+        return i > 0 and offset <= emitted[i - 1][1]
 
     def add(self, ranges: Iterable[tuple[int, int]]) -> None:
         self.emitted = merge_ranges([*self.emitted, *ranges])
@@ -154,10 +173,12 @@ class PartitionWindows:
             window = Window(vaccine_type, sender_ods, index)
             window.parts_emitted = self.restored_parts.pop((vaccine_type, sender_ods, index), 0)
             self.windows[(vaccine_type, sender_ods, index)] = window
-        window.events.append(Held(offset, origin, row, size))
+        window.offsets.append(offset)
+        window.origins.append(origin)
+        window.rows.append(row)
         window.size += size
         self.held += 1
-        over_cap = len(window.events) >= self.max_rows or window.size >= self.max_bytes
+        over_cap = len(window.rows) >= self.max_rows or window.size >= self.max_bytes
         if over_cap and self._can_cut_early(window):
             return [self._cut(window)]
         return []
@@ -175,11 +196,14 @@ class PartitionWindows:
             window_start=self._start(window.index),
             window_length=timedelta(milliseconds=self.window_ms),
             part=window.parts_emitted,
-            events=tuple(window.events),
+            offsets=window.offsets,
+            origins=window.origins,
+            rows=window.rows,
+            ranges=offsets_to_ranges(window.offsets),
         )
-        self.held -= len(window.events)
+        self.held -= len(window.rows)
         window.parts_emitted += 1
-        window.events = []
+        window.offsets, window.origins, window.rows = [], [], []
         window.size = 0
         return due
 
@@ -194,7 +218,7 @@ class PartitionWindows:
         for key, window in list(self.windows.items()):
             end_ms = (window.index + 1) * self.window_ms
             if end_ms + self.grace_ms <= max(self.stream_time_ms, wall_ms):
-                if window.events:
+                if window.rows:
                     out.append(self._cut(window))
                 del self.windows[key]
                 pair = (window.vaccine_type, window.sender_ods)
@@ -203,17 +227,16 @@ class PartitionWindows:
 
     def largest(self) -> list[DueFile]:
         """Backpressure: cut the biggest open window early as a part, to free memory."""
-        candidates = [w for w in self.windows.values() if w.events and self._can_cut_early(w)]
+        candidates = [w for w in self.windows.values() if w.rows and self._can_cut_early(w)]
         if not candidates:
             return []
         return [self._cut(max(candidates, key=lambda w: w.size))]
 
     def low_watermark(self) -> int:
         """The lowest offset still held by an open window, or the read position when none is."""
-        held = [w.events[0].offset for w in self.windows.values() if w.events]
+        held = [w.offsets[0] for w in self.windows.values() if w.offsets]
         return min(held) if held else self.position
 
     def record_emitted(self, files: Iterable[DueFile]) -> None:
-        ranges = [r for f in files for r in offsets_to_ranges(e.offset for e in f.events)]
-        self.guard.add(ranges)
+        self.guard.add([r for f in files for r in f.ranges])
         self.guard.advance(self.low_watermark())

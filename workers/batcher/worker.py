@@ -172,11 +172,10 @@ class Batcher:
         return due
 
     def render(self, due: DueFile) -> ReadyFile:
-        content = assemble_file([e.row for e in due.events], self.dialect)
+        content = assemble_file(due.rows, self.dialect)
         name = part_file_name(
             due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
         )
-        ranges = offsets_to_ranges(e.offset for e in due.events)
         return ReadyFile(
             file_name=name,
             vaccine_type=due.vaccine_type,
@@ -184,10 +183,10 @@ class Batcher:
             window_start=due.window_start.isoformat(),
             window_end=(due.window_start + due.window_length).isoformat(),
             part=due.part,
-            rows=len(due.events),
+            rows=len(due.rows),
             content=content,
-            origins=[e.origin for e in due.events],
-            valid_ranges=[OffsetRange(-1, first, last) for first, last in ranges],
+            origins=due.origins,
+            valid_ranges=[OffsetRange(-1, first, last) for first, last in due.ranges],
             local_id=local_id_for(name, content),
         )
 
@@ -206,7 +205,7 @@ class Batcher:
         poison = self.poison.pop(tp, [])
         windows.record_emitted(due)
         if poison:
-            windows.guard.add(offsets_to_ranges(r.offset for r in poison))
+            windows.guard.add(offsets_to_ranges([r.offset for r in poison]))
             windows.guard.advance(windows.low_watermark())
         closed, parts = windows.snapshot()
         state = BatcherState(
@@ -259,7 +258,7 @@ class Batcher:
             for window in windows.windows.values():
                 labels = (str(tp.partition), window.vaccine_type, window.sender_ods)
                 opened, held = current.get(labels, (0, 0))
-                current[labels] = (opened + 1, held + len(window.events))
+                current[labels] = (opened + 1, held + len(window.rows))
         for labels, (opened, held) in current.items():
             KEY_OPEN.labels(*labels).set(opened)
             KEY_HELD.labels(*labels).set(held)
