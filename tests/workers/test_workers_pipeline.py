@@ -100,6 +100,11 @@ def check_exactly_once(
     assert set(rejected) == {coords[i] for i in invalid}
     names = [f.file_name for f in files]
     assert len(names) == len(set(names)), "a file name was reused"
+    # The batcher's own side of it: every valid record it consumed is in one file's manifest, once.
+    consumed = Counter((r.partition, o) for f in files for r in f.valid_ranges for o in range(r.first, r.last + 1))
+    assert all(partition >= 0 for partition, _ in consumed), "a file's valid ranges do not name their partition"
+    assert max(consumed.values(), default=1) == 1, "a valid record is in two files' manifests"
+    assert all(sum(r.last - r.first + 1 for r in f.valid_ranges) == f.rows for f in files)
     permissions = default_permissions()
     for f in files:
         parsed = read_file(

@@ -171,7 +171,8 @@ class Batcher:
             )
         return due
 
-    def render(self, due: DueFile) -> ReadyFile:
+    def render(self, due: DueFile, partition: int) -> ReadyFile:
+        """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it consumed)."""
         content = assemble_file(due.rows, self.dialect)
         name = part_file_name(
             due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
@@ -186,7 +187,7 @@ class Batcher:
             rows=len(due.rows),
             content=content,
             origins=due.origins,
-            valid_ranges=[OffsetRange(-1, first, last) for first, last in due.ranges],
+            valid_ranges=[OffsetRange(partition, first, last) for first, last in due.ranges],
             local_id=local_id_for(name, content),
         )
 
@@ -197,7 +198,7 @@ class Batcher:
     async def emit(self, tp: TopicPartition, due: list[DueFile]) -> None:
         """Archive, then publish files + state + offset in one transaction (module docstring)."""
         windows = self.partitions[tp]
-        files = [self.render(d) for d in due]
+        files = [self.render(d, tp.partition) for d in due]
         # In a thread: an fsync per file would otherwise stall the loop, and with it the other
         # partitions' fetches and commits (the files are still archived before they are published).
         if files:
