@@ -92,8 +92,8 @@ class ReplayGuard:
     emitted: list[tuple[int, int]] = field(default_factory=list)
 
     def already_emitted(self, offset: int) -> bool:
-        """Asked for every record read (twice): constant time for a record beyond every emitted
-        range, as new records are; a binary search over the sorted ranges otherwise."""
+        """Asked for every record read: constant time for a record beyond every emitted range, as
+        new records are; a binary search over the sorted ranges otherwise."""
         if offset < self.watermark:
             return True
         emitted = self.emitted
@@ -133,6 +133,7 @@ class PartitionWindows:
         self.stream_time_ms = 0
         self.position = self.guard.watermark  # next offset to read
         self.held = 0
+        self.skipped = 0  # events add() left out as already in a file (replay), for the worker's metric
         self.restored_parts: dict[tuple[str, str, int], int] = {}
 
     def restore(self, closed: dict[str, int], parts: dict[str, int]) -> None:
@@ -163,6 +164,7 @@ class PartitionWindows:
         self.position = max(self.position, offset + 1)
         self.stream_time_ms = max(self.stream_time_ms, timestamp_ms)
         if self.guard.already_emitted(offset):
+            self.skipped += 1
             return []
         index = timestamp_ms // self.window_ms
         closed = self.closed_upto.get((vaccine_type, sender_ods))

@@ -146,6 +146,7 @@ class Batcher:
         windows = self.partitions[tp]
         due: list[DueFile] = []
         newline = len(self.dialect.newline)
+        skipped = windows.skipped
         for rec in records:
             try:
                 vaccine_type, sender_ods, row = _valid_row(rec)
@@ -156,8 +157,6 @@ class Batcher:
                     self.poison.setdefault(tp, []).append(rec)
                 windows.position = max(windows.position, rec.offset + 1)
                 continue
-            if windows.guard.already_emitted(rec.offset):
-                SKIPPED.inc()
             due.extend(
                 windows.add(
                     offset=rec.offset,
@@ -169,6 +168,8 @@ class Batcher:
                     size=len(row) + newline,
                 )
             )
+        if windows.skipped > skipped:
+            SKIPPED.inc(windows.skipped - skipped)
         return due
 
     def render(self, due: DueFile, partition: int) -> ReadyFile:
