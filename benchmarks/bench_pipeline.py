@@ -6,10 +6,11 @@ in the same run:
   * baseline: a plain aiokafka consumer reading every raw record (no processing);
   * raw -> ready: the validator and the batcher as processes, from start until every event is in a
     ready file or on the rejected topic (transactions, guards and all);
-  * raw -> MESH: the same plus the uploader, until every file is in the sandbox with its receipt.
+  * raw -> MESH: the same plus the uploader, until every file is in the sandbox with its receipt;
+  * floor: benchmarks/passthrough.py, two processes of the same shape doing no work of their own.
 The ratio of each rate to the baseline of its run is the figure (the machine is shared and noisy).
 Memory per buffered event is measured in-process with tracemalloc on the batcher's window structure.
-Run: `python -m benchmarks.bench_pipeline [--events N] [--runs R] [--warmup-events N] [--no-mesh] [--validators N]`.
+Run: `python -m benchmarks.bench_pipeline [--events N] [--runs R] [--warmup-events N] [--no-mesh] [--no-passthrough] [--validators N]`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from benchmarks import passthrough as passthrough_stages
 from benchmarks.report import write_section
 from schemas.batchfile import render_row
 from schemas.event import ValidEvent
@@ -86,11 +88,16 @@ class Drained:
 
     NEAR_END = 16  # > the number of transactional producers writing one partition (6 per stage)
 
-    def __init__(self, settings: Settings, *, to_mesh: bool) -> None:
+    def __init__(self, settings: Settings, *, to_mesh: bool, passthrough: bool = False) -> None:
         self.stages = [
             (settings.group(settings.validator_group), settings.topic(RAW.name)),
             (settings.group(settings.batcher_group), settings.topic(VALID.name)),
         ]
+        if passthrough:
+            self.stages = [
+                (settings.group(passthrough_stages.RELAY_GROUP), settings.topic(RAW.name)),
+                (settings.group(passthrough_stages.DRAIN_GROUP), settings.topic(passthrough_stages.SCRATCH)),
+            ]
         if to_mesh:
             self.stages.append((settings.group(settings.uploader_group), settings.topic(READY.name)))
         self.admin = admin_client(settings)
@@ -232,14 +239,18 @@ async def pipeline_run(
     validators: int = 1,
     specs: Iterable[TopicSpec] = CATALOGUE,
     timestamps_ms: Sequence[int] | None = None,
+    passthrough: bool = False,
 ) -> RunResult:
     """One run in a fresh namespace: produce, then time the worker processes to completion.
 
     Without `to_mesh`: validator + batcher until every event is in a ready file (or rejected).
     With it: the uploader runs too, until every file has gone to the MESH sandbox and its receipt
     is committed. `specs` may change partition counts (benchmarks/bench_scaling.py); the records'
-    ingestion times are `timestamps_ms` when given.
+    ingestion times are `timestamps_ms` when given. With `passthrough`, the two stages of
+    benchmarks/passthrough.py run instead of the workers: the same shape doing no work of its own.
     """
+    if passthrough:
+        specs = [*specs, replace(VALID, name=passthrough_stages.SCRATCH)]
     settings = base.model_copy(update={"topic_namespace": f"b{uuid.uuid4().hex[:8]}"})
     admin = admin_client(settings)
     await admin.start()
@@ -249,23 +260,27 @@ async def pipeline_run(
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
     env = {**os.environ, **settings.as_environment()}
     names = [*(["validator"] * validators), "batcher", *(("uploader",) if to_mesh else ())]
+    modules = [f"workers.{n}" for n in names]
+    if passthrough:
+        names = ["relay", "drain"]
+        modules = ["benchmarks.passthrough"] * 2
     broker_before = cpu_seconds(broker_pid) if broker_pid is not None else None
     jit_before = jit_threads(broker_pid) if broker_pid is not None else {}
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", f"workers.{n}"],
+            [sys.executable, "-m", module, *([n] if passthrough else [])],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(home / f"{n}.log", "ab"),
         )
-        for n in names
+        for n, module in zip(names, modules, strict=True)
     ]
     cpu: dict[str, float] = {}
     peak: dict[str, float] = {}
     jit: float | None = None
     try:
-        async with Drained(settings, to_mesh=to_mesh) as drained:
+        async with Drained(settings, to_mesh=to_mesh, passthrough=passthrough) as drained:
             while not await drained():
                 await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
@@ -393,6 +408,11 @@ async def main() -> None:
         help="skip the paired raw -> ready runs with VAXFLOW_NATIVE_VALIDATION=false",
     )
     parser.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="skip the paired runs of benchmarks/passthrough.py (the same shape doing no work: the floor)",
+    )
+    parser.add_argument(
         "--validators",
         type=int,
         default=1,
@@ -425,6 +445,8 @@ async def main() -> None:
         jit_runs: list[float] = []
         py_rates, py_plain = [], []
         py_cpu: list[dict[str, float]] = []
+        floor_rates, floor_plain = [], []
+        floor_cpu: list[dict[str, float]] = []
         # Each run is paired with one whose validator uses the Python rules only (decision 0014),
         # in alternating order, so that the pair sees the same machine load.
         python_only = base.model_copy(update={"native_validation": False})
@@ -455,6 +477,15 @@ async def main() -> None:
                 cpu_runs.append(result.cpu_us)
                 if result.broker_jit_us is not None:
                     jit_runs.append(result.broker_jit_us)
+            if not args.no_passthrough:
+                result = await pipeline_run(base, load.payloads, load.keys, home, broker_pid=pid, passthrough=True)
+                floor_rates.append(result.rate)
+                floor_plain.append(result.baseline)
+                floor_cpu.append(result.cpu_us)
+                print(
+                    f"run {run + 1}: pass-through floor {result.rate:,.0f} events/s, plain consume "
+                    f"{result.baseline:,.0f} events/s, ratio {result.rate / result.baseline:.2f}"
+                )
         if not args.no_mesh:
             mesh, mesh_settings = await start_mesh(home)
             with_mesh = base.model_copy(update=mesh_settings)
@@ -494,6 +525,12 @@ async def main() -> None:
         table += row("the same with Python validation only (`VAXFLOW_NATIVE_VALIDATION=false`)", py_rates, py_plain)
     if to_mesh:
         table += row("vaxflow raw → MESH (validator + batcher + uploader)", to_mesh, plain_mesh)
+    if floor_rates:
+        table += row(
+            "floor: the same shape doing no work (`benchmarks/passthrough.py`: relay in transactions + drain)",
+            floor_rates,
+            floor_plain,
+        )
     cpu_text = ""
     if cpu_runs and all(cpu_runs):
         cells = []
@@ -527,7 +564,19 @@ async def main() -> None:
                 "threads the JVM stopped during a run are not counted): "
                 f"{statistics.median(jit_runs):.1f} µs per event ({', '.join(f'{v:.1f}' for v in jit_runs)}).\n"
             )
-    all_plain = plain + plain_mesh
+    if floor_cpu and all(floor_cpu):
+        cells = [
+            f"{n} {statistics.median(r[n] for r in floor_cpu):.1f} µs ({', '.join(f'{r[n]:.1f}' for r in floor_cpu)})"
+            for n in floor_cpu[0]
+        ]
+        floor_total = statistics.median(sum(r.values()) for r in floor_cpu)
+        cpu_text += (
+            "The floor's CPU per event (each run paired with the raw → ready run before it): "
+            + "; ".join(cells)
+            + f"; in all {floor_total:.1f} µs, which on 2 fully used cores allows at most "
+            f"{2e6 / floor_total:,.0f} events/s.\n"
+        )
+    all_plain = plain + plain_mesh + floor_plain
     table += (
         f"| plain aiokafka consume loop | {statistics.median(all_plain):,.0f} | "
         f"{', '.join(f'{x:,.0f}' for x in all_plain)} | 1 |\n"
@@ -546,7 +595,13 @@ async def main() -> None:
         "includes at its end). One "
         f"discarded warm-up run of {args.warmup_events:,} events comes first (a fresh broker JVM spends seconds of CPU "
         "on JIT compilation). Correctness is proven by the tests, not here. "
-        "Baseline: a plain aiokafka consumer reading the same raw records, no processing, in the same run.\n\n"
+        "Baseline: a plain aiokafka consumer reading the same raw records, no processing, in the same run. "
+        "Floor: two processes of the pipeline's shape that do nothing of their own, timed the same way after each "
+        "raw → ready run — one reads raw and writes every record, its value cut to a valid row's size (620 of its "
+        "~1,420 bytes; the load's valid rows average 617), to a scratch topic in one transaction per poll with its offsets, as the validator does "
+        "per partition, with the validator's producer options; the other reads that topic read_committed and "
+        "commits each poll. It is the least an aiokafka pipeline of raw → transactional stage → consuming stage "
+        "costs here.\n\n"
         f"{table}\n"
         f"{cpu_text}"
         f"Memory held per buffered event in an open window (tracemalloc, 50,000 events): {per_event:,.0f} bytes.\n"
