@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import ConsumerRecord
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
@@ -227,7 +228,10 @@ async def wait_committed(settings: Settings, group: str, catalogue_name: str, ti
     ends = await end_offsets(settings, catalogue_name)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        committed = await committed_offsets(settings, group, catalogue_name)
+        try:
+            committed = await committed_offsets(settings, group, catalogue_name)
+        except GroupCoordinatorNotAvailableError:  # a fresh broker: no offsets topic yet
+            committed = {}
         if all(committed.get(p, 0) >= end for p, end in ends.items() if end > 0):
             return
         if asyncio.get_running_loop().time() > deadline:

@@ -16,6 +16,7 @@ from mesh_pipeline_support import (
     FileFactory,
     acknowledge_all,
     assert_each_delivered_once,
+    committed_offsets,
     decoded,
     ensure,
     inbox_messages,
@@ -32,6 +33,7 @@ from schemas.pipeline import SentReceipt, UploadFailure
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.mesh.client import MeshClient
+from vaxflow.ops.redrive import RedriveFilter, redrive
 from workers import headers as h
 from workers.ledger import SentLedger, encode_receipt
 from workers.runtime import Health
@@ -299,6 +301,68 @@ async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_onc
     assert [r.key.decode() for r in sent] == [fine.file_name]
     async with mesh_sandbox.client(MailboxRole.DPS) as dps:
         await acknowledge_all(dps, await inbox_messages(dps, [fine.file_name]))
+
+
+async def test_dead_letters_are_redriven_after_the_routes_are_fixed_and_go_once(
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+) -> None:
+    """Design brief 5 / issue 4: a recipient that does not exist -> dead letter, then redrive after a fix."""
+    routes = tmp_path / "routes.json"
+
+    def write_routes(rsv_mailbox: str, with_mmr: bool) -> None:
+        table = {"RSV": {"mailbox": rsv_mailbox, "workflow_id": "VACCINATIONS_1"}}
+        if with_mmr:
+            table["MMR"] = {"mailbox": IMMS, "workflow_id": "VACCINATIONS_1"}
+        routes.write_text(json.dumps({"version": 1, "routes": table}))
+
+    write_routes("X26NOSUCH", with_mmr=False)
+    settings = pipeline_settings(kafka, namespace, mesh_sandbox, routes_file=routes)
+    await ensure(settings)
+    make = FileFactory()
+    nobody, unrouted = make.ready("RSV", 2), make.ready("MMR", 3)
+    files = [nobody, unrouted]
+    await produce_ready(settings, files)
+    async with running(uploader.run, settings):
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    assert len(await read_topic(settings, DEADLETTER.name, until=lambda r: len(r) >= 2)) == 2
+
+    # The fix: the right mailbox for RSV and a route for MMR; the uploader restarts with them.
+    write_routes(IMMS, with_mmr=True)
+    planned = await redrive(settings, "deadletter", RedriveFilter.parse(["vaccine=rsv"]))
+    assert (planned.matched, len(planned.candidates), planned.submitted) == (1, 1, 0)  # a dry run
+    async with running(uploader.run, settings):
+        report = await redrive(settings, "deadletter", execute=True)
+        assert (report.scanned, report.submitted, report.already_sent) == (2, 2, 0)
+        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
+        # (Not wait_committed: the redrive wrote in a transaction, whose marker ends each partition
+        # and is never a record to commit past.)
+        ready = await read_topic(settings, READY.name, timeout=2)
+        redriven = [r for r in ready if h.header(r.headers, h.REDRIVE_COUNT)]
+        group = settings.group(settings.uploader_group)
+
+        async def past_redriven() -> bool:
+            committed = await committed_offsets(settings, group, READY.name)
+            return all(committed.get(r.partition, 0) > r.offset for r in redriven)
+
+        for _ in range(100):
+            if await past_redriven():
+                break
+            await asyncio.sleep(0.2)
+        assert await past_redriven()
+    receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
+    assert len(records) == 2
+    for f in files:
+        assert (receipts[f.file_name].local_id, receipts[f.file_name].origins) == (f.local_id, f.origins)
+    assert sorted(r.key.decode() for r in redriven) == sorted(f.file_name for f in files)
+    assert {h.header(r.headers, h.REDRIVE_COUNT) for r in redriven} == {b"1"}
+
+    # A second redrive finds both files in the sent ledger and submits nothing; no new dead letter either.
+    again = await redrive(settings, "deadletter", execute=True)
+    assert (again.scanned, again.already_sent, again.submitted) == (2, 2, 0)
+    assert len(await read_topic(settings, DEADLETTER.name, timeout=2)) == 2
+    await assert_each_delivered_once(
+        mesh_sandbox.client, files, {f.file_name: IMMS for f in files}, receipts, chunks_of=lambda f: 1
+    )
 
 
 async def test_files_wait_out_a_mesh_outage_and_then_go(
