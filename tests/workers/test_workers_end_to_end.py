@@ -2,18 +2,22 @@
 
 50,000 events (all seed vaccine types, many senders, 5% invalid) go raw -> validator -> batcher ->
 uploader -> MESH -> simulated NHS England -> InfAck/BusAck -> ackreader. Checked: every event ends
-in exactly one place (a row of a file MESH accepted, the rejected topic, or a dead-lettered file);
-no origin is in two files; no file name reaches NHS England twice; every file NHS England received
-passes `vaxflow check-file`; every file is acknowledged.
+in exactly one place (a row of a file MESH accepted, the rejected topic, or a dead-lettered file:
+one vaccine type is routed to a mailbox MESH does not know, so all three are used); no origin is
+in two files; no file name reaches NHS England twice; every file NHS England received passes
+`vaxflow check-file`; every file is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
+import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
@@ -21,8 +25,11 @@ from mesh_pipeline_support import ensure, pipeline_settings, running
 from pipeline_support import ProcessWorker, settings_env
 
 from schemas.checkfile import main as check_file
+from schemas.pipeline import UploadFailure
+from topics.catalogue import DEADLETTER
 from vaxflow.demo import outcome
 from vaxflow.loadgen import generate, produce
+from vaxflow.topic_reader import read_to_end
 from workers.ackreader import worker as ackreader
 from workers.batcher import worker as batcher
 from workers.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
@@ -38,11 +45,16 @@ EVENTS = 50_000
 async def test_fifty_thousand_events_end_in_exactly_one_place(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
+    # PERTUSSIS files go to a mailbox MESH does not know, so all three places an event can end in
+    # (a sent file's row, the rejected topic, a dead-lettered file) are counted in one run.
+    routes = json.loads(resources.files("workers.uploader").joinpath("routes_default.json").read_text())
+    routes["routes"]["PERTUSSIS"]["mailbox"] = "X26NOSUCH"
+    (tmp_path / "routes.json").write_text(json.dumps(routes))
     settings = pipeline_settings(
         kafka, namespace, mesh_sandbox,
         window_seconds=5, grace_seconds=1, max_rows_per_file=4000,
         archive_dir=tmp_path / "archive", dev_home=tmp_path,
-        nhs_sim_files_dir=tmp_path / "received",
+        nhs_sim_files_dir=tmp_path / "received", routes_file=tmp_path / "routes.json",
     )
     await ensure(settings)
     load = generate(EVENTS, invalid_fraction=0.05, seed=50)
@@ -76,12 +88,21 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
           f"{len(result['files'])} files")
 
     in_files, rejected, dead = result["in_files"], result["rejected"], result["dead_lettered"]
+    print(f"[e2e] in sent files {len(in_files)}, rejected {len(rejected)}, in dead-lettered files {len(dead)}")
     assert not [o for o, n in in_files.items() if n > 1], "an origin is in more than one sent file"
     assert not (set(in_files) & rejected), "an event is both in a file and rejected"
-    assert not dead, "no file should have been dead-lettered"
-    assert set(in_files) | rejected == origins
-    coords = sorted(origins)
+    assert not (set(in_files) & dead), "an event is both in a sent file and in a dead-lettered one"
+    assert not (rejected & dead), "an event is both rejected and in a dead-lettered file"
+    assert set(in_files) | rejected | dead == origins
     assert len(rejected) == len(load.invalid)
+    dead_files = [msgspec.json.decode(r.value or b"", type=UploadFailure)
+                  for r in await read_to_end(settings, settings.topic(DEADLETTER.name))]
+    assert dead_files
+    assert {f.file.vaccine_type for f in dead_files} == {"PERTUSSIS"}
+    assert all(f.status == 417 for f in dead_files)  # MESH: unregistered recipient, not retried
+    assert sum(f.file.rows for f in dead_files) == len(dead)  # each origin in one dead file only
+    assert all(rc.vaccine_type != "PERTUSSIS" for rc in result["files"])
+    coords = sorted(origins)
 
     processed = [r for r in sim if r.outcome == PROCESSED]
     names = Counter(r.file_name for r in sim)
