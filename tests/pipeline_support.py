@@ -14,6 +14,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from topics.ensure import ensure_topics
+from vaxflow.kafka_clients import idempotent_producer
+from vaxflow.loadgen import produce
 from vaxflow.settings import Settings
 from vaxflow.topic_reader import read_to_end
 from workers.runtime import Health, WorkerMain
@@ -88,3 +90,22 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: s
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.5)
+
+
+async def produce_paced(
+    settings: Settings, payloads: list[bytes], keys: list[bytes], *, seconds: float, slices: int = 24
+) -> list[tuple[int, int]]:
+    """Produce in slices spread over `seconds`, so that kills land while events are still arriving."""
+    producer = idempotent_producer(settings, linger_ms=20)
+    await producer.start()
+    coords: list[tuple[int, int]] = []
+    try:
+        step = -(-len(payloads) // slices)
+        for start in range(0, len(payloads), step):
+            coords += await produce(
+                settings, payloads[start:start + step], keys[start:start + step], producer=producer
+            )
+            await asyncio.sleep(seconds / slices)
+    finally:
+        await producer.stop()
+    return coords

@@ -22,7 +22,7 @@ import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
 from mesh_pipeline_support import ensure, pipeline_settings, running
-from pipeline_support import ProcessWorker, settings_env
+from pipeline_support import ProcessWorker, produce_paced, settings_env
 
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
@@ -120,9 +120,9 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
 async def test_sigkill_every_worker_with_mesh(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
-    """Validator, batcher and uploader as processes, SIGKILLed at random instants (several kills per
-    run) while 10,000 events flow to the sandbox: nothing lost, no origin in two files NHS England
-    received, no file name received twice."""
+    """Validator, batcher and uploader as processes, SIGKILLed at random instants (three kills of
+    each) while 10,000 events arrive over ~12 s and flow to the sandbox: nothing lost, no origin in
+    two files NHS England received, no file name received twice."""
     settings = pipeline_settings(
         kafka, namespace, mesh_sandbox,
         window_seconds=3, grace_seconds=1, max_rows_per_file=300,
@@ -139,13 +139,15 @@ async def test_sigkill_every_worker_with_mesh(
     kills: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     try:
-        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=250))
+        produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=12.0))
         order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
         rng.shuffle(order)
+        started, at = loop.time(), []
         for name in order:
             await asyncio.sleep(rng.uniform(0.5, 3.0))
             workers[name].kill()
             kills[name] += 1
+            at.append(f"{name} {loop.time() - started:.1f}s{'' if produce_task.done() else ' (producing)'}")
             workers[name].start()
         origins = set(await produce_task)
         deadline = loop.time() + 400
@@ -162,7 +164,7 @@ async def test_sigkill_every_worker_with_mesh(
             worker.terminate()
         sim_stop.set()
         await asyncio.wait_for(sim_task, 60)
-    print(f"\n[kill-mesh] kills: {dict(kills)}; files: {len(result['files'])}")
+    print(f"\n[kill-mesh] kills: {', '.join(at)}; files: {len(result['files'])}")
     assert not [o for o, n in result["in_files"].items() if n > 1], "an origin is in more than one sent file"
     assert not result["dead_lettered"]
     names = Counter(r.file_name for r in sim)

@@ -19,7 +19,7 @@ import msgspec
 import orjson
 import pytest
 from fixtures_kafka import KafkaHandle
-from pipeline_support import ProcessWorker, TaskWorker, ensure, read_all, settings_env, wait_for
+from pipeline_support import ProcessWorker, TaskWorker, ensure, produce_paced, read_all, settings_env, wait_for
 
 from schemas.batchfile import read_file
 from schemas.permissions import default_permissions
@@ -132,7 +132,7 @@ async def test_validator_and_batcher_exactly_once(kafka_settings: Settings, tmp_
 
 
 async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path: Path) -> None:
-    """Several SIGKILLs of each worker at random instants while 20,000 events flow."""
+    """Three SIGKILLs of each worker at random instants while 20,000 events arrive over ~12 s."""
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=1000)
     await ensure(settings)
     load = generate(20000, invalid_fraction=0.05, seed=2)
@@ -142,20 +142,24 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
     }
     rng = random.Random(7)
     kills: Counter[str] = Counter()
-    produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=500))
+    produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=12.0))
     try:
-        for _ in range(6):
+        order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
+        rng.shuffle(order)
+        started, at = time.monotonic(), []
+        for name in order:
             await asyncio.sleep(rng.uniform(1.0, 4.0))
-            name = rng.choice(sorted(workers))
             workers[name].kill()
             kills[name] += 1
+            at.append(f"{name} {time.monotonic() - started:.1f}s{'' if produce_task.done() else ' (producing)'}")
             workers[name].start()
         coords = await produce_task
         await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
     finally:
         for worker in workers.values():
             worker.terminate()
-    print(f"\n[kill-test] kills: {dict(kills)}")
+    print(f"\n[kill-test] kills: {', '.join(at)}")
+    assert kills == Counter({"validator": 3, "batcher": 3})
     files, rejected = await outcome(settings)
     check_exactly_once(files, rejected, coords, load.invalid)
 
