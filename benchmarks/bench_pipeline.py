@@ -89,15 +89,17 @@ class Drained:
     NEAR_END = 16  # > the number of transactional producers writing one partition (6 per stage)
 
     def __init__(self, settings: Settings, *, to_mesh: bool, passthrough: bool = False) -> None:
-        self.stages = [
-            (settings.group(settings.validator_group), settings.topic(RAW.name)),
-            (settings.group(settings.batcher_group), settings.topic(VALID.name)),
-        ]
-        if passthrough:
-            self.stages = [
+        self.stages = (
+            [
                 (settings.group(passthrough_stages.RELAY_GROUP), settings.topic(RAW.name)),
                 (settings.group(passthrough_stages.DRAIN_GROUP), settings.topic(passthrough_stages.SCRATCH)),
             ]
+            if passthrough
+            else [
+                (settings.group(settings.validator_group), settings.topic(RAW.name)),
+                (settings.group(settings.batcher_group), settings.topic(VALID.name)),
+            ]
+        )
         if to_mesh:
             self.stages.append((settings.group(settings.uploader_group), settings.topic(READY.name)))
         self.admin = admin_client(settings)
@@ -279,6 +281,7 @@ async def pipeline_run(
     cpu: dict[str, float] = {}
     peak: dict[str, float] = {}
     jit: float | None = None
+    first = names[0]  # the stage reading raw
     try:
         async with Drained(settings, to_mesh=to_mesh, passthrough=passthrough) as drained:
             while not await drained():
@@ -286,9 +289,9 @@ async def pipeline_run(
         elapsed = time.perf_counter() - started
         if drained.first_commit is not None:
             startup = drained.first_commit - started
-            print(f"  start-up (process start -> the validator's first commit) {startup:.1f} s of {elapsed:.1f} s")
+            print(f"  start-up (process start -> the {first}'s first commit) {startup:.1f} s of {elapsed:.1f} s")
         if drained.validator_done is not None:
-            print(f"  validator caught up {drained.validator_done - started:.1f} s after start")
+            print(f"  {first} caught up {drained.validator_done - started:.1f} s after start")
         for n, proc in zip(names, procs, strict=True):
             if (used := cpu_seconds(proc.pid)) is not None:
                 cpu[n] = cpu.get(n, 0.0) + used
