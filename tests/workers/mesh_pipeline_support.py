@@ -259,6 +259,21 @@ async def acknowledge_all(client: MeshClient, found: dict[str, list[tuple[InboxM
             await client.acknowledge(meta.message_id)
 
 
+async def empty_inbox(client: MeshClient) -> int:
+    """Acknowledge everything in the inbox; how many messages that was.
+
+    The session's sandbox is shared and MESH lists at most 500 messages per inbox call, so a test
+    that leaves hundreds of messages behind (the simulator's acknowledgements of a few hundred
+    files, with no ack reader running) would hide later tests' messages from them.
+    """
+    done = 0
+    while ids := await client.inbox():
+        for message_id in ids:
+            await client.acknowledge(message_id)
+        done += len(ids)
+    return done
+
+
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     """A `read_topic(..., until=)` condition: a receipt (keyed by file name) for every one of `names`."""
     return lambda recs: {r.key.decode() for r in recs} >= names

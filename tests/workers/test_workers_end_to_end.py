@@ -21,13 +21,14 @@ import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import ensure, pipeline_settings, running
+from mesh_pipeline_support import empty_inbox, ensure, pipeline_settings, running
 from pipeline_support import ProcessWorker, produce_paced, settings_env
 
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
 from topics.catalogue import DEADLETTER
 from vaxflow.demo import outcome
+from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.loadgen import generate, produce
 from vaxflow.topic_reader import read_to_end
 from workers.ackreader import worker as ackreader
@@ -164,6 +165,9 @@ async def test_sigkill_every_worker_with_mesh(
             worker.terminate()
         sim_stop.set()
         await asyncio.wait_for(sim_task, 60)
+        async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
+            left = await empty_inbox(ours)  # the simulator's ack files: no ack reader runs here
+    print(f"[kill-mesh] acknowledged {left} ack files the simulator sent back")
     print(f"\n[kill-mesh] kills: {', '.join(at)}; files: {len(result['files'])}")
     assert not [o for o, n in result["in_files"].items() if n > 1], "an origin is in more than one sent file"
     assert not result["dead_lettered"]
