@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     filesource_transactional_id: str | None = Field(
         default=None, description="Default: derived from the resolved filesource_dir (one writer per directory)"
     )
+    filesource_mesh_mailbox: str | None = Field(
+        default=None, description="An intake MESH mailbox whose messages are provider batch files (not our own)"
+    )
+    filesource_mesh_password: SecretStr | None = None
+    filesource_mesh_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes")
 
     # ops (vaxflow/ops: lag evaluation, dashboard, replay and redrive; docs/decisions/0008, 0009)
     ops_host: str = "127.0.0.1"

@@ -50,8 +50,10 @@ from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
 from vaxflow.kafka_clients import transactional_producer
+from vaxflow.mesh.client import MeshClient, MeshError
 from vaxflow.settings import Settings, SettingsError
 from workers import headers as h
+from workers.filesource.mesh_intake import MeshIntake, intake_config
 from workers.runtime import Health
 
 log = logging.getLogger("vaxflow.filesource")
@@ -472,6 +474,7 @@ class FileSource:
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     if settings.filesource_dir is None:
         raise SettingsError("VAXFLOW_FILESOURCE_DIR must name the directory providers hand batch files into")
+    mesh_config = intake_config(settings)  # a half-configured intake stops the worker before it starts
     source = FileSource(settings, Path(settings.filesource_dir))
     delay = 0.5
     while not stop.is_set():
@@ -488,12 +491,33 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         return
     health.ready = True
     health.detail["kafka"] = "connected"
+    loop = asyncio.get_running_loop()
     try:
-        while not stop.is_set():
-            await source.poll_once(stop)
-            health.progress()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.filesource_poll_seconds)
+        async with contextlib.AsyncExitStack() as stack:
+            intake = None
+            if mesh_config is not None:
+                mesh = await stack.enter_async_context(MeshClient(mesh_config))
+                intake = MeshIntake(mesh, Path(settings.filesource_dir))
+            intake_due = 0.0
+            while not stop.is_set():
+                if intake is not None and loop.time() >= intake_due:
+                    await _poll_intake(intake, health)
+                    intake_due = loop.time() + settings.filesource_mesh_poll_seconds
+                await source.poll_once(stop)
+                health.progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.filesource_poll_seconds)
     finally:
         health.ready = False
         await source.close()
+
+
+async def _poll_intake(intake: MeshIntake, health: Health) -> None:
+    """One intake poll; MESH or disk trouble is reported and the messages wait in MESH for the next."""
+    try:
+        report = await intake.poll_once()
+    except (MeshError, OSError) as exc:
+        health.detail["mesh_intake"] = f"failing ({type(exc).__name__})"
+        log.warning("MESH intake poll failed; messages stay in MESH", extra={"error": type(exc).__name__})
+    else:
+        health.detail["mesh_intake"] = f"ok ({len(report.outcomes)} messages last poll)"

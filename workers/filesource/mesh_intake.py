@@ -1,0 +1,137 @@
+"""Provider batch files that arrive in a MESH inbox, handed to the file source through its directory.
+
+Some providers send their batch files over MESH rather than dropping them on a share. Their files
+go to an intake mailbox of our own (not the one the ack reader empties: that reader publishes
+anything that is not an acknowledgement as "unknown" and lets it go). Each message is downloaded
+and written into the watched directory under its `mex-filename`; it is acknowledged in MESH only
+once the file source has finished with the file (moved it to done/ or rejected/), so until its
+rows are in Kafka MESH still holds it, and the file source's exactly-once machinery
+(docs/decisions/0006-filesource.md) applies unchanged:
+
+- after a restart the unacknowledged messages are downloaded again. A copy still waiting in the
+  directory with the same bytes is recognised as that message's and not written twice; a copy
+  already processed is written again and its sha256 in the processed-files ledger makes it a move
+  to done/ without publishing. A different file of the same name is never overwritten: the message
+  waits in MESH until that name is free;
+- a name that cannot be a file name here (missing, a path, hidden) becomes `mesh-<message id>.dat`,
+  and a name without a batch-file suffix gets `.dat` appended, so the file source reads it and
+  rejects the name with its reasons (rejected/, beside the file): every message ends published or
+  rejected with reasons, none is left unread in the directory.
+
+MESH asks that an inbox be polled no more often than every five minutes
+(`VAXFLOW_FILESOURCE_MESH_POLL_SECONDS`, default 300).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import Counter
+
+from vaxflow.mesh.auth import MeshCredentials
+from vaxflow.mesh.client import MeshClient, MeshConfig
+from vaxflow.settings import Settings, SettingsError
+from workers.batcher.archive import write_private
+
+log = logging.getLogger("vaxflow.filesource.mesh")
+
+MESSAGES = Counter("vaxflow_filesource_mesh_messages_total", "MESH intake messages by outcome", ["outcome"])
+
+WRITTEN: Final = "written"
+RENAMED: Final = "written under a safe name"
+ALREADY_THERE: Final = "its copy is already in the directory"
+WAITING: Final = "waiting: another file has its name"
+ACKNOWLEDGED: Final = "acknowledged: the file source has finished with it"
+
+_SUFFIXES: Final = (".csv", ".dat")
+
+
+def intake_config(settings: Settings) -> MeshConfig | None:
+    """The intake mailbox's client configuration, or None when no intake mailbox is configured."""
+    if not settings.filesource_mesh_mailbox:
+        return None
+    if settings.filesource_mesh_password is None:
+        raise SettingsError("VAXFLOW_FILESOURCE_MESH_PASSWORD must be set with VAXFLOW_FILESOURCE_MESH_MAILBOX")
+    return MeshConfig(
+        url=settings.mesh_url,
+        credentials=MeshCredentials(
+            settings.filesource_mesh_mailbox,
+            settings.filesource_mesh_password.get_secret_value(),
+            settings.mesh_shared_key.get_secret_value(),
+        ),
+        cert_file=settings.mesh_cert_file,
+        key_file=settings.mesh_key_file,
+        ca_file=settings.mesh_ca_file,
+        chunk_size=settings.mesh_chunk_bytes,
+    )
+
+
+def local_name(filename: str | None, message_id: str) -> str:
+    """The name a message's file gets in the watched directory (module docstring)."""
+    name = filename or ""
+    unsafe = (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in "/\\\x00")
+        or any(ord(c) < 32 for c in name)
+        or len(name.encode()) > 200
+    )
+    if unsafe:
+        return f"mesh-{message_id}.dat"
+    return name if name.lower().endswith(_SUFFIXES) else f"{name}.dat"
+
+
+@dataclass(slots=True)
+class IntakeReport:
+    """What one poll did, by message id."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+class MeshIntake:
+    """Moves the intake mailbox's messages into the file source's directory and acknowledges each
+    one in MESH once the file source has finished with its file (module docstring)."""
+
+    def __init__(self, mesh: MeshClient, directory: Path) -> None:
+        self._mesh = mesh
+        self._directory = directory
+        self._pending: dict[str, str] = {}  # message id -> its file's name in the directory
+
+    async def poll_once(self) -> IntakeReport:
+        report = IntakeReport()
+        for message_id, name in list(self._pending.items()):
+            if not (self._directory / name).exists():  # read and moved to done/ or rejected/
+                await self._mesh.acknowledge(message_id)
+                del self._pending[message_id]
+                self._count(report, message_id, ACKNOWLEDGED)
+        for message_id in await self._mesh.inbox():
+            if message_id in self._pending:
+                continue
+            meta, data = await self._mesh.download(message_id)
+            name = local_name(meta.filename, message_id)
+            target = self._directory / name
+            if target.exists():
+                if await asyncio.to_thread(target.read_bytes) == data:
+                    self._pending[message_id] = name  # written before a restart, not yet read
+                    self._count(report, message_id, ALREADY_THERE)
+                else:
+                    # Another file of this name is still waiting to be read: overwriting it could
+                    # lose it. The message stays in MESH and is tried again on a later poll.
+                    self._count(report, message_id, WAITING)
+                continue
+            await asyncio.to_thread(write_private, target, data)  # an fsync: not on the loop
+            self._pending[message_id] = name
+            self._count(report, message_id, WRITTEN if name == meta.filename else RENAMED)
+            log.info("intake message handed to the file source",
+                     extra={"message_id": message_id, "file": name, "bytes": len(data), "sender": meta.sender})
+        return report
+
+    @staticmethod
+    def _count(report: IntakeReport, message_id: str, outcome: str) -> None:
+        report.outcomes[message_id] = outcome
+        MESSAGES.labels(outcome).inc()
