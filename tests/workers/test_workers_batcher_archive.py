@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.batcher import archive
-from workers.batcher.archive import archive_path, write_private
+from workers import private_files
+from workers.batcher.archive import archive_path
+from workers.private_files import write_private
 
 
 def _mode(path: Path) -> int:
@@ -35,7 +36,7 @@ def test_a_folder_that_exists_is_not_made_again(tmp_path: Path, monkeypatch: pyt
         made.append(self)
         real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(archive.Path, "mkdir", counting_mkdir)
+    monkeypatch.setattr(private_files.Path, "mkdir", counting_mkdir)
     write_private(archive_path(tmp_path, "FLU", "X26OT303", "b.csv"), b"b")
     assert made == []
     write_private(archive_path(tmp_path, "COVID", "X26OT303", "c.csv"), b"c")
@@ -56,7 +57,7 @@ def test_a_failed_write_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(archive.os, "fsync", failing_fsync)
+    monkeypatch.setattr(private_files.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="I/O error"):
         write_private(path, b"row\n")
     assert list(path.parent.iterdir()) == []

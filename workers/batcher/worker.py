@@ -36,9 +36,10 @@ from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
 from vaxflow.kafka_clients import committed_consumer
 from vaxflow.settings import Settings
 from workers import headers as h
-from workers.batcher.archive import archive_path, write_private
+from workers.batcher.archive import archive_path
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 from workers.partition_producers import PartitionProducers, rewind
+from workers.private_files import write_private
 from workers.runtime import Health
 from workers.state_store import load_states
 

@@ -35,7 +35,7 @@ from prometheus_client import Counter
 from vaxflow.mesh.auth import MeshCredentials
 from vaxflow.mesh.client import MeshClient, MeshConfig
 from vaxflow.settings import Settings, SettingsError
-from workers.batcher.archive import write_private
+from workers.private_files import write_private
 
 log = logging.getLogger("vaxflow.filesource.mesh")
 
