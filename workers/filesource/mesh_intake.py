@@ -41,11 +41,12 @@ log = logging.getLogger("vaxflow.filesource.mesh")
 
 MESSAGES = Counter("vaxflow_filesource_mesh_messages_total", "MESH intake messages by outcome", ["outcome"])
 
-WRITTEN: Final = "written"
-RENAMED: Final = "written under a safe name"
-ALREADY_THERE: Final = "its copy is already in the directory"
-WAITING: Final = "waiting: another file has its name"
-ACKNOWLEDGED: Final = "acknowledged: the file source has finished with it"
+# Outcomes of one message in one poll (also the metric's label values).
+WRITTEN: Final = "written"  # into the directory under its own name
+RENAMED: Final = "renamed"  # into the directory under a safe name (local_name)
+ALREADY_THERE: Final = "already_there"  # its copy, written before a restart, still waits to be read
+WAITING: Final = "waiting"  # another file of its name waits to be read: tried again next poll
+ACKNOWLEDGED: Final = "acknowledged"  # the file source has finished with its file
 
 _SUFFIXES: Final = (".csv", ".dat")
 
