@@ -13,13 +13,18 @@ from vaxflow.settings import Settings
 
 def own_mailbox_config(settings: Settings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:
     """Our mailbox (VAXFLOW_MESH_MAILBOX); `allowed_workflows` is the send allow-list, if any."""
+    return mailbox_config(
+        settings, settings.mesh_mailbox, settings.mesh_password.get_secret_value(), allowed_workflows=allowed_workflows
+    )
+
+
+def mailbox_config(
+    settings: Settings, mailbox: str, password: str, *, allowed_workflows: frozenset[str] | None = None
+) -> MeshConfig:
+    """Another mailbox of ours (the file source's intake) on the same MESH: URL, key and TLS files shared."""
     return MeshConfig(
         url=settings.mesh_url,
-        credentials=MeshCredentials(
-            settings.mesh_mailbox,
-            settings.mesh_password.get_secret_value(),
-            settings.mesh_shared_key.get_secret_value(),
-        ),
+        credentials=MeshCredentials(mailbox, password, settings.mesh_shared_key.get_secret_value()),
         cert_file=settings.mesh_cert_file,
         key_file=settings.mesh_key_file,
         ca_file=settings.mesh_ca_file,

@@ -16,12 +16,10 @@ from typing import Any, cast
 
 import pytest
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import empty_inbox
+from mesh_pipeline_support import empty_inbox, ensure
 from pydantic import SecretStr
 
 from topics.catalogue import RAW
-from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import admin_client
 from vaxflow.mesh.client import MeshClient
 from vaxflow.settings import Settings, SettingsError
 from vaxflow.topic_reader import read_to_end
@@ -122,12 +120,7 @@ def test_an_intake_mailbox_without_a_password_stops_the_worker() -> None:
 async def test_files_sent_over_mesh_are_published_once_and_odd_names_rejected(
     kafka_settings: Settings, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
-    admin = admin_client(kafka_settings)
-    await admin.start()
-    try:
-        await ensure_topics(admin, namespace=kafka_settings.topic_namespace)
-    finally:
-        await admin.close()
+    await ensure(kafka_settings)
     watched = tmp_path / "in"
     watched.mkdir()
     settings = kafka_settings.model_copy(update={

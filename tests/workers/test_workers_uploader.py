@@ -16,7 +16,6 @@ from mesh_pipeline_support import (
     FileFactory,
     acknowledge_all,
     assert_each_delivered_once,
-    committed_offsets,
     decoded,
     ensure,
     inbox_messages,
@@ -33,6 +32,7 @@ from schemas.pipeline import SentReceipt, UploadFailure
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.mesh.client import MeshClient
+from vaxflow.ops.lag import group_lag
 from vaxflow.ops.redrive import RedriveFilter, redrive
 from workers import headers as h
 from workers.ledger import SentLedger, encode_receipt
@@ -334,21 +334,20 @@ async def test_dead_letters_are_redriven_after_the_routes_are_fixed_and_go_once(
         report = await redrive(settings, "deadletter", execute=True)
         assert (report.scanned, report.submitted, report.already_sent) == (2, 2, 0)
         records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
-        # (Not wait_committed: the redrive wrote in a transaction, whose marker ends each partition
-        # and is never a record to commit past.)
+        # Not wait_committed: the redrive wrote in a transaction, whose marker ends each partition
+        # and is never a record to commit past. The ops lag probe tells markers from records.
         ready = await read_topic(settings, READY.name, timeout=2)
         redriven = [r for r in ready if h.header(r.headers, h.REDRIVE_COUNT)]
-        group = settings.group(settings.uploader_group)
+        lag_of = {settings.group(settings.uploader_group): settings.topic(READY.name)}
 
-        async def past_redriven() -> bool:
-            committed = await committed_offsets(settings, group, READY.name)
-            return all(committed.get(r.partition, 0) > r.offset for r in redriven)
+        async def caught_up() -> bool:
+            return not any(row.pending for row in await group_lag(settings, lag_of))
 
         for _ in range(100):
-            if await past_redriven():
+            if await caught_up():
                 break
             await asyncio.sleep(0.2)
-        assert await past_redriven()
+        assert await caught_up()
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == 2
     for f in files:

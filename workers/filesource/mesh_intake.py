@@ -32,9 +32,9 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from vaxflow.mesh.auth import MeshCredentials
 from vaxflow.mesh.client import MeshClient, MeshConfig
 from vaxflow.settings import Settings, SettingsError
+from workers.mesh_settings import mailbox_config
 from workers.private_files import write_private
 
 log = logging.getLogger("vaxflow.filesource.mesh")
@@ -57,17 +57,8 @@ def intake_config(settings: Settings) -> MeshConfig | None:
         return None
     if settings.filesource_mesh_password is None:
         raise SettingsError("VAXFLOW_FILESOURCE_MESH_PASSWORD must be set with VAXFLOW_FILESOURCE_MESH_MAILBOX")
-    return MeshConfig(
-        url=settings.mesh_url,
-        credentials=MeshCredentials(
-            settings.filesource_mesh_mailbox,
-            settings.filesource_mesh_password.get_secret_value(),
-            settings.mesh_shared_key.get_secret_value(),
-        ),
-        cert_file=settings.mesh_cert_file,
-        key_file=settings.mesh_key_file,
-        ca_file=settings.mesh_ca_file,
-        chunk_size=settings.mesh_chunk_bytes,
+    return mailbox_config(
+        settings, settings.filesource_mesh_mailbox, settings.filesource_mesh_password.get_secret_value()
     )
 
 
