@@ -181,3 +181,23 @@ async def test_files_sent_over_mesh_are_published_once_and_odd_names_rejected(
     assert rejected[0].startswith("mesh-")
     assert rejected[0].endswith(".dat")
     assert rejected[1] == "notes.dat"
+
+
+@pytest.mark.integration
+async def test_the_real_mesh_keeps_a_message_until_its_file_is_read_also_across_a_restart(
+    mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+) -> None:
+    async with mesh_sandbox.client(INTAKE) as mesh:
+        await empty_inbox(mesh)
+        async with mesh_sandbox.client(PROVIDER, allowed_workflows=None) as provider:
+            message_id = await provider.send(
+                INTAKE, "PROVIDER_BATCH_FILES", (DATA / RSV).read_bytes(), filename=RSV, local_id=uuid.uuid4().hex
+            )
+        assert (await MeshIntake(mesh, tmp_path).poll_once()).outcomes == {message_id: WRITTEN}
+        assert await mesh.inbox() == [message_id]  # written, not yet read: MESH still holds it
+        restarted = MeshIntake(mesh, tmp_path)  # a crash forgets what was pending
+        assert (await restarted.poll_once()).outcomes == {message_id: ALREADY_THERE}
+        assert await mesh.inbox() == [message_id]
+        (tmp_path / RSV).unlink()  # the file source has read it
+        assert (await restarted.poll_once()).outcomes == {message_id: ACKNOWLEDGED}
+        assert await mesh.inbox() == []
