@@ -46,11 +46,11 @@ from schemas.validate import validate_event
 from topics.catalogue import CATALOGUE, DEADLETTER, RAW, READY, SENT, VALID, TopicSpec
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
-from vaxflow.kafka_clients import admin_client
-from vaxflow.loadgen import generate, produce
-from vaxflow.mesh.client import MeshConfig
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from vaxflow.dev.loadgen import generate, produce
+from workers.base.kafka import admin_client
+from workers.base.mesh.client import MeshConfig
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 from workers.batcher.windows import PartitionWindows
 
 SECTION = "## End to end (raw → ready files → MESH)"

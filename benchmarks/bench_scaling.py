@@ -40,11 +40,11 @@ from benchmarks.bench_pipeline import RunResult, pipeline_run, start_broker
 from benchmarks.report import write_section
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import BatcherState, ReadyFile
-from schemas.samples import SEED_VACCINE_TYPES, corrupt, make_event
 from topics.catalogue import BATCHER_STATE, CATALOGUE, RAW, READY, VALID, VALIDATOR_STATE, TopicSpec
 from vaxflow.dev import kafka_broker
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from vaxflow.dev.samples import SEED_VACCINE_TYPES, corrupt, make_event
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 from workers.batcher.windows import PartitionWindows
 
 SECTION = "## Scaling (partitions, senders, window length)"

@@ -24,7 +24,7 @@ from schemas.batchfile import render_file
 from schemas.columns import COLUMNS
 from schemas.permissions import default_permissions
 from schemas.record import Record
-from schemas.samples import make_valid_record
+from vaxflow.dev.samples import make_valid_record
 
 SECTION = "## File writing"
 

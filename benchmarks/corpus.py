@@ -1,6 +1,6 @@
 """A reproducible mixed corpus of encoded raw events, for benchmarks and load generation.
 
-Thin on purpose: the realistic records come from schemas.samples, which the product's own load
+Thin on purpose: the realistic records come from vaxflow.dev.samples, which the product's own load
 generator uses too, so benchmarks and load tests measure the same traffic. This module only
 mixes vaccine types and senders, breaks a fraction of events, and encodes them as producers do.
 """
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from schemas.samples import SEED_VACCINE_TYPES, corrupt, make_event
+from vaxflow.dev.samples import SEED_VACCINE_TYPES, corrupt, make_event
 
 # Byte-level breakage that cannot be expressed as a dict: the validator must survive it too.
 _BYTE_BREAKS = (

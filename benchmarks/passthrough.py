@@ -18,9 +18,9 @@ import signal
 import sys
 
 from topics.catalogue import RAW
-from vaxflow.kafka_clients import committed_consumer, transactional_producer
-from vaxflow.settings import Settings
-from workers.batch_send import BatchSender
+from workers.base.batch_send import BatchSender
+from workers.base.kafka import committed_consumer, transactional_producer
+from workers.base.settings import Settings
 
 SCRATCH = "bench.passthrough"
 # Each raw value is cut to the size of the row the validator would write for it (617 bytes on
@@ -34,7 +34,7 @@ async def relay(settings: Settings, stop: asyncio.Event) -> None:
     group = settings.group(RELAY_GROUP)
     source, target = settings.topic(RAW.name), settings.topic(SCRATCH)
     consumer = committed_consumer(settings, source, group_id=group, max_partition_fetch_bytes=4 * 1024 * 1024)
-    # The validator's producer options (workers/partition_producers.py): batches of up to 1 MiB.
+    # The validator's producer options (workers/base/partition_producers.py): batches of up to 1 MiB.
     producer = transactional_producer(settings, f"{group}-0", linger_ms=20, max_batch_size=1024 * 1024)
     await consumer.start()
     await producer.start()

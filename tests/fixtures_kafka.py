@@ -22,8 +22,8 @@ from aiokafka.admin import NewTopic
 
 from topics.ensure import wait_until_ready
 from vaxflow.dev import kafka_broker
-from vaxflow.kafka_clients import admin_client
-from vaxflow.settings import Settings
+from workers.base.kafka import admin_client
+from workers.base.settings import Settings
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from vaxflow.dev import mesh_sandbox as sandbox
-from vaxflow.mesh.client import MeshClient, MeshConfig
+from workers.base.mesh.client import MeshClient, MeshConfig
 
 _STARTUPS: list[tuple[str, float]] = []
 

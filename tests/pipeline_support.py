@@ -14,11 +14,11 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import idempotent_producer
-from vaxflow.loadgen import produce
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
-from workers.runtime import Health, WorkerMain
+from vaxflow.dev.loadgen import produce
+from workers.base.kafka import idempotent_producer
+from workers.base.runtime import Health, WorkerMain
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 
 async def ensure(settings: Settings) -> None:

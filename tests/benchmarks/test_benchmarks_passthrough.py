@@ -17,10 +17,10 @@ from aiokafka.errors import KafkaError
 from benchmarks import passthrough
 from topics.catalogue import CATALOGUE, RAW, VALID
 from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import admin_client
-from vaxflow.loadgen import generate, produce
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from vaxflow.dev.loadgen import generate, produce
+from workers.base.kafka import admin_client
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 

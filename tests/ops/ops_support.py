@@ -10,10 +10,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from vaxflow.kafka_clients import admin_client
 from vaxflow.ops.lag import group_lag
-from vaxflow.settings import Settings
-from workers.runtime import Health, WorkerMain
+from workers.base.kafka import admin_client
+from workers.base.runtime import Health, WorkerMain
+from workers.base.settings import Settings
 
 
 def ops_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings:

@@ -1,4 +1,4 @@
-"""The operator commands as the CLI registers them (`register(app)`), against the real broker."""
+"""The operator commands of the CLI (vaxflow.cli.ops), against the real broker."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from fixtures_kafka import free_port
 from pipeline_support import ensure
 from typer.testing import CliRunner
 
-from vaxflow.loadgen import generate, produce
-from vaxflow.ops.commands import register
-from vaxflow.settings import Settings
+from vaxflow.cli import ops as ops_cli
+from vaxflow.dev.loadgen import generate, produce
+from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,12 @@ def cli() -> typer.Typer:
     def main() -> None:
         """vaxflow (test shell)."""
 
-    register(app)
+    app.add_typer(ops_cli.app)
     return app
 
 
 def test_registers_exactly_the_operator_commands() -> None:
-    names = {c.name for c in cli().registered_commands}
+    names = {c.name for c in ops_cli.app.registered_commands}
     assert names == {"lag", "replay", "redrive", "resend"}
 
 

@@ -24,16 +24,16 @@ from pipeline_support import ensure
 from pydantic import SecretStr
 
 from topics.catalogue import RAW
-from vaxflow.kafka_clients import admin_client
-from vaxflow.loadgen import generate, produce
+from vaxflow.dev.loadgen import generate, produce
+from vaxflow.dev.nhs_sim.worker import NhsSimulator
 from vaxflow.ops.lag import LagMonitor, pipeline_groups
 from vaxflow.ops.resend import ResendError, resend
 from vaxflow.ops.service import OpsService, serve
-from vaxflow.settings import Settings
 from workers.ackreader import worker as ackreader
+from workers.base.kafka import admin_client
+from workers.base.runtime import Health, health_app
+from workers.base.settings import Settings
 from workers.batcher import worker as batcher
-from workers.nhs_sim.worker import NhsSimulator
-from workers.runtime import Health, health_app
 from workers.uploader import worker as uploader
 from workers.validator import worker as validator
 

@@ -23,13 +23,13 @@ from ops_support import caught_up, ops_settings, running
 from pipeline_support import ensure, wait_for
 
 from topics.catalogue import RAW, VALID
-from vaxflow.kafka_clients import idempotent_producer
-from vaxflow.loadgen import generate, produce
+from vaxflow.dev.loadgen import generate, produce
 from vaxflow.ops.burrow import Policy, Status
 from vaxflow.ops.lag import LagMonitor, LagProbe
-from vaxflow.settings import Settings
+from workers.base.kafka import idempotent_producer
+from workers.base.runtime import Health, health_app
+from workers.base.settings import Settings
 from workers.batcher import worker as batcher
-from workers.runtime import Health, health_app
 from workers.validator import worker as validator
 
 pytestmark = pytest.mark.integration

@@ -17,13 +17,13 @@ from ops_support import caught_up, ops_settings, running
 from pipeline_support import ensure, read_all, wait_for
 
 from schemas.pipeline import ReadyFile, decode_origin
-from schemas.samples import make_event
+from topics import headers as h
 from topics.catalogue import RAW, READY, REJECTED
-from vaxflow.loadgen import produce
+from vaxflow.dev.loadgen import produce
+from vaxflow.dev.samples import make_event
 from vaxflow.ops.ledger import read_ledger
 from vaxflow.ops.redrive import RedriveError, RedriveFilter, redrive
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.settings import Settings
 from workers.batcher import worker as batcher
 from workers.validator import worker as validator
 

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 
 from schemas.pipeline import ReadyFile
 from topics.catalogue import RAW, READY, REJECTED, VALID
-from vaxflow.loadgen import generate, produce
+from vaxflow.dev.loadgen import generate, produce
 from vaxflow.ops.replay import ReplayRefused, execute_replay, plan_replay
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 from workers.batcher import worker as batcher
 from workers.validator import worker as validator
 
@@ -128,8 +128,8 @@ async def test_validator_replay_forwards_nothing_twice(kafka_settings: Settings,
 
 
 async def _has_members(settings: Settings, group: str) -> bool:
-    from vaxflow.kafka_clients import admin_client
     from vaxflow.ops.lag import describe_group
+    from workers.base.kafka import admin_client
 
     admin = admin_client(settings)
     await admin.start()

@@ -13,7 +13,7 @@ from schemas.codes import (
     verhoeff_digit,
     verhoeff_ok,
 )
-from schemas.samples import synthetic_nhs_number
+from vaxflow.dev.samples import synthetic_nhs_number
 
 # Every code listed in spec digest section (d); the digest says all are format-valid.
 DIGEST_CODES = (

@@ -24,8 +24,8 @@ from benchmarks.corpus import make_events
 from schemas.dates import LONDON, Clock
 from schemas.fastpath import FAST_ROWS, RowChecker, column_table, load
 from schemas.permissions import default_permissions
-from schemas.samples import SEED_VACCINE_TYPES, make_event
 from schemas.validate import validate_event_row
+from vaxflow.dev.samples import SEED_VACCINE_TYPES, make_event
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LATER = datetime(2150, 1, 1, tzinfo=UTC)  # so that far-future date-times are not refused as future

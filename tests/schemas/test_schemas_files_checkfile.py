@@ -13,7 +13,7 @@ from schemas.columns import COLUMNS
 from schemas.extended import ExtendedAttribute, extended_file_name, render_extended
 from schemas.filenames import batch_file_name
 from schemas.record import Record
-from schemas.samples import make_valid_record
+from vaxflow.dev.samples import make_valid_record
 
 FILES = Path(__file__).parent / "data" / "files"
 MMR_UTF8 = FILES / "MMR_Vaccinations_v5_X26_20250730T12000001.csv"

@@ -14,8 +14,8 @@ import pytest
 
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
-from schemas.samples import CORRUPTIONS, SEED_VACCINE_TYPES, corrupt, make_event, make_valid_record
 from schemas.validate import validate_event
+from vaxflow.dev.samples import CORRUPTIONS, SEED_VACCINE_TYPES, corrupt, make_event, make_valid_record
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -22,8 +22,8 @@ from schemas.columns import COLUMNS
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
 from schemas.record import Reason, Record
-from schemas.samples import SEED_VACCINE_TYPES, make_event
 from schemas.validate import FORBIDDEN_CHARS, validate_event, validate_event_row, validate_record
+from vaxflow.dev.samples import SEED_VACCINE_TYPES, make_event
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 P = default_permissions()

@@ -9,7 +9,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from topics.catalogue import CATALOGUE, RAW
 from topics.ensure import ensure_topics
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 
 from vaxflow.dev import kafka_broker
 from vaxflow.dev.stack import broker_layout
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 
 def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

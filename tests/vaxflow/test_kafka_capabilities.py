@@ -15,8 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fixtures_kafka import KafkaHandle, create_topic
 
-from vaxflow.kafka_clients import committed_consumer, idempotent_producer, transactional_producer
-from vaxflow.settings import Settings
+from workers.base.kafka import committed_consumer, idempotent_producer, transactional_producer
+from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import pytest
 
 from topics.catalogue import RAW
 from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import admin_client
-from vaxflow.loadgen import generate, produce
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from vaxflow.dev.loadgen import generate, produce
+from workers.base.kafka import admin_client
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from mesh_client import AuthTokenGenerator
 
 from vaxflow.dev.mesh_sandbox import DevMailbox, MailboxRole
-from vaxflow.mesh.auth import MeshCredentials, authorization_header
-from vaxflow.mesh.client import MeshClient, MeshConfig
+from workers.base.mesh.auth import MeshCredentials, authorization_header
+from workers.base.mesh.client import MeshClient, MeshConfig
 
 CREDS = MeshCredentials("X26VXF001", "s3cret-pass", "sh4red-key")
 HEADER = re.compile(

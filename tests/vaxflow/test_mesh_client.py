@@ -19,8 +19,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from vaxflow.mesh.auth import MeshCredentials
-from vaxflow.mesh.client import (
+from workers.base.mesh.auth import MeshCredentials
+from workers.base.mesh.client import (
     MAX_REQUEST_BYTES,
     MIN_CHUNK_BYTES,
     MeshClient,

@@ -16,8 +16,8 @@ from mesh_tls_support import make_pki
 
 from vaxflow.dev import mesh_sandbox as sandbox
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.mesh.auth import MeshCredentials, authorization_header
-from vaxflow.mesh.client import (
+from workers.base.mesh.auth import MeshCredentials, authorization_header
+from workers.base.mesh.client import (
     MIN_CHUNK_BYTES,
     MeshClient,
     MeshConfig,

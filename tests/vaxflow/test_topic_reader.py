@@ -13,9 +13,9 @@ import uuid
 import pytest
 from fixtures_kafka import create_topic
 
-from vaxflow.kafka_clients import idempotent_producer, transactional_producer
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from workers.base.kafka import idempotent_producer, transactional_producer
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 

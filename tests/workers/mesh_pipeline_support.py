@@ -27,16 +27,16 @@ from schemas.filenames import batch_file_name
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
-from schemas.samples import make_valid_record
 from schemas.validate import validate_record
 from topics.ensure import ensure_topics
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.kafka_clients import admin_client, idempotent_producer
-from vaxflow.mesh.client import InboxMessage, MeshClient
-from vaxflow.settings import Settings
+from vaxflow.dev.samples import make_valid_record
+from workers.base.kafka import admin_client, idempotent_producer
+from workers.base.ledger import topic_partitions
+from workers.base.mesh.client import InboxMessage, MeshClient
+from workers.base.runtime import Health, WorkerMain
+from workers.base.settings import Settings
 from workers.batcher.worker import local_id_for
-from workers.ledger import topic_partitions
-from workers.runtime import Health, WorkerMain
 
 _ENCODE = msgspec.json.Encoder()
 

@@ -15,7 +15,6 @@ from schemas.acks import (
     render_infack_success,
 )
 from schemas.pipeline import SentReceipt
-from vaxflow.mesh.client import InboxMessage
 from workers.ackreader.worker import (
     KIND_BUSACK,
     KIND_BUSACK_REPORT,
@@ -24,6 +23,7 @@ from workers.ackreader.worker import (
     interpret,
     origin_of,
 )
+from workers.base.mesh.client import InboxMessage
 
 FILE = "RSV_Vaccinations_v5_X8E5B_20250101T12000000.csv"
 CREATED = "20250101T12050000"

@@ -26,10 +26,10 @@ from schemas.checkfile import main as check_file
 from schemas.pipeline import AckOutcome
 from topics.catalogue import ACKS
 from vaxflow.dev.mesh_sandbox import MailboxRole
+from vaxflow.dev.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
 from workers.ackreader import worker as ackreader
 from workers.ackreader.worker import KIND_BUSACK, KIND_BUSACK_REPORT, KIND_INFACK, KIND_UNKNOWN
-from workers.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
-from workers.runtime import Health
+from workers.base.runtime import Health
 from workers.uploader import worker as uploader
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workers import private_files
+from workers.base import private_files
+from workers.base.private_files import write_private
 from workers.batcher.archive import archive_path
-from workers.private_files import write_private
 
 
 def _mode(path: Path) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 from workers.batcher.worker import IDLE_BEFORE_WALL_CLOCK_MS, Batcher
 
 TP = TopicPartition("valid", 0)

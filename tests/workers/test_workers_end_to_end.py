@@ -27,14 +27,14 @@ from pipeline_support import ProcessWorker, produce_paced, settings_env
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
 from topics.catalogue import DEADLETTER
-from vaxflow.demo import outcome
+from vaxflow.dev.demo import outcome
+from vaxflow.dev.loadgen import generate, produce
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.loadgen import generate, produce
-from vaxflow.topic_reader import read_to_end
+from vaxflow.dev.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
 from workers.ackreader import worker as ackreader
+from workers.base.runtime import Health
+from workers.base.topic_reader import read_to_end
 from workers.batcher import worker as batcher
-from workers.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
-from workers.runtime import Health
 from workers.uploader import worker as uploader
 from workers.validator import worker as validator
 

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from schemas.batchfile import parse_only, read_file
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 from workers.filesource.worker import FileSource, Outcome, RejectedFile, SourceFile, _RowTexts, transactional_id_for
 
 DATA = Path(__file__).parent / "data"

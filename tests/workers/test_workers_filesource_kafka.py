@@ -21,11 +21,12 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.batchfile import read_file
 from schemas.event import RawEvent
+from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES, TopicSpec
 from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import admin_client
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.kafka import admin_client
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.filesource.worker import (
     HEADER_FILE,
     HEADER_ROW,
@@ -34,7 +35,6 @@ from workers.filesource.worker import (
     SourceFile,
     run,
 )
-from workers.runtime import Health
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,10 @@ from mesh_pipeline_support import empty_inbox, ensure
 from pydantic import SecretStr
 
 from topics.catalogue import RAW
-from vaxflow.mesh.client import MeshClient
-from vaxflow.settings import Settings, SettingsError
-from vaxflow.topic_reader import read_to_end
+from workers.base.mesh.client import MeshClient
+from workers.base.runtime import Health
+from workers.base.settings import Settings, SettingsError
+from workers.base.topic_reader import read_to_end
 from workers.filesource.mesh_intake import (
     ACKNOWLEDGED,
     ALREADY_THERE,
@@ -34,7 +35,6 @@ from workers.filesource.mesh_intake import (
     local_name,
 )
 from workers.filesource.worker import HEADER_FILE, run
-from workers.runtime import Health
 
 DATA = Path(__file__).parent / "data"
 RSV = "RSV_Vaccinations_v5_X8E5B_20240610T18332501.csv"

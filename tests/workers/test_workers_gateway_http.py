@@ -22,10 +22,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.event import RawEvent
-from schemas.samples import make_event
 from schemas.validate import MAX_EVENT_BYTES
-from vaxflow.paths import REPO_ROOT
-from vaxflow.settings import Settings
+from vaxflow.dev.samples import make_event
+from workers.base.paths import REPO_ROOT
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.gateway import openapi
 from workers.gateway.tokens import TokensFileError, TokenTable, load_tokens
 from workers.gateway.worker import (
@@ -37,7 +38,6 @@ from workers.gateway.worker import (
     SinkUnavailable,
     create_app,
 )
-from workers.runtime import Health
 
 TOKEN_A = "token-for-x8e5b-only"
 TOKEN_ALL = "token-for-everyone"

@@ -26,14 +26,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from schemas.samples import make_event
 from topics.catalogue import RAW
 from topics.ensure import ensure_topics
-from vaxflow.kafka_clients import admin_client
-from vaxflow.settings import Settings
+from vaxflow.dev.samples import make_event
+from workers.base.kafka import admin_client
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.gateway.tokens import TokenTable
 from workers.gateway.worker import HEADER_LINE, create_app
-from workers.runtime import Health
 
 pytestmark = pytest.mark.integration
 

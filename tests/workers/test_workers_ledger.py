@@ -7,8 +7,8 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
-from vaxflow.settings import Settings
-from workers.ledger import LedgerError, SentLedger, encode_receipt
+from workers.base.ledger import LedgerError, SentLedger, encode_receipt
+from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
 

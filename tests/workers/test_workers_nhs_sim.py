@@ -14,7 +14,15 @@ from mesh_pipeline_support import FileFactory, pipeline_settings
 from schemas.acks import ack_file_kind, parse_busack_csv, parse_busack_json, parse_infack
 from schemas.batchfile import render_file
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from workers.nhs_sim.worker import DUPLICATE, EMPTY, INVALID_FILE, INVALID_NAME, NO_PERMISSION, PROCESSED, NhsSimulator
+from vaxflow.dev.nhs_sim.worker import (
+    DUPLICATE,
+    EMPTY,
+    INVALID_FILE,
+    INVALID_NAME,
+    NO_PERMISSION,
+    PROCESSED,
+    NhsSimulator,
+)
 
 pytestmark = pytest.mark.integration
 

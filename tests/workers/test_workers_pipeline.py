@@ -25,12 +25,12 @@ from schemas.batchfile import read_file
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
+from topics import headers as h
 from topics.catalogue import READY, REJECTED
-from vaxflow.loadgen import generate, produce
-from vaxflow.settings import Settings
-from workers import headers as h
+from vaxflow.dev.loadgen import generate, produce
+from workers.base.runtime import WorkerMain
+from workers.base.settings import Settings
 from workers.batcher.worker import run as run_batcher
-from workers.runtime import WorkerMain
 from workers.validator.worker import run as run_validator
 
 pytestmark = pytest.mark.integration
@@ -287,9 +287,9 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
 
     from schemas.batchfile import render_file, render_row
     from schemas.event import ValidEvent
-    from schemas.samples import make_valid_record
     from schemas.validate import validate_event
     from topics.catalogue import VALID
+    from vaxflow.dev.samples import make_valid_record
 
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=2, grace_seconds=0)
     await ensure(settings)
@@ -334,9 +334,9 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
 
     from schemas.batchfile import render_row
     from schemas.event import ValidEvent
-    from schemas.samples import make_valid_record
     from schemas.validate import validate_event
     from topics.catalogue import VALID
+    from vaxflow.dev.samples import make_valid_record
 
     settings = pipeline_settings(
         kafka_settings, tmp_path, window_seconds=2, grace_seconds=0, max_rows_per_file=10_000, batcher_max_records=25
@@ -379,7 +379,7 @@ async def test_a_raw_backlog_is_cut_by_window_while_the_validator_works_through_
     """The backlog sits upstream (raw) and the validator feeds it to the batcher in small
     transactions: the batcher keeps reaching the end of the valid topic, but records keep coming,
     so its windows close on stream time and each window still makes one file (Batcher.clock_for)."""
-    from schemas.samples import make_valid_record
+    from vaxflow.dev.samples import make_valid_record
 
     settings = pipeline_settings(
         kafka_settings, tmp_path, window_seconds=2, grace_seconds=0, max_rows_per_file=10_000, validator_max_batch=20

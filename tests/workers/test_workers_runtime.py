@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workers.runtime import GC_YOUNG_THRESHOLD
+from workers.base.runtime import GC_YOUNG_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import gc, sys
-from workers.runtime import run_worker
+from workers.base.runtime import run_worker
 
 async def main(settings, stop, health):
     print(gc.get_threshold()[0], gc.get_freeze_count())

@@ -29,14 +29,14 @@ from mesh_pipeline_support import (
 )
 
 from schemas.pipeline import SentReceipt, UploadFailure
+from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.mesh.client import MeshClient
 from vaxflow.ops.lag import group_lag
 from vaxflow.ops.redrive import RedriveFilter, redrive
-from workers import headers as h
-from workers.ledger import SentLedger, encode_receipt
-from workers.runtime import Health
+from workers.base.ledger import SentLedger, encode_receipt
+from workers.base.mesh.client import MeshClient
+from workers.base.runtime import Health
 from workers.uploader import worker as uploader
 from workers.uploader.worker import DLQ_MESH_STATUS
 

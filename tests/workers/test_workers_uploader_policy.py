@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from schemas.permissions import default_permissions
-from vaxflow.mesh.client import MeshPermanentError, MeshTransientError
-from vaxflow.settings import Settings
+from workers.base.mesh.client import MeshPermanentError, MeshTransientError
+from workers.base.settings import Settings
 from workers.uploader.retry import upload_retrying
 from workers.uploader.routes import NoRouteError, RoutesError, load_routes, parse_routes
 from workers.uploader.worker import local_id_generation

@@ -2,7 +2,7 @@
 
 Production MESH demands a client certificate issued under NHS England's CA; the worker gets there
 through VAXFLOW_MESH_URL (https) and VAXFLOW_MESH_CA_FILE / _CERT_FILE / _KEY_FILE, which
-workers.mesh_settings turns into the MeshConfig. One TLS sandbox (its own state directory, the
+workers.base.mesh.settings turns into the MeshConfig. One TLS sandbox (its own state directory, the
 session sandbox's shared key, `require_client_cert`) serves every test of this module.
 
 A server certificate that fails verification (wrong CA bundle) says nothing about any file: the
@@ -52,8 +52,8 @@ from schemas.pipeline import SentReceipt
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev import mesh_sandbox as sandbox
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.mesh.client import MeshClient, MeshConfig
-from vaxflow.settings import Settings
+from workers.base.mesh.client import MeshClient, MeshConfig
+from workers.base.settings import Settings
 from workers.uploader import worker as uploader
 
 pytestmark = [

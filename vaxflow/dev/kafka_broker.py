@@ -21,7 +21,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from vaxflow.dev import processes
-from vaxflow.paths import KAFKA_POM
+from workers.base.paths import KAFKA_POM
 
 
 class ProvisionError(RuntimeError):

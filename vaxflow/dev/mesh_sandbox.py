@@ -28,11 +28,11 @@ from typing import Any, Final
 import aiohttp
 
 from vaxflow.dev import processes
-from vaxflow.mesh.auth import MeshCredentials
-from vaxflow.mesh.client import MeshClient, MeshConfig, MeshPermanentError, MeshTransientError
-from vaxflow.paths import MESH_SANDBOX_CONFIG
+from workers.base.mesh.auth import MeshCredentials
+from workers.base.mesh.client import MeshClient, MeshConfig, MeshPermanentError, MeshTransientError
+from workers.base.paths import MESH_SANDBOX_CONFIG
 
-# The development defaults of vaxflow.settings (VAXFLOW_MESH_URL, VAXFLOW_MESH_SHARED_KEY).
+# The development defaults of workers.base.settings (VAXFLOW_MESH_URL, VAXFLOW_MESH_SHARED_KEY).
 DEFAULT_PORT: Final = 8700
 DEFAULT_SHARED_KEY: Final = "vaxflow-dev-shared-key"
 APP: Final = "vaxflow.dev.mesh_sandbox_app:app"

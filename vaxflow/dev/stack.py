@@ -18,10 +18,10 @@ from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.processes import alive, stop_pid
 from vaxflow.dev.state import Service, load_state, save_state
-from vaxflow.kafka_clients import admin_client
-from vaxflow.settings import Settings
-from workers.mesh_settings import own_mailbox_config
-from workers.registry import SERVES_OWN_HEALTH, module_of
+from vaxflow.registry import SERVES_OWN_HEALTH, module_of
+from workers.base.kafka import admin_client
+from workers.base.mesh.settings import own_mailbox_config
+from workers.base.settings import Settings
 
 PIPELINE = ("gateway", "filesource", "validator", "batcher", "uploader", "ackreader", "ops")
 HEALTH_BASE_PORT = 9100

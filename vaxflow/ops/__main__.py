@@ -3,7 +3,7 @@
 import sys
 
 from vaxflow.ops.service import run
-from vaxflow.settings import get_settings
-from workers.runtime import run_worker
+from workers.base.runtime import run_worker
+from workers.base.settings import get_settings
 
 sys.exit(run_worker("ops", run, get_settings().health_port))

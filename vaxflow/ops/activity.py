@@ -23,9 +23,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import AckOutcome, SentReceipt
+from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REDRIVE_LEDGER, REJECTED, SENT
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops.activity")
 

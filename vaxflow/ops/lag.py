@@ -36,9 +36,9 @@ from aiokafka.errors import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from topics.catalogue import RAW, READY, VALID
-from vaxflow.kafka_clients import admin_client
 from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict, evaluate, group_status
-from vaxflow.settings import Settings
+from workers.base.kafka import admin_client
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops.lag")
 

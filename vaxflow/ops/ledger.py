@@ -21,9 +21,9 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from topics.catalogue import REDRIVE_LEDGER
-from vaxflow.kafka_clients import transactional_producer
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
+from workers.base.kafka import transactional_producer
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 REDRIVE_FROM: Final = "vaxflow.redrive.from"
 """Header on a redriven record: '{topic}:{partition}:{offset}' of the dead letter it came from."""

@@ -30,13 +30,13 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import UploadFailure
+from topics import headers as h
 from topics.catalogue import DEADLETTER, RAW, READY, REJECTED, SENT
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.activity import deadletter_reason, rejection_reasons
 from vaxflow.ops.scan import Meter, Silent, stream
-from vaxflow.settings import Settings
-from workers import headers as h
-from workers.ledger import SentLedger
+from workers.base.ledger import SentLedger
+from workers.base.settings import Settings
 
 SOURCES = ("rejected", "deadletter")
 FILTER_KEYS = ("reason", "vaccine", "sender")

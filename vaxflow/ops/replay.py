@@ -41,17 +41,17 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.pipeline import BatcherState, SentReceipt, ValidatorState, decode_origin
+from topics import headers as h
 from topics.catalogue import BATCHER_STATE, SENT, VALIDATOR_STATE
-from vaxflow.kafka_clients import admin_client
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.lag import GroupMembers, coordinator_call, describe_group, pipeline_groups
 from vaxflow.ops.resend import ResendError, execute_resend, plan_resend
 from vaxflow.ops.scan import Meter, stream, topic_partitions
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.kafka import admin_client
+from workers.base.ledger import SentLedger
+from workers.base.settings import Settings
+from workers.base.state_store import load_state
 from workers.batcher.windows import ReplayGuard
-from workers.ledger import SentLedger
-from workers.state_store import load_state
 
 _ENCODE = msgspec.json.Encoder()
 _RECEIPT = msgspec.json.Decoder(SentReceipt)

@@ -30,14 +30,14 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.filenames import parse_batch_file_name, part_file_name
 from schemas.pipeline import ReadyFile, SentReceipt, encode_origin
+from topics import headers as h
 from topics.catalogue import READY
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.scan import Meter, reader, stream, topic_partitions
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.ledger import SentLedger
+from workers.base.settings import Settings
 from workers.batcher.archive import archive_path
 from workers.batcher.worker import local_id_for
-from workers.ledger import SentLedger
 
 _READY = msgspec.json.Decoder(ReadyFile)
 _ENCODE = msgspec.json.Encoder()

@@ -1,7 +1,7 @@
 """Streaming a topic range for operator commands, with progress.
 
 Redrive, replay and resend read ranges that can hold millions of records, so they stream them
-(never a whole topic in memory, unlike vaxflow.topic_reader) and report progress through a
+(never a whole topic in memory, unlike workers.base.topic_reader) and report progress through a
 `Meter`, which the CLI draws as a progress bar and tests leave silent.
 """
 
@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 
 class Meter(Protocol):

@@ -43,8 +43,8 @@ from prometheus_client.registry import Collector
 from vaxflow.ops.activity import ActivityReader
 from vaxflow.ops.burrow import SEVERITY, Status
 from vaxflow.ops.lag import LagMonitor, LagSnapshot
-from vaxflow.settings import Settings
-from workers.runtime import Health
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops")
 

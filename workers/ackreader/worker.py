@@ -9,7 +9,7 @@ our inbox, downloads each message and recognises it by its mex-filename (schemas
 - anything else, or an ack that cannot be parsed -> kind "unknown" (with `error`), so nothing that
   reached our mailbox disappears without a trace.
 
-Each ack names the batch file it answers; the sent-files ledger (workers.ledger, the same reader
+Each ack names the batch file it answers; the sent-files ledger (workers.base.ledger, the same reader
 the uploader uses) gives that file's receipt, whose `origins[n-1]` is the origin of data row n, so
 every failed row is linked back to the event that caused it. An ack that arrives before its
 file's receipt is visible (NHS can answer faster than our ledger transaction commits) is left in
@@ -49,12 +49,12 @@ from schemas.acks import (
 )
 from schemas.pipeline import AckOutcome, Origin, RowOutcome, SentReceipt
 from topics.catalogue import ACKS
-from vaxflow.kafka_clients import idempotent_producer
-from vaxflow.mesh.client import InboxMessage, MeshClient, MeshError, MeshPermanentError
-from vaxflow.settings import Settings
-from workers.ledger import SentLedger
-from workers.mesh_settings import own_mailbox_config
-from workers.runtime import Health
+from workers.base.kafka import idempotent_producer
+from workers.base.ledger import SentLedger
+from workers.base.mesh.client import InboxMessage, MeshClient, MeshError, MeshPermanentError
+from workers.base.mesh.settings import own_mailbox_config
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ackreader")
 

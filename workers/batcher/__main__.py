@@ -2,8 +2,8 @@
 
 import sys
 
-from vaxflow.settings import get_settings
+from workers.base.runtime import run_worker
+from workers.base.settings import get_settings
 from workers.batcher.worker import run
-from workers.runtime import run_worker
 
 sys.exit(run_worker("batcher", run, get_settings().health_port))

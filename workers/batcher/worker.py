@@ -32,16 +32,16 @@ from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
 from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
+from topics import headers as h
 from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
-from vaxflow.kafka_clients import committed_consumer
-from vaxflow.settings import Settings
-from workers import headers as h
+from workers.base.kafka import committed_consumer
+from workers.base.partition_producers import PartitionProducers, rewind
+from workers.base.private_files import write_private
+from workers.base.runtime import Health
+from workers.base.settings import Settings
+from workers.base.state_store import load_states
 from workers.batcher.archive import archive_path
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
-from workers.partition_producers import PartitionProducers, rewind
-from workers.private_files import write_private
-from workers.runtime import Health
-from workers.state_store import load_states
 
 log = logging.getLogger("vaxflow.batcher")
 

@@ -32,10 +32,10 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from vaxflow.mesh.client import MeshClient, MeshConfig
-from vaxflow.settings import Settings, SettingsError
-from workers.mesh_settings import mailbox_config
-from workers.private_files import write_private
+from workers.base.mesh.client import MeshClient, MeshConfig
+from workers.base.mesh.settings import mailbox_config
+from workers.base.private_files import write_private
+from workers.base.settings import Settings, SettingsError
 
 log = logging.getLogger("vaxflow.filesource.mesh")
 

@@ -48,13 +48,13 @@ from schemas.fields import reason
 from schemas.filenames import FileNameError, name_token, parse_batch_file_name
 from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
+from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
-from vaxflow.kafka_clients import transactional_producer
-from vaxflow.mesh.client import MeshClient, MeshError
-from vaxflow.settings import Settings, SettingsError
-from workers import headers as h
+from workers.base.kafka import transactional_producer
+from workers.base.mesh.client import MeshClient, MeshError
+from workers.base.runtime import Health
+from workers.base.settings import Settings, SettingsError
 from workers.filesource.mesh_intake import MeshIntake, intake_config
-from workers.runtime import Health
 
 log = logging.getLogger("vaxflow.filesource")
 

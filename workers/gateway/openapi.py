@@ -155,7 +155,7 @@ def write(repo_root: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from vaxflow.paths import REPO_ROOT
+    from workers.base.paths import REPO_ROOT
 
     for written in write(REPO_ROOT):
         print(written, file=sys.stderr)

@@ -35,7 +35,7 @@ from typing import Final
 
 import msgspec
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.gateway")
 

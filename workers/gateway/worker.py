@@ -38,14 +38,14 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from topics.catalogue import RAW
-from vaxflow.kafka_clients import idempotent_producer
-from vaxflow.settings import Settings
+from topics.headers import Headers
+from workers.base.kafka import idempotent_producer
+from workers.base.runtime import Health, health_app
+from workers.base.settings import Settings
 from workers.gateway import openapi
 from workers.gateway.api import Accepted, Coordinate, LineError, Problem
 from workers.gateway.intake import MAX_LISTED, Line, parse_body
 from workers.gateway.tokens import Grant, TokenTable, load_tokens
-from workers.headers import Headers
-from workers.runtime import Health, health_app
 
 log = logging.getLogger("vaxflow.gateway")
 

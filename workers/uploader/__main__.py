@@ -2,8 +2,8 @@
 
 import sys
 
-from vaxflow.settings import get_settings
-from workers.runtime import run_worker
+from workers.base.runtime import run_worker
+from workers.base.settings import get_settings
 from workers.uploader.worker import run
 
 sys.exit(run_worker("uploader", run, get_settings().health_port))

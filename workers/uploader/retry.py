@@ -28,8 +28,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from vaxflow.mesh.client import MeshTLSError, MeshTransientError
-from vaxflow.settings import Settings
+from workers.base.mesh.client import MeshTLSError, MeshTransientError
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.uploader")
 

@@ -18,7 +18,7 @@ transaction (docs/decisions/0007-uploader-exactly-once.md has the long form):
    (the chunk size changed since) does the file go under the next local-id generation
    `{local_id}.g{n}`; tracking walks those generations, so one local id never names two messages.
 3. **Record, then commit, atomically.** The SentReceipt and the ready offset go in one Kafka
-   transaction on the partition's own transactional producer (workers.partition_producers).
+   transaction on the partition's own transactional producer (workers.base.partition_producers).
    A crash before the commit leaves the offset uncommitted and the receipt invisible; the next
    owner re-reads the file and fact 2 finds it in MESH. A crash after leaves both.
 
@@ -52,9 +52,11 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
 from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure, encode_origin
+from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
-from vaxflow.kafka_clients import committed_consumer
-from vaxflow.mesh.client import (
+from workers.base.kafka import committed_consumer
+from workers.base.ledger import SentLedger, encode_receipt
+from workers.base.mesh.client import (
     MeshClient,
     MeshError,
     MeshPermanentError,
@@ -63,12 +65,10 @@ from vaxflow.mesh.client import (
     TrackingInfo,
     chunk_count,
 )
-from vaxflow.settings import Settings
-from workers import headers as h
-from workers.ledger import SentLedger, encode_receipt
-from workers.mesh_settings import own_mailbox_config
-from workers.partition_producers import PartitionProducers
-from workers.runtime import Health
+from workers.base.mesh.settings import own_mailbox_config
+from workers.base.partition_producers import PartitionProducers
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.uploader.retry import Sleep, upload_retrying
 from workers.uploader.routes import NoRouteError, Route, RoutingTable, load_routes
 

@@ -29,14 +29,14 @@ from schemas.fastpath import FAST_ROWS
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import ValidatorState, encode_origin
 from schemas.validate import rejection_for, validate_event_row
+from topics import headers as h
 from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
-from vaxflow.kafka_clients import committed_consumer
-from vaxflow.settings import Settings
-from workers import headers as h
-from workers.batch_send import BatchSender
-from workers.partition_producers import PartitionProducers, rewind
-from workers.runtime import Health
-from workers.state_store import load_states
+from workers.base.batch_send import BatchSender
+from workers.base.kafka import committed_consumer
+from workers.base.partition_producers import PartitionProducers, rewind
+from workers.base.runtime import Health
+from workers.base.settings import Settings
+from workers.base.state_store import load_states
 
 log = logging.getLogger("vaxflow.validator")
 

@@ -32,8 +32,8 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
-from vaxflow.kafka_clients import admin_client
-from vaxflow.settings import Settings
+from workers.base.kafka import admin_client
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ledger")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import typer
 
-from vaxflow.settings import Settings, SettingsError, load_settings
+from workers.base.settings import Settings, SettingsError, load_settings
 
 
 def settings_or_exit() -> Settings:

@@ -6,9 +6,9 @@ disagree about URL, credentials or TLS files.
 
 from __future__ import annotations
 
-from vaxflow.mesh.auth import MeshCredentials
-from vaxflow.mesh.client import MeshConfig
-from vaxflow.settings import Settings
+from workers.base.mesh.auth import MeshCredentials
+from workers.base.mesh.client import MeshConfig
+from workers.base.settings import Settings
 
 
 def own_mailbox_config(settings: Settings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:

@@ -23,8 +23,8 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from vaxflow import logs
-from vaxflow.settings import Settings, SettingsError, load_settings
+from workers.base import logs
+from workers.base.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("vaxflow.runtime")
 

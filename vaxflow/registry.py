@@ -1,5 +1,5 @@
 """Who moves the data: every worker by name, in data-flow order, for `vaxflow worker NAME` and the
-local stack. Each name is also `python -m workers.<module>`.
+local stack. Each is also `python -m` its package (`workers.<name>`, `vaxflow.dev.nhs_sim`, `vaxflow.ops`).
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from workers.runtime import WorkerMain
+from workers.base.runtime import WorkerMain
 
 # name -> module (each module has `run(settings, stop, health)`)
 WORKERS: Final[dict[str, str]] = {
@@ -17,7 +17,7 @@ WORKERS: Final[dict[str, str]] = {
     "batcher": "workers.batcher.worker",
     "uploader": "workers.uploader.worker",
     "ackreader": "workers.ackreader.worker",
-    "nhs-sim": "workers.nhs_sim.worker",
+    "nhs-sim": "vaxflow.dev.nhs_sim.worker",
     "ops": "vaxflow.ops.service",
 }
 

@@ -33,7 +33,7 @@ import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 from yarl import URL
 
-from vaxflow.mesh.auth import MeshCredentials, authorization_header
+from workers.base.mesh.auth import MeshCredentials, authorization_header
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

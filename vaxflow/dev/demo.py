@@ -20,12 +20,12 @@ import msgspec
 import orjson
 
 from schemas.pipeline import AckOutcome, SentReceipt, UploadFailure, decode_origin
-from schemas.samples import corrupt, make_event
+from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REJECTED, SENT
+from vaxflow.dev.samples import corrupt, make_event
 from vaxflow.ops.lag import group_lag
-from vaxflow.settings import Settings
-from vaxflow.topic_reader import read_to_end
-from workers import headers as h
+from workers.base.settings import Settings
+from workers.base.topic_reader import read_to_end
 
 CHUNK = 500
 

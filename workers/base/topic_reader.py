@@ -7,7 +7,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 
 async def _high_watermarks(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from vaxflow.kafka_clients import transactional_producer
-from vaxflow.settings import Settings
+from workers.base.kafka import transactional_producer
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.producers")
 

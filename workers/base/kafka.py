@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from vaxflow.settings import Settings
+from workers.base.settings import Settings
 
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:

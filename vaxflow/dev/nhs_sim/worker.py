@@ -58,10 +58,10 @@ from schemas.permissions import Permissions, load_permissions
 from schemas.record import Record
 from schemas.validate import validate_record
 from vaxflow.dev.mesh_sandbox import DevMeshConfig, load_dev_config
-from vaxflow.mesh.client import InboxMessage, MeshClient, MeshConfig, MeshError, MeshPermanentError
-from vaxflow.paths import MESH_SANDBOX_CONFIG
-from vaxflow.settings import Settings
-from workers.runtime import Health
+from workers.base.mesh.client import InboxMessage, MeshClient, MeshConfig, MeshError, MeshPermanentError
+from workers.base.paths import MESH_SANDBOX_CONFIG
+from workers.base.runtime import Health
+from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.nhs_sim")
 
@@ -344,5 +344,5 @@ def kept_file(settings: Settings, record: ReceivedFile) -> Path | None:
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
-    """Worker entry point (`python -m workers.nhs_sim`); development stack and tests only."""
+    """Worker entry point (`python -m vaxflow.dev.nhs_sim`); development stack and tests only."""
     await NhsSimulator(settings).run(stop, health)

@@ -9,8 +9,8 @@ import orjson
 from aiokafka import TopicPartition
 
 from topics.catalogue import RAW
-from vaxflow.kafka_clients import committed_consumer, idempotent_producer
-from vaxflow.settings import Settings
+from workers.base.kafka import committed_consumer, idempotent_producer
+from workers.base.settings import Settings
 
 
 async def smoke(settings: Settings) -> dict[str, object]:

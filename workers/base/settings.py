@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vaxflow.paths import DEFAULT_CACHE, DEFAULT_DEV_HOME
+from workers.base.paths import DEFAULT_CACHE, DEFAULT_DEV_HOME
 
 
 class SettingsError(Exception):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from schemas.samples import corrupt, make_event
 from topics.catalogue import RAW
-from vaxflow.kafka_clients import idempotent_producer
-from vaxflow.settings import Settings
+from vaxflow.dev.samples import corrupt, make_event
+from workers.base.kafka import idempotent_producer
+from workers.base.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ directory of an editable install; everything a run writes goes under VAXFLOW_DEV
 from pathlib import Path
 from typing import Final
 
-REPO_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
+REPO_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
 KAFKA_POM: Final[Path] = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
 MESH_SANDBOX_CONFIG: Final[Path] = REPO_ROOT / "config" / "mesh-sandbox"
 DEFAULT_DEV_HOME: Final[Path] = REPO_ROOT / "var" / "dev"

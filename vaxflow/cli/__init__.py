@@ -1,0 +1,25 @@
+"""The one console script, `vaxflow`: one module per command group, each a thin typer shell over
+the module that holds the logic (and its tests).
+
+- `dev` (vaxflow.cli.dev): the local stack, and `demo` / `smoke`, its load;
+- `topics` (vaxflow.cli.topics): the catalogue on the broker;
+- `worker`, `check-file` (vaxflow.cli.worker): run one worker; check batch files offline;
+- `lag`, `replay`, `redrive`, `resend` (vaxflow.cli.ops): the operator's tools.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vaxflow.cli import dev, ops, topics, worker
+
+app = typer.Typer(help="vaxflow: vaccination events to NHS England batch files over MESH.", no_args_is_help=True)
+app.add_typer(dev.app, name="dev")
+app.add_typer(topics.app, name="topics")
+app.add_typer(worker.app)
+app.add_typer(dev.load_app)
+app.add_typer(ops.app)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()

@@ -1,0 +1,9 @@
+"""`python -m vaxflow.dev.nhs_sim`: the NHS England simulator (development stack and tests only)."""
+
+import sys
+
+from vaxflow.dev.nhs_sim.worker import run
+from workers.base.runtime import run_worker
+from workers.base.settings import get_settings
+
+sys.exit(run_worker("nhs_sim", run, get_settings().health_port))
