@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from benchmarks import passthrough as passthrough_stages
@@ -47,7 +47,7 @@ from topics.catalogue import CATALOGUE, DEADLETTER, RAW, READY, SENT, VALID, Top
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.loadgen import generate, produce
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin_client, reader, refresh_metadata
 from workers.base.mesh.client import MeshConfig
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
@@ -57,12 +57,10 @@ SECTION = "## End to end (raw → ready files → MESH)"
 
 
 async def plain_consume(settings: Settings, topic: str, expect: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
-    )
+    consumer = reader(settings, fetch_bytes=4 * 1024 * 1024, isolation_level="read_uncommitted")
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # a topic created moments ago
+        await refresh_metadata(consumer)  # a topic created moments ago
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -109,17 +107,12 @@ class Drained:
         self.first_commit: float | None = None
         # When the validator had committed all of raw: what follows is the later stages' tail.
         self.validator_done: float | None = None
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=1024,
-        )
+        self.consumer = reader(settings, fetch_bytes=1024)
 
     async def __aenter__(self) -> Drained:
         await self.admin.start()
         await self.consumer.start()
-        await self.consumer._client.force_metadata_update()  # topics created moments ago
+        await refresh_metadata(self.consumer)  # topics created moments ago
         self.partitions = {
             topic: [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or [])]
             for _, topic in self.stages

@@ -18,9 +18,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from vaxflow.dev import processes
+from workers.base.kafka import Bootstrap, admin_client
 from workers.base.paths import KAFKA_POM
 
 
@@ -226,7 +225,7 @@ async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int 
     while time.monotonic() < deadline:
         if pid is not None and not processes.alive(pid):
             raise ProvisionError("the Kafka broker exited during start-up; see its broker.log")
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = admin_client(Bootstrap(bootstrap), request_timeout_ms=3000)
         try:
             await admin.start()
             await admin.describe_cluster()

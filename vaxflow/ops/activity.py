@@ -18,13 +18,14 @@ from typing import Any
 
 import msgspec
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import AckOutcome, SentReceipt
 from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REDRIVE_LEDGER, REJECTED, SENT
+from workers.base.kafka import reader, refresh_metadata
 from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops.activity")
@@ -109,13 +110,7 @@ class ActivityReader:
             settings.topic(REDRIVE_LEDGER.name): self._redrive,
         }
         self.activity = Activity()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        self.consumer = reader(settings)
         self._assigned: set[TopicPartition] = set()
         self._started = False
 
@@ -134,7 +129,7 @@ class ActivityReader:
         wanted = set(self._assigned)
         missing = [t for t in self.topics if not self.consumer.partitions_for_topic(t)]
         if missing:
-            await self.consumer._client.force_metadata_update()
+            await refresh_metadata(self.consumer)
         for topic in self.topics:
             for p in self.consumer.partitions_for_topic(topic) or ():
                 wanted.add(TopicPartition(topic, p))

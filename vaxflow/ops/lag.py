@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (
@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from topics.catalogue import RAW, READY, VALID
 from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict, evaluate, group_status
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin_client, offsets_probe, partitions_of, reader
 from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops.lag")
@@ -157,14 +157,9 @@ class LagProbe:
         self.settings = settings
         self.fetch_timeout = fetch_timeout
         self.admin = admin_client(settings)
-        self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-        self.reader = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            # Kafka returns the first batch even when it is larger than this (KIP-74): one record is enough.
-            max_partition_fetch_bytes=64 * 1024,
-        )
+        self.offsets = offsets_probe(settings)
+        # One record per fetch is enough, and Kafka returns a first batch larger than this anyway.
+        self.reader = reader(settings, fetch_bytes=64 * 1024)
         self._partitions: dict[str, list[int]] = {}
         self._assigned: set[TopicPartition] = set()
         self._first: dict[TopicPartition, tuple[int, int, bool, int | None]] = {}
@@ -196,10 +191,7 @@ class LagProbe:
         known = self._partitions.get(topic)
         if known:
             return known
-        found = sorted(self.offsets.partitions_for_topic(topic) or [])
-        if not found:
-            await self.offsets._client.force_metadata_update()
-            found = sorted(self.offsets.partitions_for_topic(topic) or [])
+        found = [tp.partition for tp in await partitions_of(self.offsets, topic)]
         if found:
             self._partitions[topic] = found
         return found

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.pipeline import BatcherState, SentReceipt, ValidatorState, decode_origin
 from topics import headers as h
@@ -46,8 +46,8 @@ from topics.catalogue import BATCHER_STATE, SENT, VALIDATOR_STATE
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.lag import GroupMembers, coordinator_call, describe_group, pipeline_groups
 from vaxflow.ops.resend import ResendError, execute_resend, plan_resend
-from vaxflow.ops.scan import Meter, stream, topic_partitions
-from workers.base.kafka import admin_client
+from vaxflow.ops.scan import Meter, stream
+from workers.base.kafka import admin_client, group_committer, offsets_probe, partitions_of
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
 from workers.base.state_store import load_state
@@ -221,14 +221,13 @@ async def plan_replay(
         raise ReplayRefused("--resend applies to vaxflow's validator, batcher and uploader groups only")
     when = parse_datetime(to_datetime) if to_datetime is not None else None
     admin = admin_client(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = offsets_probe(settings)
     await admin.start()
     await consumer.start()
     try:
-        partitions = await topic_partitions(consumer, topic_name)
-        if not partitions:
+        tps = await partitions_of(consumer, topic_name)
+        if not tps:
             raise ReplayRefused(f"topic {topic_name} does not exist")
-        tps = [TopicPartition(topic_name, p) for p in partitions]
         members = await coordinator_call(lambda: describe_group(admin, gid))
         committed = await coordinator_call(lambda: admin.list_consumer_group_offsets(gid, partitions=tps))
         starts = await consumer.beginning_offsets(tps)
@@ -385,8 +384,7 @@ async def execute_replay(settings: Settings, plan: ReplayPlan, *, meter: Meter |
         )
     if plan.resend:
         await _lower_guards(settings, plan, meter)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=plan.group,
-                                enable_auto_commit=False)
+    consumer = group_committer(settings, plan.group)
     await consumer.start()
     try:
         tps = [TopicPartition(plan.topic, p.partition) for p in plan.partitions]

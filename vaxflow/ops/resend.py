@@ -33,7 +33,8 @@ from schemas.pipeline import ReadyFile, SentReceipt, encode_origin
 from topics import headers as h
 from topics.catalogue import READY
 from vaxflow.ops import ledger as ops_ledger
-from vaxflow.ops.scan import Meter, reader, stream, topic_partitions
+from vaxflow.ops.scan import Meter, stream
+from workers.base.kafka import partitions_of, reader
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
 from workers.batcher.archive import archive_path
@@ -76,7 +77,7 @@ async def find_ready_file(
     consumer = reader(settings)
     await consumer.start()
     try:
-        partitions = await topic_partitions(consumer, topic)
+        partitions = [tp.partition for tp in await partitions_of(consumer, topic)]
     finally:
         await consumer.stop()
     if not partitions:

@@ -11,10 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from workers.base.kafka import partitions_of, reader
 from workers.base.settings import Settings
 
 
@@ -65,23 +66,6 @@ class RichMeter:
             self._progress = None
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    found = consumer.partitions_for_topic(topic)
-    if not found:
-        await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-    return sorted(found or [])
-
-
-def reader(settings: Settings, *, fetch_bytes: int = 8 * 1024 * 1024) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=fetch_bytes,
-    )
-
-
 async def stream(
     settings: Settings,
     topic: str,
@@ -99,8 +83,10 @@ async def stream(
     consumer = reader(settings, fetch_bytes=fetch_bytes)
     await consumer.start()
     try:
-        wanted = partitions if partitions is not None else await topic_partitions(consumer, topic)
-        tps = [TopicPartition(topic, p) for p in wanted]
+        if partitions is None:
+            tps = await partitions_of(consumer, topic)
+        else:
+            tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return
         consumer.assign(tps)

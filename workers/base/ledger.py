@@ -32,7 +32,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin_client, reader
 from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ledger")
@@ -100,15 +100,8 @@ class SentLedger:
 
     async def start(self, metadata_wait: float = 15.0) -> None:
         """Assign every partition of the topic, waiting up to `metadata_wait` for a just-created one."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            # A receipt lists every origin of its file: up to the topic's 8 MiB per record.
-            max_partition_fetch_bytes=SENT.max_message_bytes + 1024 * 1024,
-        )
+        # A receipt lists every origin of its file: up to the topic's 8 MiB per record.
+        consumer = reader(self._settings, fetch_bytes=SENT.max_message_bytes + 1024 * 1024)
         await consumer.start()
         try:
             partitions = await topic_partitions(self._settings, self.topic, metadata_wait)

@@ -4,6 +4,9 @@ pydantic-settings does the parsing so that a bad value stops the process at star
 variable's name and the rule it broke, instead of failing later inside a worker loop.
 """
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -194,8 +197,35 @@ class Settings(BaseSettings):
         return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
 
 
+# `VAXFLOW_*` variables that are not settings of a vaxflow process: the MESH sandbox's own
+# configuration directory (read by vaxflow/dev/mesh_sandbox_app.py), and the test harness's.
+NOT_SETTINGS = frozenset({"VAXFLOW_MESH_SANDBOX_CONFIG"})
+NOT_SETTINGS_PREFIXES = ("VAXFLOW_TEST_",)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The `VAXFLOW_*` names in `environ` that no setting reads, each with the closest known name.
+
+    Without this check a misspelt variable is silently ignored and its setting keeps the default,
+    which for a security setting is the development value.
+    """
+    known = [f"VAXFLOW_{name.upper()}" for name in Settings.model_fields]
+    problems = []
+    for var in sorted(environ):
+        if not var.startswith("VAXFLOW_") or var in known or var in NOT_SETTINGS:
+            continue
+        if var.startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(var, known, n=1)
+        problems.append(f"  {var}: not a vaxflow setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return problems
+
+
 def load_settings() -> Settings:
     """Read and validate the environment, turning pydantic's error into one readable message."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SettingsError("unknown settings:\n" + "\n".join(unknown))
     try:
         return Settings()
     except ValidationError as exc:

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from workers.base.kafka import reader
 from workers.base.settings import Settings
 
 T = TypeVar("T")
@@ -20,12 +21,7 @@ async def load_state(settings: Settings, topic: str, partition: int, kind: type[
 
     Transaction markers occupy offsets too, so the step grows until a data record is found.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
+    consumer = reader(settings, fetch_bytes=16 * 1024 * 1024)
     decoder = msgspec.json.Decoder(kind)
     await consumer.start()
     try:

@@ -7,12 +7,13 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from workers.base.kafka import offsets_probe, partitions_of, reader
 from workers.base.settings import Settings
 
 
 async def _high_watermarks(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """End offsets as a read_uncommitted client sees them (every written record, markers or not)."""
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    probe = offsets_probe(settings)
     await probe.start()
     try:
         return dict(await probe.end_offsets(tps))
@@ -50,20 +51,10 @@ async def read_to_end(
     Transactions committed before the call are included even while their markers are in
     flight (see `settled_ends`).
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=64 * 1024 * 1024,
-        fetch_max_bytes=128 * 1024 * 1024,
-    )
+    consumer = reader(settings, fetch_bytes=64 * 1024 * 1024, fetch_max_bytes=128 * 1024 * 1024)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await partitions_of(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import Counter
 
@@ -50,7 +50,7 @@ from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
 from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
-from workers.base.kafka import transactional_producer
+from workers.base.kafka import reader, transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
@@ -207,12 +207,7 @@ class FileSource:
 
     async def _read_ledger(self, partitions: set[int], timeout: float = 30.0) -> dict[str, SourceFile]:
         """Every committed ledger entry (the topic is compacted: one per file content)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
+        consumer = reader(self._settings)
         await consumer.start()
         entries: dict[str, SourceFile] = {}
         try:
