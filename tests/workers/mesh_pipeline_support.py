@@ -36,7 +36,7 @@ from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
 from workers.base.runtime import Health, WorkerMain
 from workers.base.settings import Settings
-from workers.batcher.worker import local_id_for
+from schemas.batchkey import local_id_for
 
 _ENCODE = msgspec.json.Encoder()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from schemas.batchkey import encode_key
 from topics.catalogue import RAW
 from vaxflow.dev.samples import corrupt, make_event
 from workers.base.kafka import idempotent_producer
@@ -40,7 +41,7 @@ def generate(n: int, *, invalid_fraction: float = 0.05, seed: int = 0) -> Genera
             event = corrupt(rng, event)
             invalid.add(i)
         payloads.append(orjson.dumps(event))
-        keys.append(f"{event.get('vaccine_type')}|{event.get('sender_ods')}".encode())
+        keys.append(encode_key(str(event.get("vaccine_type")), str(event.get("sender_ods"))))
     return Generated(payloads, keys, frozenset(invalid))
 
 

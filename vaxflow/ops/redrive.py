@@ -29,6 +29,7 @@ import msgspec
 import orjson
 from aiokafka.structs import ConsumerRecord
 
+from schemas.batchkey import encode_key
 from schemas.pipeline import UploadFailure
 from topics import headers as h
 from topics.catalogue import DEADLETTER, RAW, READY, REJECTED, SENT
@@ -197,7 +198,7 @@ def _rejected_candidate(
     if not origin or record.value is None:
         report.not_redrivable["no origin header or no value"] += 1
         return None
-    key = f"{vaccine}|{sender}".encode() if vaccine and sender else record.key
+    key = encode_key(vaccine, sender) if vaccine and sender else record.key
     return Candidate(
         source=ops_ledger.coordinates(record.topic, record.partition, record.offset),
         target_topic=settings.topic(RAW.name),

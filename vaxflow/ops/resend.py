@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas.batchkey import local_id_for
 from schemas.filenames import parse_batch_file_name, part_file_name
 from schemas.pipeline import ReadyFile, SentReceipt, encode_origin
 from topics import headers as h
@@ -38,7 +39,6 @@ from workers.base.kafka import partitions_of, reader
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
 from workers.batcher.archive import archive_path
-from workers.batcher.worker import local_id_for
 
 _READY = msgspec.json.Decoder(ReadyFile)
 _ENCODE = msgspec.json.Encoder()

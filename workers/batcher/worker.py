@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
-import re
 import time
 
 import msgspec
@@ -28,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from schemas.batchfile import assemble_file, render_row
+from schemas.batchkey import decode_key, local_id_for
 from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
@@ -61,18 +59,9 @@ POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent
 
 _LEGACY = msgspec.json.Decoder(ValidEvent)
 _ENCODE = msgspec.json.Encoder()
-_KEY = re.compile(rb"([0-9A-Z]{1,20})\|([0-9A-Z]{1,12})")
 # How long a partition read to its end must go without records before the wall clock may close its
 # windows (or the grace period, if longer): longer than the validator's usual gap between commits.
 IDLE_BEFORE_WALL_CLOCK_MS = 1000
-
-
-@functools.lru_cache(maxsize=65536)  # a deployment has a few hundred (type, sender) keys
-def _batch_key(key: bytes | None) -> tuple[str, str]:
-    match = _KEY.fullmatch(key or b"")
-    if match is None:
-        raise ValueError("valid record without a VACCINE_TYPE|SENDER_ODS key")
-    return match[1].decode(), match[2].decode()
 
 
 def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
@@ -83,17 +72,12 @@ def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
     """
     value = rec.value or b""
     if value[:1] == b'"' and value[-1:] == b'"':
-        vaccine_type, sender_ods = _batch_key(rec.key)
+        vaccine_type, sender_ods = decode_key(rec.key)
         return vaccine_type, sender_ods, value
     if value[:1] == b"{":
         event = _LEGACY.decode(value)
         return event.vaccine_type, event.sender_ods, render_row(event.record)
     raise ValueError("valid record is neither a file row nor a ValidEvent")
-
-
-def local_id_for(file_name: str, content: bytes) -> str:
-    """MESH mex-localid: stable for the same file, so tracking can recognise it after a crash."""
-    return "vxf-" + hashlib.sha256(file_name.encode() + b"\0" + content).hexdigest()[:32]
 
 
 class Batcher:

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import Counter
 
 from schemas.batchfile import ParsedFile, ParsedRow, parse_only, read_file
+from schemas.batchkey import encode_key
 from schemas.delimited import TableError
 from schemas.event import RawEvent
 from schemas.fields import reason
@@ -387,7 +388,7 @@ class FileSource:
         producer = self._producer
         if producer is None:
             raise KafkaError("producer not connected")
-        key = f"{vaccine_type}|{sender_ods}".encode()
+        key = encode_key(vaccine_type, sender_ods)
         source_system = f"{STAGE}:{name}"[:_SOURCE_SYSTEM_MAX]
         row_text = _RowTexts(data, parsed)
         published = rejected = 0

@@ -16,6 +16,7 @@ from typing import Final
 
 import msgspec
 
+from schemas.batchkey import encode_key
 from schemas.columns import COLUMNS
 from schemas.event import RawEvent
 from schemas.fields import reason
@@ -50,7 +51,7 @@ class Line:
     @property
     def key(self) -> bytes:
         """The raw topic's key, so one batch key always lands on one partition."""
-        return f"{self.event.vaccine_type.upper()}|{self.event.sender_ods.upper()}".encode()
+        return encode_key(self.event.vaccine_type.upper(), self.event.sender_ods.upper())
 
 
 def _line_error(number: int, why: Reason, detail: str = "") -> LineError:

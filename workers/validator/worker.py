@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
+from schemas.batchkey import encode_key
 from schemas.fastpath import FAST_ROWS
 from schemas.permissions import Permissions, load_permissions
 from schemas.pipeline import ValidatorState, encode_origin
@@ -46,11 +47,6 @@ TXN_ABORTS = Counter("vaxflow_validator_transaction_aborts_total", "Aborted tran
 BATCH_SECONDS = Histogram("vaxflow_validator_batch_seconds", "Time to validate and commit one batch")
 
 _ENCODER = msgspec.json.Encoder()
-
-
-def key_of(vaccine_type: str, sender_ods: str) -> bytes:
-    """The valid topic's key: one batch key (vaccine type, sender) always lands on one partition."""
-    return f"{vaccine_type}|{sender_ods}".encode()
 
 
 class GuardedProducers(PartitionProducers):
@@ -109,7 +105,7 @@ async def process_partition(
                 await out.add(
                     valid_topic,
                     row,
-                    key=key_of(vaccine_type, sender_ods),
+                    key=encode_key(vaccine_type, sender_ods),
                     timestamp_ms=rec.timestamp,
                     headers=[(h.ORIGIN, origin)],
                 )
