@@ -1,6 +1,6 @@
 """How CPU per event, files and memory grow with partitions, senders and window length.
 
-The design brief (section 7) asks how the figures grow, not only what they are at one point, so
+docs/architecture.md ("Scale") asks how the figures grow, not only what they are at one point, so
 this script varies one factor at a time around a base and runs the real pipeline (validator and
 batcher as processes, the project's own broker) for each point:
   * partitions of the raw and valid topics (and of their state topics, which mirror them);

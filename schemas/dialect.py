@@ -2,7 +2,7 @@
 
 The NHS pipeline reads `|`-delimited UTF-8 (falling back to cp1252), but the public catalogue also
 mentions ¬-delimited files without saying which (spec digest section g). Rather than guess, the
-delimiter and encoding are a per-route setting (design brief section 3); the default is what the
+delimiter and encoding are a per-route setting (docs/architecture.md, "Files"); the default is what the
 receiver is known to accept. cp1252 exists because ¬ is one byte there and some providers hand in
 Windows-encoded files.
 """

@@ -1,7 +1,7 @@
 """The records that flow between vaxflow's workers after validation (what a file is, on the wire).
 
 An event's **origin** — its (partition, offset) in vaccination.events.raw — is its identity for
-exactly-once (design brief section 2): it travels in the `vaxflow.origin` header, inside every
+exactly-once (docs/architecture.md, "Identity"): it travels in the `vaxflow.origin` header, inside every
 file manifest, every sent receipt and every acknowledgement outcome, so any outcome can be
 traced back to the event that caused it.
 """

@@ -1,7 +1,7 @@
 """The row of a batch file as a typed value, and the reason a row or event was refused.
 
 Every shape that crosses a topic or a module boundary is a frozen msgspec Struct, so that it is
-decoded once at the edge and never travels as a loose dict (design brief section 2).
+decoded once at the edge and never travels as a loose dict (docs/architecture.md, "Identity").
 """
 
 import msgspec

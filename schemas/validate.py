@@ -2,7 +2,7 @@
 
 Both entry points never raise: whatever a producer sends must end either as a ValidEvent or on
 the rejected topic with reasons, and an exception would instead stall the consumer. The fast
-path is shaped for the common case of a valid event (design brief section 7): the generic
+path is shaped for the common case of a valid event (docs/architecture.md, "Scale"; decision 0014): the generic
 checks run over all free-text values at once in C (join, regex, map), and only when one of them
 fails does a per-field loop run to say which field failed.
 """

@@ -1,6 +1,6 @@
 """validator + batcher against the real broker: every event ends in exactly one place.
 
-The invariant checked in each test (design brief section 4): the origins of all events produced
+The invariant checked in each test (docs/architecture.md, "Exactly once"): the origins of all events produced
 to the raw topic are partitioned, without overlap and without gaps, into rows of ready files and
 records of the rejected topic; file names are never reused; every file reads back as valid.
 """

@@ -1,5 +1,5 @@
 """The uploader against the real broker and the real MESH sandbox: delivery, crash recovery,
-restart, dead letters and a MESH outage (design brief sections 4 and 5)."""
+restart, dead letters and a MESH outage (docs/architecture.md, "Exactly once" and "MESH")."""
 
 from __future__ import annotations
 
@@ -306,7 +306,7 @@ async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_onc
 async def test_dead_letters_are_redriven_after_the_routes_are_fixed_and_go_once(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
-    """Design brief 5 / issue 4: a recipient that does not exist -> dead letter, then redrive after a fix."""
+    """docs/architecture.md "MESH" / issue 4: a recipient that does not exist -> dead letter, then redrive after a fix."""
     routes = tmp_path / "routes.json"
 
     def write_routes(rsv_mailbox: str, with_mmr: bool) -> None:

@@ -8,7 +8,7 @@ Like `kafka-consumer-groups --reset-offsets`, with vaxflow's guarantees kept:
   next commit, and a worker that is running has its guard state loaded already);
 - refused when the target is ahead of the committed offset over records the group has not
   processed yet: that would lose events, not replay them;
-- the replay guards mean a replay never sends anything twice (design brief section 4):
+- the replay guards mean a replay never sends anything twice (docs/architecture.md, "Exactly once"; decision 0010):
   validator: raw records below `ValidatorState.processed_upto` are skipped;
   batcher: valid records below `BatcherState.watermark` or in its emitted ranges are skipped;
   uploader: files whose name is in the sent ledger are skipped.

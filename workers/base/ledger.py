@@ -2,7 +2,7 @@
 
 The topic is the only durable record of "this file went to MESH" (keyed by file name, one
 SentReceipt per file), so every process that needs the ledger rebuilds it from Kafka instead of
-keeping local state another instance could not see (design brief section 7). The uploader and the
+keeping local state another instance could not see (docs/architecture.md, "Scale"). The uploader and the
 ack reader share this reader:
 
 - the uploader reads it to the end at start and again on every partition assignment, because the

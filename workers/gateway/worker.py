@@ -12,7 +12,7 @@ Why it is shaped this way:
   a partial success would leave the caller to work out which lines to resend.
 - **202 means stored.** Records go to an idempotent producer with acks=all and the answer waits
   for every delivery; the body returns each event's origin (partition, offset), its identity
-  through the pipeline (design brief section 2). Kafka being down or slow is a 503 with
+  through the pipeline (docs/architecture.md, "Identity"). Kafka being down or slow is a 503 with
   Retry-After. A 503 after some deliveries succeeded cannot be undone (the gateway does not use a
   transaction per request, which would serialise all requests through one producer), so a retried
   request may duplicate events; callers that need exactly-once should produce to Kafka directly

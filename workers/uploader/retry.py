@@ -4,7 +4,7 @@ Exponential backoff with full jitter (each wait uniform between 0 and min(cap, i
 so that many uploaders recovering from the same MESH outage do not retry in lock-step; bounded both
 by attempts and by total time, so a file cannot block its partition for ever: when either bound is
 reached the last transient error is re-raised and the file is dead-lettered like a permanent
-failure (design brief section 5). Only `MeshTransientError` is retried; a permanent refusal fails
+failure (docs/architecture.md, "MESH"). Only `MeshTransientError` is retried; a permanent refusal fails
 the same way every time and must reach the dead-letter topic at once with its status and body.
 `MeshTLSError` (MESH's certificate not trusted) is not retried here: it says nothing about the file,
 so the worker holds the file outside these bounds until the configuration is fixed.

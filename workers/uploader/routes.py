@@ -1,7 +1,7 @@
 """The routing table: vaccine type -> (recipient MESH mailbox, workflow id).
 
 Which mailbox takes which vaccine is public (flu to the DPS mailbox, the rest to the Immunisation
-mailbox: design brief section 5); the workflow ids are allocated at MESH onboarding and are not,
+mailbox: docs/architecture.md, "MESH"); the workflow ids are allocated at MESH onboarding and are not,
 so the table is configuration (VAXFLOW_ROUTES_FILE) with sandbox defaults packaged beside this
 module. There is deliberately no catch-all entry: a vaccine type nobody routed is a permanent
 failure (the file goes to the dead-letter topic), because guessing a recipient for patient data is
