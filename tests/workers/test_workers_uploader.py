@@ -306,7 +306,7 @@ async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_onc
 async def test_dead_letters_are_redriven_after_the_routes_are_fixed_and_go_once(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
-    """docs/architecture.md "MESH" / issue 4: a recipient that does not exist -> dead letter, then redrive after a fix."""
+    """A recipient that does not exist -> dead letter, then redrive after a fix."""
     routes = tmp_path / "routes.json"
 
     def write_routes(rsv_mailbox: str, with_mmr: bool) -> None:

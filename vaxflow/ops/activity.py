@@ -9,7 +9,6 @@ reads only what is new, so the cost is proportional to the traffic, not to the t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import Counter
@@ -18,15 +17,14 @@ from typing import Any
 
 import msgspec
 import orjson
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import AckOutcome, SentReceipt
 from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REDRIVE_LEDGER, REJECTED, SENT
-from workers.base.kafka import reader, refresh_metadata
 from workers.base.settings import Settings
+from workers.base.topic_reader import TopicFollower
 
 log = logging.getLogger("vaxflow.ops.activity")
 
@@ -110,57 +108,25 @@ class ActivityReader:
             settings.topic(REDRIVE_LEDGER.name): self._redrive,
         }
         self.activity = Activity()
-        self.consumer = reader(settings)
-        self._assigned: set[TopicPartition] = set()
-        self._started = False
+        # Topics may be created after the service starts: the follower looks for them on each refresh.
+        self.follower = TopicFollower(settings, list(self.topics), self._route)
 
     async def start(self) -> None:
-        await self.consumer.start()
-        self._started = True
+        await self.follower.start()
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            with contextlib.suppress(KafkaError, OSError, RuntimeError):
-                await self.consumer.stop()
+        with contextlib.suppress(KafkaError, OSError, RuntimeError):
+            await self.follower.stop()
 
-    async def _assign(self) -> None:
-        """Pick up the topics' partitions (topics may be created after the service starts)."""
-        wanted = set(self._assigned)
-        missing = [t for t in self.topics if not self.consumer.partitions_for_topic(t)]
-        if missing:
-            await refresh_metadata(self.consumer)
-        for topic in self.topics:
-            for p in self.consumer.partitions_for_topic(topic) or ():
-                wanted.add(TopicPartition(topic, p))
-        if wanted != self._assigned:
-            new = wanted - self._assigned
-            self.consumer.assign(sorted(wanted))
-            if new:
-                await self.consumer.seek_to_beginning(*new)
-            self._assigned = wanted
+    def _route(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.topics[record.topic](record)
 
     async def refresh(self, timeout: float = 10.0) -> int:
-        """Read every partition up to its end as of now; returns the records applied."""
-        await self._assign()
-        if not self._assigned:
-            return 0
-        tps = sorted(self._assigned)
-        ends = await self.consumer.end_offsets(tps)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        applied = 0
-        while loop.time() < deadline:
-            behind = [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]
-            if not behind:
-                break
-            batch = await self.consumer.getmany(*behind, timeout_ms=200, max_records=5000)
-            for tp, records in batch.items():
-                handler = self.topics[tp.topic]
-                for record in records:
-                    handler(record)
-                    applied += 1
-        return applied
+        """Read every topic up to its end as of now (or for `timeout`); returns the records applied."""
+        before = self.follower.records_read
+        with contextlib.suppress(TimeoutError):  # the rest is read on the next refresh
+            await self.follower.catch_up(timeout)
+        return self.follower.records_read - before
 
     def _sent(self, record: ConsumerRecord[bytes, bytes]) -> None:
         name = (record.key or b"").decode("utf-8", "replace")

@@ -26,14 +26,15 @@ import logging
 from collections.abc import Iterator
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
-from workers.base.kafka import admin_client, reader
+from workers.base.kafka import admin_client
 from workers.base.settings import Settings
+from workers.base.topic_reader import TopicFollower
 
 log = logging.getLogger("vaxflow.ledger")
 
@@ -86,10 +87,7 @@ class SentLedger:
         self._keep_origins = keep_origins
         self._receipts: dict[str, SentReceipt] = {}
         self._by_local_id: dict[str, str] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-        self._lock = asyncio.Lock()
-        self.records_read = 0
+        self._follower: TopicFollower | None = None
 
     async def __aenter__(self) -> SentLedger:
         await self.start()
@@ -100,25 +98,26 @@ class SentLedger:
 
     async def start(self, metadata_wait: float = 15.0) -> None:
         """Assign every partition of the topic, waiting up to `metadata_wait` for a just-created one."""
-        # A receipt lists every origin of its file: up to the topic's 8 MiB per record.
-        consumer = reader(self._settings, fetch_bytes=SENT.max_message_bytes + 1024 * 1024)
-        await consumer.start()
-        try:
-            partitions = await topic_partitions(self._settings, self.topic, metadata_wait)
-            if not partitions:
-                raise LedgerError(f"ledger topic {self.topic} does not exist (run `vaxflow topics ensure`)")
-            self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(self._partitions)
-            await consumer.seek_to_beginning(*self._partitions)
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
+        partitions = await topic_partitions(self._settings, self.topic, metadata_wait)
+        if not partitions:
+            raise LedgerError(f"ledger topic {self.topic} does not exist (run `vaxflow topics ensure`)")
+        follower = TopicFollower(
+            self._settings, [self.topic], self._apply,
+            # A receipt lists every origin of its file: up to the topic's 8 MiB per record.
+            fetch_bytes=SENT.max_message_bytes + 1024 * 1024,
+            partitions=[TopicPartition(self.topic, p) for p in sorted(partitions)],
+        )
+        await follower.start()
+        self._follower = follower
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        if self._follower is not None:
+            await self._follower.stop()
+            self._follower = None
+
+    @property
+    def records_read(self) -> int:
+        return self._follower.records_read if self._follower is not None else 0
 
     async def catch_up(self, timeout: float = 60.0) -> int:
         """Read every partition up to the end offsets seen now; returns the records applied.
@@ -126,28 +125,15 @@ class SentLedger:
         Concurrent callers share one read (the lock), so an assignment callback and a poll loop
         cannot interleave their positions.
         """
-        consumer = self._consumer
-        if consumer is None:
+        follower = self._follower
+        if follower is None:
             raise RuntimeError("SentLedger used before start()")
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            end = await consumer.end_offsets(self._partitions)
-            applied = 0
-            while True:
-                behind = [tp for tp in self._partitions if await consumer.position(tp) < end[tp]]
-                if not behind:
-                    return applied
-                if loop.time() > deadline:
-                    raise LedgerError(f"could not read {self.topic} to its end within {timeout:.0f}s")
-                batch = await consumer.getmany(*behind, timeout_ms=500)
-                for records in batch.values():
-                    # Apply everything fetched, even past `end`: the consumer's position has moved
-                    # past these records, so dropping them here would lose them for good.
-                    for record in records:
-                        self._apply(record)
-                        applied += 1
-                self.records_read += sum(len(r) for r in batch.values())
+        before = follower.records_read
+        try:
+            await follower.catch_up(timeout)
+        except TimeoutError:
+            raise LedgerError(f"could not read {self.topic} to its end within {timeout:.0f}s") from None
+        return follower.records_read - before
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if record.key is None:

@@ -1,8 +1,17 @@
-"""Read a whole topic (as of now) with read_committed: for operator tools, the demo and tests."""
+"""Reading topics to their end with read_committed: the one reader of compacted topics.
+
+`TopicFollower` reads a set of topics up to their end offsets as of each `catch_up` and hands
+every record to the caller's `apply`, keeping its positions between calls: the sent ledger
+(uploader, ack reader, ops), the ops service's activity view and the file source's ledger are
+folds of compacted topics built on it. `read_to_end` is the one-shot form for operator tools, the
+demo and tests. (Operator scans of large ranges stream with progress in vaxflow/ops/scan.py; the
+replay guards read one partition's last state backwards in workers/base/state_store.py.)
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -43,6 +52,102 @@ async def settled_ends(
         await asyncio.sleep(0.05)
 
 
+Apply = Callable[[ConsumerRecord[bytes, bytes]], None]
+
+
+class TopicFollower:
+    """Reads `topics` to their end on each `catch_up`, applying every record in offset order per
+    partition. Use as `async with TopicFollower(settings, [topic], apply) as f: await f.catch_up()`.
+
+    Partitions are looked up again on every call, so topics (or partitions) created after the
+    start are picked up and read from their beginning; `partitions` fixes the set instead.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        apply: Apply,
+        *,
+        fetch_bytes: int = 8 * 1024 * 1024,
+        partitions: Sequence[TopicPartition] | None = None,
+        **overrides: object,
+    ) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self._apply = apply
+        self._fixed = list(partitions) if partitions is not None else None
+        self.consumer = reader(settings, fetch_bytes=fetch_bytes, **overrides)
+        self.assigned: list[TopicPartition] = []
+        self.records_read = 0
+        self._started = False
+        # An assignment callback and a poll loop may both ask for a catch-up: one read at a time,
+        # or they would interleave their positions.
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> TopicFollower:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.consumer.stop()
+
+    async def _assign(self) -> None:
+        if self._fixed is not None:
+            wanted = self._fixed
+        else:
+            wanted = [tp for topic in self.topics for tp in await partitions_of(self.consumer, topic)]
+        new = [tp for tp in wanted if tp not in set(self.assigned)]
+        if not new:
+            return
+        self.assigned = sorted({*self.assigned, *wanted})
+        self.consumer.assign(self.assigned)
+        await self.consumer.seek_to_beginning(*new)
+
+    async def catch_up(self, timeout: float = 60.0, *, settle: float = 0.0) -> dict[TopicPartition, int]:
+        """Read every partition up to its end offset as of the call; returns those end offsets.
+
+        Everything fetched is applied, even records past the end: the consumer's position has
+        moved past them, so dropping them here would lose them for good. With `settle`,
+        transactions committed just before the call are waited for (see `settled_ends`).
+        TimeoutError when the end is not reached within `timeout`.
+        """
+        if not self._started:
+            raise RuntimeError("TopicFollower used before start()")
+        async with self._lock:
+            await self._assign()
+            tps = self.assigned
+            if not tps:
+                return {}
+            if settle > 0:
+                ends = await settled_ends(self.consumer, self.settings, tps, settle)
+            else:
+                ends = dict(await self.consumer.end_offsets(tps))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                behind = [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]
+                if not behind:
+                    return ends
+                if loop.time() > deadline:
+                    names = ", ".join(sorted({tp.topic for tp in behind}))
+                    raise TimeoutError(f"could not read {names} to the end within {timeout:.0f}s")
+                batch = await self.consumer.getmany(*behind, timeout_ms=500, max_records=10000)
+                for records in batch.values():
+                    for record in records:
+                        self._apply(record)
+                    self.records_read += len(records)
+
+
 async def read_to_end(
     settings: Settings, topic: str, timeout: float = 120.0, settle: float = 2.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
@@ -51,23 +156,10 @@ async def read_to_end(
     Transactions committed before the call are included even while their markers are in
     flight (see `settled_ends`).
     """
-    consumer = reader(settings, fetch_bytes=64 * 1024 * 1024, fetch_max_bytes=128 * 1024 * 1024)
-    await consumer.start()
-    try:
-        tps = await partitions_of(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await settled_ends(consumer, settings, tps, settle)
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if loop.time() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f}s")
-            for records in (await consumer.getmany(timeout_ms=1000, max_records=10000)).values():
-                out.extend(r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)])
-        return out
-    finally:
-        await consumer.stop()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    follower = TopicFollower(
+        settings, [topic], out.append, fetch_bytes=64 * 1024 * 1024, fetch_max_bytes=128 * 1024 * 1024
+    )
+    async with follower:
+        ends = await follower.catch_up(timeout, settle=settle)
+    return [r for r in out if r.offset < ends[TopicPartition(r.topic, r.partition)]]

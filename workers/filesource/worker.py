@@ -39,6 +39,7 @@ from typing import Any, Final
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
 from schemas.batchfile import ParsedFile, ParsedRow, parse_only, read_file
@@ -51,10 +52,11 @@ from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
 from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
-from workers.base.kafka import reader, transactional_producer
+from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
+from workers.base.topic_reader import TopicFollower
 from workers.filesource.mesh_intake import MeshIntake, intake_config
 
 log = logging.getLogger("vaxflow.filesource")
@@ -208,29 +210,21 @@ class FileSource:
 
     async def _read_ledger(self, partitions: set[int], timeout: float = 30.0) -> dict[str, SourceFile]:
         """Every committed ledger entry (the topic is compacted: one per file content)."""
-        consumer = reader(self._settings)
-        await consumer.start()
         entries: dict[str, SourceFile] = {}
-        try:
-            async with asyncio.timeout(timeout):
-                tps = [TopicPartition(self._ledger_topic, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                end = await consumer.end_offsets(tps)  # read_committed: the last stable offset
-                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                    batch = await consumer.getmany(*tps, timeout_ms=500)
-                    for records in batch.values():
-                        for record in records:
-                            key = (record.key or b"").decode()
-                            if record.value is None:
-                                entries.pop(key, None)
-                                continue
-                            try:
-                                entries[key] = msgspec.json.decode(record.value, type=SourceFile)
-                            except msgspec.DecodeError:
-                                log.warning("unreadable ledger entry skipped", extra={"offset": record.offset})
-        finally:
-            await consumer.stop()
+
+        def apply(record: ConsumerRecord[bytes, bytes]) -> None:
+            key = (record.key or b"").decode()
+            if record.value is None:
+                entries.pop(key, None)
+                return
+            try:
+                entries[key] = msgspec.json.decode(record.value, type=SourceFile)
+            except msgspec.DecodeError:
+                log.warning("unreadable ledger entry skipped", extra={"offset": record.offset})
+
+        tps = [TopicPartition(self._ledger_topic, p) for p in sorted(partitions)]
+        async with TopicFollower(self._settings, [self._ledger_topic], apply, partitions=tps) as follower:
+            await follower.catch_up(timeout)
         return entries
 
     def candidates(self) -> list[Path]:
