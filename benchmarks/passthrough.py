@@ -19,6 +19,7 @@ import sys
 
 from topics.catalogue import RAW
 from workers.base.batch_send import BatchSender
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer, transactional_producer
 from workers.base.settings import Settings
 
@@ -43,16 +44,14 @@ async def relay(settings: Settings, stop: asyncio.Event) -> None:
             batch = await consumer.getmany(timeout_ms=500, max_records=settings.validator_max_batch)
             if not batch:
                 continue
-            async with producer.transaction():
-                out = BatchSender(producer)
+            # The workers' commit path (workers/base/checkpoint.py), so the floor pays what they pay.
+            async with Checkpoint(producer, group_id=group) as step:
+                out = step.sink(BatchSender(producer))
                 for records in batch.values():
                     for rec in records:
                         value = (rec.value or b"")[:ROW_BYTES]
                         await out.add(target, value, key=rec.key or b"", timestamp_ms=rec.timestamp, headers=())
-                await out.flush()
-                await producer.send_offsets_to_transaction(
-                    {tp: records[-1].offset + 1 for tp, records in batch.items()}, group
-                )
+                step.consumed({tp: records[-1].offset + 1 for tp, records in batch.items()})
     finally:
         await consumer.stop()
         await producer.stop()

@@ -21,6 +21,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from topics.catalogue import REDRIVE_LEDGER
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
@@ -97,8 +98,8 @@ def ops_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:
     )
 
 
-async def record(producer: AIOKafkaProducer, settings: Settings, entries: Iterable[RedriveEntry]) -> None:
-    """Append entries inside the caller's open transaction."""
+def record(step: Checkpoint, settings: Settings, entries: Iterable[RedriveEntry]) -> None:
+    """Append entries to the caller's checkpoint, after its outputs (workers/base/checkpoint.py)."""
     topic = settings.topic(REDRIVE_LEDGER.name)
     for entry in entries:
-        await producer.send(topic, encode_entry(entry), key=entry_key(entry).encode())
+        step.state(topic, encode_entry(entry), key=entry_key(entry).encode())

@@ -36,6 +36,7 @@ from topics.catalogue import DEADLETTER, RAW, READY, REJECTED, SENT
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.activity import deadletter_reason, rejection_reasons
 from vaxflow.ops.scan import Meter, Silent, stream
+from workers.base.checkpoint import Checkpoint
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
 
@@ -263,7 +264,7 @@ async def execute_redrive(
         for start in range(0, len(report.candidates), batch):
             chunk = report.candidates[start:start + batch]
             entries = []
-            async with producer.transaction():
+            async with Checkpoint(producer) as step:
                 for c in chunk:
                     identity = c.file_name or c.origin.decode()
                     counts[identity] += 1
@@ -274,7 +275,7 @@ async def execute_redrive(
                         (h.REDRIVE_COUNT, str(counts[identity]).encode()),
                         (ops_ledger.REDRIVE_FROM, c.source.encode()),
                     ]
-                    await producer.send(
+                    await step.produce(
                         c.target_topic, c.value, key=c.key, partition=c.target_partition, headers=headers
                     )
                     entries.append(
@@ -283,7 +284,7 @@ async def execute_redrive(
                             origin=c.origin.decode() or None, file_name=c.file_name, redrive_count=counts[identity],
                         )
                     )
-                await ops_ledger.record(producer, settings, entries)
+                ops_ledger.record(step, settings, entries)
             report.submitted += len(chunk)
             meter.advance(len(chunk))
     finally:

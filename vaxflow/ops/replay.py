@@ -47,6 +47,7 @@ from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.lag import GroupMembers, coordinator_call, describe_group, pipeline_groups
 from vaxflow.ops.resend import ResendError, execute_resend, plan_resend
 from vaxflow.ops.scan import Meter, stream
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import admin_client, group_committer, offsets_probe, partitions_of
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
@@ -414,7 +415,7 @@ async def _lower_guards(settings: Settings, plan: ReplayPlan, meter: Meter | Non
     producer = ops_ledger.ops_producer(settings, "replay")
     await producer.start()
     try:
-        async with producer.transaction():
+        async with Checkpoint(producer) as step:
             entries = []
             for row in plan.partitions:
                 state = await load_state(settings, state_topic, row.partition, kind)
@@ -427,13 +428,12 @@ async def _lower_guards(settings: Settings, plan: ReplayPlan, meter: Meter | Non
                         new = msgspec.structs.replace(state, watermark=guard.watermark, emitted=guard.emitted)
                 if new is None:
                     continue
-                await producer.send(state_topic, _ENCODE.encode(new), key=str(row.partition).encode(),
-                                    partition=row.partition)
+                step.state(state_topic, _ENCODE.encode(new), key=str(row.partition).encode(), partition=row.partition)
                 entries.append(ops_ledger.new_entry(
                     kind="replay-resend",
                     source=f"replay:{plan.group}:{row.partition}:{row.target}:{time.time():.0f}",
                     target_topic=state_topic,
                 ))
-            await ops_ledger.record(producer, settings, entries)
+            ops_ledger.record(step, settings, entries)
     finally:
         await producer.stop()

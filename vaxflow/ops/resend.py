@@ -35,6 +35,7 @@ from topics import headers as h
 from topics.catalogue import READY
 from vaxflow.ops import ledger as ops_ledger
 from vaxflow.ops.scan import Meter, stream
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import partitions_of, reader
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
@@ -179,16 +180,16 @@ async def execute_resend(settings: Settings, plan: ResendPlan, *, purpose: str =
     producer = ops_ledger.ops_producer(settings, purpose)
     await producer.start()
     try:
-        async with producer.transaction():
+        async with Checkpoint(producer) as step:
             f = plan.new_file
             ready = settings.topic(READY.name)
             headers = [(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else []
-            await producer.send(ready, _ENCODE.encode(f), key=f.file_name.encode(), headers=headers)
+            await step.produce(ready, _ENCODE.encode(f), key=f.file_name.encode(), headers=headers)
             entry = ops_ledger.new_entry(
                 kind="resend", source=plan.original.file_name, target_topic=ready, file_name=f.file_name,
                 resend_of=plan.original.file_name,
             )
-            await ops_ledger.record(producer, settings, [entry])
+            ops_ledger.record(step, settings, [entry])
     finally:
         await producer.stop()
 

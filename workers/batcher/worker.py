@@ -32,6 +32,7 @@ from schemas.filenames import part_file_name
 from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
 from topics import headers as h
 from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
 from workers.base.partition_producers import PartitionProducers, rewind
 from workers.base.private_files import write_private
@@ -202,17 +203,16 @@ class Batcher:
             closed=closed,
             parts=parts,
         )
-        producer = self.producers.producers[tp]
-        async with producer.transaction():
+        async with Checkpoint(self.producers.producers[tp], group_id=self.group) as step:
             for f in files:
-                await producer.send(
+                await step.produce(
                     self.ready_topic,
                     _ENCODE.encode(f),
                     key=f.file_name.encode(),
                     headers=[(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else [],
                 )
             for rec in poison:
-                await producer.send(
+                await step.produce(
                     self.rejected_topic,
                     rec.value,
                     key=b"",
@@ -223,9 +223,8 @@ class Batcher:
                     ),
                 )
                 POISON.inc()
-            await producer.send(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(),
-                                partition=tp.partition)
-            await producer.send_offsets_to_transaction({tp: windows.guard.watermark}, self.group)
+            step.state(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(), partition=tp.partition)
+            step.consumed({tp: windows.guard.watermark})
         for f in files:
             FILES.labels(f.vaccine_type).inc()
             ROWS.labels(f.vaccine_type).inc(f.rows)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -52,6 +52,7 @@ from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
 from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.runtime import Health
@@ -156,12 +157,6 @@ class _RowTexts:
             starts = [r.line for r in self._parsed.rows] + [len(self._lines) + 1]
             self._ends = {r.number: starts[i + 1] - 1 for i, r in enumerate(self._parsed.rows)}
         return "".join(self._lines[row.line - 1 : self._ends[row.number]]).rstrip("\r\n")
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a delivery outcome as seen, so an aborted file does not log 'exception never retrieved'."""
-    if not future.cancelled():
-        future.exception()
 
 
 class FileSource:
@@ -386,8 +381,7 @@ class FileSource:
         source_system = f"{STAGE}:{name}"[:_SOURCE_SYSTEM_MAX]
         row_text = _RowTexts(data, parsed)
         published = rejected = 0
-        futures: list[asyncio.Future[Any]] = []
-        async with producer.transaction():
+        async with Checkpoint(producer) as step:
             for row in parsed.rows:
                 reasons: Sequence[Reason] = row.reasons
                 if row.record is not None:
@@ -402,17 +396,13 @@ class FileSource:
                     )
                     if len(value) <= MAX_EVENT_BYTES:
                         headers = self._source_headers(name, sha, row)
-                        future = await producer.send(self._raw_topic, value, key=key, headers=headers)
-                        future.add_done_callback(_retrieve)
-                        futures.append(future)
+                        await step.produce(self._raw_topic, value, key=key, headers=headers)
                         published += 1
                         continue
                     # The validator would refuse it as too large; keep the file's own bytes instead.
                     reasons = [reason("event", "too_large")]
                 value, headers = self._dead_letter(name, sha, row, row_text(row), parsed.encoding, reasons)
-                future = await producer.send(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
-                future.add_done_callback(_retrieve)
-                futures.append(future)
+                await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
                 rejected += 1
             entry = SourceFile(
                 sha256=sha,
@@ -423,12 +413,7 @@ class FileSource:
                 rejected=rejected,
                 processed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            futures.append(await producer.send(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode()))
-            # Surface a failed delivery inside the transaction, so that it aborts instead of committing
-            # (every outcome is collected, so none is left as an unretrieved exception).
-            for failure in await asyncio.gather(*futures, return_exceptions=True):
-                if isinstance(failure, BaseException):
-                    raise failure
+            step.state(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode())
         return entry
 
     async def _archive(self, path: Path, sha: str) -> None:

@@ -54,6 +54,7 @@ from prometheus_client import Counter
 from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure, encode_origin
 from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
 from workers.base.ledger import SentLedger, encode_receipt
 from workers.base.mesh.client import (
@@ -474,15 +475,14 @@ class Uploader:
             recovered=delivery.recovered,
             resend_of=file.resend_of,
         )
-        producer = self.listener.producers[tp]
-        async with producer.transaction():
-            await producer.send_and_wait(
+        async with Checkpoint(self.listener.producers[tp], group_id=self.group) as step:
+            await step.produce(
                 self.sent_topic,
                 encode_receipt(receipt),
                 key=file.file_name.encode(),
                 headers=_origin_headers(rec, file),
             )
-            await producer.send_offsets_to_transaction({tp: rec.offset + 1}, self.group)
+            step.consumed({tp: rec.offset + 1})
         self.ledger.add(msgspec.structs.replace(receipt, origins=[]))
         FILES_SENT.labels(delivery.mailbox_to).inc()
         BYTES_SENT.labels(delivery.mailbox_to).inc(len(file.content))
@@ -539,17 +539,15 @@ class Uploader:
         log.error("undecodable ready record dead-lettered", extra={"partition": tp.partition, "offset": rec.offset})
 
     async def commit_only(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> None:
-        producer = self.listener.producers[tp]
-        async with producer.transaction():
-            await producer.send_offsets_to_transaction({tp: rec.offset + 1}, self.group)
+        async with Checkpoint(self.listener.producers[tp], group_id=self.group) as step:
+            step.consumed({tp: rec.offset + 1})
 
     async def _send_with_offset(
         self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], value: bytes, key: bytes, headers: h.Headers
     ) -> None:
-        producer = self.listener.producers[tp]
-        async with producer.transaction():
-            await producer.send_and_wait(self.deadletter_topic, value, key=key, headers=headers)
-            await producer.send_offsets_to_transaction({tp: rec.offset + 1}, self.group)
+        async with Checkpoint(self.listener.producers[tp], group_id=self.group) as step:
+            await step.produce(self.deadletter_topic, value, key=key, headers=headers)
+            step.consumed({tp: rec.offset + 1})
 
 
 def _origin_value(rec: ConsumerRecord[bytes, bytes], file: ReadyFile) -> bytes:

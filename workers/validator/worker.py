@@ -33,6 +33,7 @@ from schemas.validate import rejection_for, validate_event_row
 from topics import headers as h
 from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
 from workers.base.batch_send import BatchSender
+from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
 from workers.base.partition_producers import PartitionProducers, rewind
 from workers.base.runtime import Health
@@ -91,8 +92,8 @@ async def process_partition(
     valid_topic, rejected_topic = settings.topic(VALID.name), settings.topic(REJECTED.name)
     guard = producers.processed_upto.get(tp, 0)
     valid = rejected = skipped = 0
-    async with producer.transaction():
-        out = BatchSender(producer)
+    async with Checkpoint(producer, group_id=group_id) as step:
+        out = step.sink(BatchSender(producer))
         for rec in records:
             if rec.offset < guard:
                 skipped += 1  # already validated before an operator rewound the group (replay)
@@ -131,15 +132,14 @@ async def process_partition(
                     ),
                 )
                 rejected += 1
-        await out.flush()
         upto = max(guard, records[-1].offset + 1)
-        await producer.send(
+        step.state(
             settings.topic(VALIDATOR_STATE.name),
             _ENCODER.encode(ValidatorState(partition=tp.partition, processed_upto=upto)),
             key=str(tp.partition).encode(),
             partition=tp.partition,
         )
-        await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, group_id)
+        step.consumed({tp: records[-1].offset + 1})
     producers.processed_upto[tp] = upto
     VALIDATED.labels("valid").inc(valid)
     VALIDATED.labels("rejected").inc(rejected)
