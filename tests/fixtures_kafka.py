@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,17 +18,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import NewTopic
+from support.ports import free_port
 
 from topics.ensure import wait_until_ready
 from vaxflow.dev import kafka_broker
 from workers.base.kafka import admin_client
 from workers.base.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def create_topic(settings: Settings, prefix: str, partitions: int = 3, **configs: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
 
 from vaxflow.dev import mesh_sandbox as sandbox
 from workers.base.mesh.client import MeshClient, MeshConfig
 
 _STARTUPS: list[tuple[str, float]] = []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

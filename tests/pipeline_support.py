@@ -7,28 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from topics.ensure import ensure_topics
 from vaxflow.dev.loadgen import produce
 from workers.base.kafka import idempotent_producer
 from workers.base.runtime import Health, WorkerMain
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
-
-
-async def ensure(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await ensure_topics(admin, namespace=settings.topic_namespace)
-    finally:
-        await admin.close()
-
 
 read_all = read_to_end  # every committed record of a topic, up to the end offsets as of the call
 
@@ -85,25 +71,28 @@ class ProcessWorker:
         return None if self.proc is None else self.proc.returncode
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.5)
-
-
 async def produce_paced(
-    settings: Settings, payloads: list[bytes], keys: list[bytes], *, seconds: float, slices: int = 24
+    settings: Settings,
+    payloads: list[bytes],
+    keys: list[bytes],
+    *,
+    seconds: float,
+    slices: int = 24,
+    sent: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
-    """Produce in slices spread over `seconds`, so that kills land while events are still arriving."""
+    """Produce in slices spread over `seconds`, so that kills land while events are still arriving.
+
+    `sent` (if given) grows as each slice is acknowledged: len(sent) events, the first ones of
+    `payloads`, are on the raw topic at any instant (what a fault can measure as produced).
+    """
     producer = idempotent_producer(settings, linger_ms=20)
     await producer.start()
-    coords: list[tuple[int, int]] = []
+    coords: list[tuple[int, int]] = sent if sent is not None else []
     try:
         step = -(-len(payloads) // slices)
         for start in range(0, len(payloads), step):
-            coords += await produce(
-                settings, payloads[start:start + step], keys[start:start + step], producer=producer
+            coords.extend(
+                await produce(settings, payloads[start:start + step], keys[start:start + step], producer=producer)
             )
             await asyncio.sleep(seconds / slices)
     finally:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +9,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from vaxflow.ops.lag import group_lag
 from workers.base.kafka import admin_client
-from workers.base.runtime import Health, WorkerMain
 from workers.base.settings import Settings
 
 
@@ -28,18 +24,6 @@ def ops_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return base.model_copy(update=values)
-
-
-@asynccontextmanager
-async def running(main: WorkerMain, settings: Settings) -> AsyncIterator[Health]:
-    """A worker as an asyncio task, stopped gracefully (as the runtime stops it) on exit."""
-    stop, health = asyncio.Event(), Health()
-    task = asyncio.create_task(main(settings, stop, health))
-    try:
-        yield health
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
 
 
 async def offsets(settings: Settings, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:

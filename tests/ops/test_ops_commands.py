@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import typer
-from fixtures_kafka import free_port
-from pipeline_support import ensure
+from support.ports import free_port
+from support.topics import ensure
 from typer.testing import CliRunner
 
 from vaxflow.cli import ops as ops_cli

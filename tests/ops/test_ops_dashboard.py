@@ -17,11 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from fixtures_kafka import free_port
 from fixtures_mesh import MeshSandboxHandle
-from ops_support import ops_settings, running
-from pipeline_support import ensure
+from ops_support import ops_settings
 from pydantic import SecretStr
+from support.ports import free_port
+from support.topics import ensure
+from support.workers import running
 
 from topics.catalogue import RAW
 from vaxflow.dev.loadgen import generate, produce

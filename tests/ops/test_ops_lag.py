@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from ops_support import caught_up, ops_settings, running
-from pipeline_support import ensure, wait_for
+from ops_support import caught_up, ops_settings
+from support.topics import ensure
+from support.workers import running, wait_for
 
 from topics.catalogue import RAW, VALID
 from vaxflow.dev.loadgen import generate, produce

@@ -13,8 +13,10 @@ from pathlib import Path
 import msgspec
 import orjson
 import pytest
-from ops_support import caught_up, ops_settings, running
-from pipeline_support import ensure, read_all, wait_for
+from ops_support import caught_up, ops_settings
+from pipeline_support import read_all
+from support.topics import ensure
+from support.workers import running, wait_for
 
 from schemas.pipeline import ReadyFile, decode_origin
 from topics import headers as h

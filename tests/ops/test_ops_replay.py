@@ -9,9 +9,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from ops_support import caught_up, offsets, ops_settings, running
-from pipeline_support import ensure, read_all, wait_for
+from ops_support import caught_up, offsets, ops_settings
+from pipeline_support import read_all
 from prometheus_client import REGISTRY
+from support.topics import ensure
+from support.workers import running, wait_for
 
 from schemas.pipeline import ReadyFile
 from topics.catalogue import RAW, READY, REJECTED, VALID

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fixtures_mesh import MeshSandboxHandle, free_port, record_startup
+from fixtures_mesh import MeshSandboxHandle, record_startup
 from mesh_tls_support import make_pki
+from support.ports import free_port
 
 from vaxflow.dev import mesh_sandbox as sandbox
 from vaxflow.dev.mesh_sandbox import MailboxRole

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,20 +22,19 @@ from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
 
 from schemas.batchfile import render_file
+from schemas.batchkey import local_id_for
 from schemas.filenames import batch_file_name
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
 from schemas.validate import validate_record
-from topics.ensure import ensure_topics
 from vaxflow.dev.mesh_sandbox import MailboxRole
+from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
 from workers.base.kafka import admin_client, idempotent_producer
 from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
-from workers.base.runtime import Health, WorkerMain
 from workers.base.settings import Settings
-from schemas.batchkey import local_id_for
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -62,16 +60,6 @@ def pipeline_settings(
     }
     values.update(overrides)
     return Settings(**values)
-
-
-async def ensure(settings: Settings) -> None:
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        reports = await ensure_topics(admin, namespace=settings.topic_namespace)
-    finally:
-        await admin.close()
-    assert all(r.ok for r in reports), [r.drift for r in reports if not r.ok]
 
 
 # ---------------------------------------------------------------------------------- batch files
@@ -274,6 +262,35 @@ async def empty_inbox(client: MeshClient) -> int:
     return done
 
 
+RECIPIENTS = (MailboxRole.IMMUNISATION, MailboxRole.DPS)
+
+
+async def empty_recipient_inboxes(mesh: MeshSandboxHandle) -> int:
+    """Acknowledge what earlier tests left for NHS England, so every message a test reads back
+    from the recipients' inboxes afterwards is one its own workers sent."""
+    left = 0
+    for role in RECIPIENTS:
+        async with mesh.client(role) as client:
+            left += await empty_inbox(client)
+    return left
+
+
+class MeshReadBack(NhsSimulator):
+    """The simulated NHS England, also keeping the bytes of every message it downloaded from the
+    recipients' MESH inboxes (key: mailbox/message id/file name), for matching rows to events."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.downloaded: dict[str, bytes] = {}
+
+    def commit(self, record: ReceivedFile, data: bytes) -> None:
+        self.downloaded[f"{record.mailbox}/{record.message_id}/{record.file_name}"] = data
+        super().commit(record, data)
+
+    async def message_count(self) -> int:
+        return len(self.downloaded)
+
+
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     """A `read_topic(..., until=)` condition: a receipt (keyed by file name) for every one of `names`."""
     return lambda recs: {r.key.decode() for r in recs} >= names
@@ -300,37 +317,3 @@ async def assert_each_delivered_once(
                     receipts[f.file_name].message_id, f.local_id, "X26VXF001")
                 assert meta.total_chunks == chunks_of(f)
             await acknowledge_all(client, found)
-
-
-# ------------------------------------------------------------------------------------ workers
-
-
-@dataclass
-class RunningWorker:
-    task: asyncio.Task[None]
-    stop: asyncio.Event
-    health: Health
-
-
-@asynccontextmanager
-async def running(main: WorkerMain, settings: Settings, *, stop_timeout: float = 30.0) -> AsyncIterator[RunningWorker]:
-    """Run a worker as a task; on exit stop it gracefully and surface any error it raised."""
-    stop, health = asyncio.Event(), Health()
-    task = asyncio.create_task(main(settings, stop, health))
-    worker = RunningWorker(task, stop, health)
-    try:
-        yield worker
-    finally:
-        stop.set()
-        if not task.done():
-            await asyncio.wait_for(asyncio.shield(task), timeout=stop_timeout)
-    if not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)

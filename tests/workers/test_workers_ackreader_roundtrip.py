@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import (
-    FileFactory,
-    decoded,
-    ensure,
-    pipeline_settings,
-    produce_ready,
-    read_topic,
-    running,
-)
+from mesh_pipeline_support import FileFactory, decoded, pipeline_settings, produce_ready, read_topic
+from support.topics import ensure
+from support.workers import running
 
 from schemas.checkfile import main as check_file
 from schemas.pipeline import AckOutcome

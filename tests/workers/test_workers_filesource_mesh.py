@@ -16,8 +16,9 @@ from typing import Any, cast
 
 import pytest
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import empty_inbox, ensure
+from mesh_pipeline_support import empty_inbox
 from pydantic import SecretStr
+from support.topics import ensure
 
 from topics.catalogue import RAW
 from workers.base.mesh.client import MeshClient

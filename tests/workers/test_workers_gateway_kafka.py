@@ -25,11 +25,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from support.topics import ensure
 
 from topics.catalogue import RAW
-from topics.ensure import ensure_topics
 from vaxflow.dev.samples import make_event
-from workers.base.kafka import admin_client
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.gateway.tokens import TokenTable
@@ -44,15 +43,6 @@ JSON = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 def tokens() -> TokenTable:
     return TokenTable.from_json(orjson.dumps({"tokens": [{"client": "it", "token": TOKEN, "senders": ["*"]}]}))
-
-
-async def ensure(settings: Settings) -> None:
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await ensure_topics(admin, namespace=settings.topic_namespace)
-    finally:
-        await admin.close()
 
 
 async def ready(client: TestClient[Any, Any], timeout: float = 30.0) -> None:
@@ -149,7 +139,7 @@ async def test_ndjson_of_1000_events(client: TestClient[Any, Any], kafka_setting
 
 
 async def test_broker_unreachable_is_503(kafka_settings: Settings) -> None:
-    from fixtures_kafka import free_port
+    from support.ports import free_port
 
     settings = kafka_settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     app = create_app(settings, tokens=tokens(), health=Health())
@@ -224,7 +214,7 @@ async def test_process_serves_with_the_dev_token_and_exits_cleanly_on_sigterm(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     """`python -m workers.gateway`: the worker shape end to end, as an operator runs it."""
-    from fixtures_kafka import free_port
+    from support.ports import free_port
 
     await ensure(kafka_settings)
     port = free_port()

@@ -22,7 +22,7 @@ def _receipt(name: str, local_id: str) -> SentReceipt:
 
 
 async def test_ledger_rebuilds_catches_up_and_honours_tombstones(kafka_settings: Settings) -> None:
-    from mesh_pipeline_support import ensure
+    from support.topics import ensure
 
     await ensure(kafka_settings)
     topic = kafka_settings.topic(SENT.name)

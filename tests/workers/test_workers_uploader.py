@@ -17,16 +17,15 @@ from mesh_pipeline_support import (
     acknowledge_all,
     assert_each_delivered_once,
     decoded,
-    ensure,
     inbox_messages,
     pipeline_settings,
     produce_ready,
     read_topic,
     receipts_for,
-    running,
     wait_committed,
-    wait_for,
 )
+from support.topics import ensure
+from support.workers import running, wait_for
 
 from schemas.pipeline import SentReceipt, UploadFailure
 from topics import headers as h

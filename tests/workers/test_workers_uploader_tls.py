@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from fixtures_kafka import KafkaHandle
-from fixtures_mesh import MeshSandboxHandle, free_port, record_startup
+from fixtures_mesh import MeshSandboxHandle, record_startup
 from mesh_pipeline_support import (
     FileFactory,
     acknowledge_all,
@@ -37,16 +37,17 @@ from mesh_pipeline_support import (
     committed_offsets,
     decoded,
     end_offsets,
-    ensure,
     inbox_messages,
     pipeline_settings,
     produce_ready,
     read_topic,
     receipts_for,
-    running,
     wait_committed,
 )
 from mesh_tls_support import make_pki
+from support.ports import free_port
+from support.topics import ensure
+from support.workers import running
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import DEADLETTER, READY, SENT
