@@ -19,14 +19,18 @@ import msgspec
 import orjson
 import pytest
 from fixtures_kafka import KafkaHandle
-from pipeline_support import ProcessWorker, TaskWorker, ensure, produce_paced, read_all, settings_env, wait_for
+from mesh_pipeline_support import end_offsets
+from pipeline_support import ProcessWorker, TaskWorker, produce_paced, read_all, settings_env
+from support.placement import Fault, Placement, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
+from support.topics import ensure
+from support.workers import wait_for
 
 from schemas.batchfile import read_file
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
 from topics import headers as h
-from topics.catalogue import READY, REJECTED
+from topics.catalogue import READY, REJECTED, VALID
 from vaxflow.dev.loadgen import generate, produce
 from workers.base.runtime import WorkerMain
 from workers.base.settings import Settings
@@ -59,6 +63,44 @@ async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, 
     return files, rejected
 
 
+async def rejected_values(settings: Settings) -> list[bytes]:
+    """The rejected topic's values: the validator forwards each refused event's own bytes."""
+    return [r.value or b"" for r in await read_all(settings, settings.topic(REJECTED.name))]
+
+
+async def output_count(settings: Settings) -> int:
+    files, rejected = await outcome(settings)
+    return len(files) + len(rejected)
+
+
+async def no_more_output(settings: Settings) -> None:
+    """Nothing more reaches the ready or rejected topic for a window, its grace and 5 s more."""
+    await nothing_more_arrives(partial(output_count, settings), settle_seconds(settings), "ready files or rejections")
+
+
+async def measured(what: str, at: float, produced: int, settings: Settings, load: SentLoad) -> Fault:
+    """A fault's in-flight count: of the `produced` events on the raw topic when it was injected,
+    those in no ready file's rows and not rejected (read after a kill or hand-over, so a lower bound;
+    read just before a broker restart, which nothing can be read during)."""
+    files, _ = await outcome(settings)
+    placed = load.placed([f.content for f in files], await rejected_values(settings))
+    return Fault(what, at, produced, len(set(range(produced)) - placed))
+
+
+async def check_placed(
+    settings: Settings, payloads: list[bytes], invalid: frozenset[int], coords: list[tuple[int, int]]
+) -> Placement:
+    """Both checks: the workers' records (origins) and the files' own rows matched to what was sent."""
+    files, rejected = await outcome(settings)
+    check_exactly_once(files, rejected, coords, invalid)
+    placement = SentLoad(payloads, invalid).check(
+        {f"{n}:{f.file_name}": f.content for n, f in enumerate(files)}, await rejected_values(settings),
+        where="ready-file",
+    )
+    print(f"\n[exactly-once] {placement.summary()}")
+    return placement
+
+
 async def settled(settings: Settings, total: int) -> bool:
     files, rejected = await outcome(settings)
     return sum(f.rows for f in files) + len(rejected) >= total
@@ -78,12 +120,15 @@ def window_starts(first_ms: int, length_ms: int, count: int) -> list[str]:
     return [datetime.fromtimestamp((first_ms + length_ms * w) / 1000, UTC).isoformat() for w in range(count)]
 
 
-async def run_until_settled(settings: Settings, total: int, timeout: float = 120) -> None:
-    """Validator and batcher as tasks in this loop until all `total` events are placed."""
+async def run_until_settled(settings: Settings, total: int, timeout: float = 120, *, settle: bool = False) -> None:
+    """Validator and batcher as tasks in this loop until all `total` events are placed (and, with
+    `settle`, then for a settle period in which nothing more may arrive)."""
     validator = TaskWorker(run_validator, settings).start()
     batcher = TaskWorker(run_batcher, settings).start()
     try:
         await wait_for(partial(settled, settings, total), timeout, "all events in files or rejected")
+        if settle:
+            await no_more_output(settings)
     finally:
         await validator.close()
         await batcher.close()
@@ -122,9 +167,9 @@ async def test_validator_and_batcher_exactly_once(kafka_settings: Settings, tmp_
     await ensure(settings)
     load = generate(4000, invalid_fraction=0.05, seed=1)
     coords = await produce(settings, load.payloads, load.keys)
-    await run_until_settled(settings, len(coords))
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    await run_until_settled(settings, len(coords), settle=True)
+    await check_placed(settings, load.payloads, load.invalid, coords)
+    files, _ = await outcome(settings)
     assert any(f.part > 0 for f in files), "row cap should have split some window into parts"
     archived = list((tmp_path / "archive").rglob("*.csv"))
     assert len(archived) == len(files)
@@ -132,36 +177,41 @@ async def test_validator_and_batcher_exactly_once(kafka_settings: Settings, tmp_
 
 
 async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path: Path) -> None:
-    """Three SIGKILLs of each worker at random instants while 20,000 events arrive over ~12 s."""
+    """Three SIGKILLs of each worker at random instants while 20,000 events arrive (production is
+    paced to outlast the kills); at each kill, events produced and not yet placed are counted."""
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=1000)
     await ensure(settings)
     load = generate(20000, invalid_fraction=0.05, seed=2)
+    sent_load = SentLoad(load.payloads, load.invalid)
     env = settings_env(settings)
     workers = {
         name: ProcessWorker(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "batcher")
     }
     rng = random.Random(7)
-    kills: Counter[str] = Counter()
-    produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=12.0))
+    order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
+    rng.shuffle(order)
+    pauses = [rng.uniform(1.0, 4.0) for _ in order]
+    sent: list[tuple[int, int]] = []
+    seconds = sum(pauses) + 2 * len(order)  # each kill's measurement takes a moment too
+    produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent))
+    faults: list[Fault] = []
     try:
-        order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
-        rng.shuffle(order)
-        started, at = time.monotonic(), []
-        for name in order:
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
+        started = time.monotonic()
+        for name, pause in zip(order, pauses, strict=True):
+            await asyncio.sleep(pause)
+            produced, at = len(sent), time.monotonic() - started
             workers[name].kill()
-            kills[name] += 1
-            at.append(f"{name} {time.monotonic() - started:.1f}s{'' if produce_task.done() else ' (producing)'}")
             workers[name].start()
+            faults.append(await measured(f"kill {name}", at, produced, settings, sent_load))
         coords = await produce_task
         await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
+        await no_more_output(settings)
     finally:
         for worker in workers.values():
             worker.terminate()
-    print(f"\n[kill-test] kills: {', '.join(at)}")
-    assert kills == Counter({"validator": 3, "batcher": 3})
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    print(f"\n[kill-test] {'; '.join(map(str, faults))}")
+    assert_mid_stream(faults, len(load.payloads))
+    await check_placed(settings, load.payloads, load.invalid, coords)
 
 
 async def check_hand_over_midstream(
@@ -182,24 +232,38 @@ async def check_hand_over_midstream(
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=max_rows_per_file)
     await ensure(settings)
     load = generate(events, invalid_fraction=0.05, seed=seed)
+    sent_load = SentLoad(load.payloads, load.invalid)
     other = TaskWorker(staying, settings).start()
     first = TaskWorker(moving, settings).start()
     second: TaskWorker | None = None
+    sent: list[tuple[int, int]] = []
+    faults: list[Fault] = []
     try:
-        produce_task = asyncio.create_task(produce(settings, load.payloads, load.keys, window=300))
+        # Paced to outlast both hand-overs (as fast as possible, the load was all placed before the leave).
+        seconds = join_after + leave_after + 4
+        produce_task = asyncio.create_task(
+            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent)
+        )
+        started = time.monotonic()
         await asyncio.sleep(join_after)
+        produced, at = len(sent), time.monotonic() - started
         second = TaskWorker(moving, settings).start()
+        faults.append(await measured("second joins", at, produced, settings, sent_load))
         await asyncio.sleep(leave_after)
+        produced, at = len(sent), time.monotonic() - started
         await first.close()
+        faults.append(await measured("first leaves", at, produced, settings, sent_load))
         coords = await produce_task
         await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
+        await no_more_output(settings)
     finally:
         await other.close()
         await first.close()
         if second is not None:
             await second.close()
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    print(f"\n[hand-over] {'; '.join(map(str, faults))}")
+    assert_mid_stream(faults, len(load.payloads))
+    await check_placed(settings, load.payloads, load.invalid, coords)
 
 
 async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -229,19 +293,33 @@ async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Sett
     settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=3, max_rows_per_file=500)
     await ensure(settings)
     load = generate(10000, invalid_fraction=0.05, seed=4)
+    sent_load = SentLoad(load.payloads, load.invalid)
     coords = await produce(settings, load.payloads[:5000], load.keys[:5000])
     env = settings_env(settings)
     workers = [ProcessWorker(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "batcher")]
     try:
-        await asyncio.sleep(2)
+        started = time.monotonic()
+        # The outage starts once the validator's first transaction is in (not after a fixed sleep).
+        await wait_for(partial(validated_some, settings), 60, "the validator's first output")
+        at = time.monotonic() - started
+        # Measured just before the broker stops: read after it, the restart's seconds let the
+        # batcher's window close and every event is placed by then.
+        fault = await measured("broker restart", at, len(coords), settings, sent_load)
         await asyncio.to_thread(kafka.restart)
         coords += await produce(settings, load.payloads[5000:], load.keys[5000:])
         await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
+        await no_more_output(settings)
     finally:
         for worker in workers:
             worker.terminate()
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, load.invalid)
+    print(f"\n[broker-restart] {fault}")
+    assert_mid_stream([fault], len(load.payloads))
+    await check_placed(settings, load.payloads, load.invalid, coords)
+
+
+async def validated_some(settings: Settings) -> bool:
+    ends = [*(await end_offsets(settings, VALID.name)).values(), *(await end_offsets(settings, REJECTED.name)).values()]
+    return sum(ends) > 0
 
 
 async def test_poison_input_never_stalls_a_partition(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -265,9 +343,9 @@ async def test_poison_input_never_stalls_a_partition(kafka_settings: Settings, t
     payloads = [*poison, orjson.dumps(tricky), *good.payloads[1:]]
     keys = [b"FLU|YGM41"] * len(payloads)  # one partition: poison first, valid events behind it
     coords = await produce(settings, payloads, keys)
-    await run_until_settled(settings, len(coords))
-    files, rejected = await outcome(settings)
-    check_exactly_once(files, rejected, coords, frozenset(range(len(poison))))
+    await run_until_settled(settings, len(coords), settle=True)
+    await check_placed(settings, payloads, frozenset(range(len(poison))), coords)
+    files, _ = await outcome(settings)
     makers = {
         row.record.VACCINE_MANUFACTURER
         for f in files
