@@ -55,7 +55,7 @@ def test_a_longer_grace_is_also_the_idle_time(tmp_path: Path) -> None:
 def test_a_partition_handed_back_starts_its_idle_time_afresh(tmp_path: Path) -> None:
     batcher = _batcher(tmp_path)
     batcher.clock_for(TP, WALL_MS, got_records=True, at_end=True)
-    batcher.forget_partition(TP)
+    batcher.forget({TP})
     batcher.partitions[TP] = batcher.new_windows(None)
     batcher.partitions[TP].stream_time_ms = STREAM_MS
     later = WALL_MS + 5 * IDLE_BEFORE_WALL_CLOCK_MS

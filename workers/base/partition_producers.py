@@ -1,16 +1,26 @@
-"""One transactional producer per input partition, for consume-transform-produce without zombies.
+"""The assignment lifecycle of a consume-transform-produce worker: one transactional producer per
+input partition, and the worker's own per-partition state, kept in step with the assignment.
 
 aiokafka commits consumer offsets inside a transaction with the group id only (no generation
 fencing, KIP-447), so a worker that lost a partition in a rebalance could still commit a
 transaction for it. Giving each input partition its own transactional id means the new owner's
-`init_transactions` fences the old one: the classic pre-KIP-447 pattern, verified in
-tests/workers/test_workers_validator.py by killing and restarting workers mid-stream.
+`init_transactions` fences the old one: the classic pre-KIP-447 pattern, proven by the SIGKILL and
+rebalance tests in tests/workers/ (killing and restarting workers mid-stream).
+
+The order on assignment: producers first (fencing any zombie), then the worker's state is loaded
+(its replay guard, its windows, the sent ledger), and only then is the partition ready; records
+fetched for a partition that is not ready are rewound, never processed or skipped. On revocation:
+the worker finishes or hands back the work in hand, the producers stop, the state is forgotten.
+The validator, the batcher and the uploader each supply a `PartitionState`; the lifecycle is this
+one class.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -21,40 +31,72 @@ from workers.base.settings import Settings
 log = logging.getLogger("vaxflow.producers")
 
 
+class PartitionState:
+    """A worker's own state per assigned partition; the defaults are for a worker that keeps none."""
+
+    def is_loaded(self, tp: TopicPartition) -> bool:
+        return True
+
+    async def load(self, assigned: set[TopicPartition]) -> None:
+        """Read the state of newly assigned partitions (after their producers fenced any zombie)."""
+
+    @contextlib.asynccontextmanager
+    async def assigning(self, assigned: set[TopicPartition]) -> AsyncIterator[None]:
+        """Held around the producers' start and `load` (the uploader holds its partition locks)."""
+        yield
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Finish, or hand back, the work in hand of revoked partitions, before their producers stop."""
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        """Drop revoked partitions' state: the next owner loads it from Kafka."""
+
+
 class PartitionProducers(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Starts a producer when a partition is assigned, stops it when the partition is revoked.
+    """Starts a producer when a partition is assigned, stops it when the partition is revoked,
+    and keeps the worker's `PartitionState` in step (module docstring).
 
     `lock` is held by the batcher while a transaction is open, so a revocation waits for the
     transaction in flight to commit or abort before the partition is handed back (the validator,
     whose partitions commit independently, waits for its batches in hand instead).
     """
 
-    def __init__(self, settings: Settings, prefix: str, **producer_options: Any) -> None:
+    def __init__(
+        self, settings: Settings, prefix: str, state: PartitionState | None = None, **producer_options: Any
+    ) -> None:
         self._settings = settings
         self._prefix = prefix
         self._options = {"linger_ms": 20, "max_batch_size": 1024 * 1024, **producer_options}
+        self.state = state or PartitionState()
         self.lock = asyncio.Lock()
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self.on_assign: list[TopicPartition] = []
 
     def is_ready(self, tp: TopicPartition) -> bool:
-        """Whether `tp` may be processed now: its producer is up (subclasses add their own state).
+        """Whether `tp` may be processed now: its producer is up and the worker's state is loaded.
 
         Records fetched for a partition that is not ready are rewound, never processed or skipped.
         """
-        return tp in self.producers
+        return tp in self.producers and self.state.is_loaded(tp)
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._prefix}-{tp.topic}-{tp.partition}"
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.state.release(revoked)
         async with self.lock:
             for tp in revoked:
                 producer = self.producers.pop(tp, None)
                 if producer is not None:
                     await producer.stop()
+        self.state.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.state.assigning(assigned):
+            await self._start_producers(assigned)  # init_transactions fences zombies before the state is read
+            await self.state.load(assigned)
+
+    async def _start_producers(self, assigned: set[TopicPartition]) -> None:
         """Start the new partitions' producers together: the group waits for this callback, and
         one after another (a coordinator lookup and init_transactions each) it grew with the
         partition count — 0.2 s for six on a warm broker here, 0.65 s on a cold one."""

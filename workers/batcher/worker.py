@@ -34,7 +34,7 @@ from topics import headers as h
 from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
-from workers.base.partition_producers import PartitionProducers, rewind
+from workers.base.partition_producers import PartitionProducers, PartitionState, rewind
 from workers.base.private_files import write_private
 from workers.base.runtime import Health
 from workers.base.settings import Settings
@@ -81,7 +81,7 @@ def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
     raise ValueError("valid record is neither a file row nor a ValidEvent")
 
 
-class Batcher:
+class Batcher(PartitionState):
     """Per-process state: the windows of the partitions this instance owns."""
 
     def __init__(self, settings: Settings) -> None:
@@ -95,7 +95,10 @@ class Batcher:
         self.archive = settings.archive_dir or settings.dev_home / "archive"
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
         self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
-        self.producers = _Listener(self)
+        self.producers = PartitionProducers(
+            settings, prefix=self.group, state=self,
+            max_request_size=2 * settings.max_bytes_per_file + 4 * 1024 * 1024,
+        )
         self.key_labels: set[tuple[str, str, str]] = set()
         # Wall-clock ms of each partition's last poll that brought records (see clock_for).
         self.records_at: dict[TopicPartition, int] = {}
@@ -253,43 +256,28 @@ class Batcher:
             KEY_HELD.remove(*labels)
         self.key_labels = set(current)
 
-    def forget_partition(self, tp: TopicPartition) -> None:
-        self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
-        self.poison.pop(tp, None)
-        self.records_at.pop(tp, None)
-        for gauge in (HELD, OPEN):
-            with contextlib.suppress(KeyError):
-                gauge.remove(str(tp.partition))
+    # ------------------------------------------------------- the assignment (PartitionState)
 
+    def is_loaded(self, tp: TopicPartition) -> bool:
+        return tp in self.partitions
 
-class _Listener(PartitionProducers):
-    """Partition producers plus the batcher's windows: both follow the assignment."""
-
-    def __init__(self, batcher: Batcher) -> None:
-        super().__init__(
-            batcher.settings,
-            prefix=batcher.group,
-            max_request_size=2 * batcher.settings.max_bytes_per_file + 4 * 1024 * 1024,
-        )
-        self.batcher = batcher
-
-    def is_ready(self, tp: TopicPartition) -> bool:
-        return super().is_ready(tp) and tp in self.batcher.partitions
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await super().on_partitions_revoked(revoked)
-        for tp in revoked:
-            self.batcher.forget_partition(tp)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await super().on_partitions_assigned(assigned)
-        states = await load_states(self.batcher.settings, self.batcher.state_topic, assigned, BatcherState)
-        for tp, state in states.items():
-            self.batcher.partitions[tp] = self.batcher.new_windows(state)
+    async def load(self, assigned: set[TopicPartition]) -> None:
+        """Each new partition's windows, restored from its last committed state."""
+        for tp, state in (await load_states(self.settings, self.state_topic, assigned, BatcherState)).items():
+            self.partitions[tp] = self.new_windows(state)
             log.info(
                 "partition assigned",
                 extra={"partition": tp.partition, "watermark": state.watermark if state else None},
             )
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
+            self.poison.pop(tp, None)
+            self.records_at.pop(tp, None)
+            for gauge in (HELD, OPEN):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(tp.partition))
 
 
 async def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:

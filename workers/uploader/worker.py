@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -67,7 +68,7 @@ from workers.base.mesh.client import (
     chunk_count,
 )
 from workers.base.mesh.settings import own_mailbox_config
-from workers.base.partition_producers import PartitionProducers
+from workers.base.partition_producers import PartitionProducers, PartitionState
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.uploader.retry import Sleep, upload_retrying
@@ -184,7 +185,9 @@ class Uploader:
         # Set when a partition is revoked; a batch in progress holds the event it started with.
         self.halts: dict[TopicPartition, asyncio.Event] = {}
         self.locks: dict[TopicPartition, asyncio.Lock] = {}
-        self.listener = _Listener(self)
+        self.listener = PartitionProducers(
+            settings, prefix=self.group, state=_HandOver(self), linger_ms=0, max_request_size=PRODUCE_BYTES
+        )
         # A single file may retry for upload_max_seconds; the group must not evict us meanwhile.
         self.max_poll_interval_ms = int(max(300.0, settings.upload_max_seconds * 2 + 120.0) * 1000)
 
@@ -570,24 +573,15 @@ def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         log.debug("seek skipped: partition no longer assigned", extra={"partition": tp.partition})
 
 
-class _Listener(PartitionProducers):
-    """Transactional producer per ready partition, plus the uploader's own hand-over rules."""
+class _HandOver(PartitionState):
+    """The uploader's hand-over rules: an attempt in flight finishes before its partition goes, and
+    a new partition's files wait until its producer exists and the sent ledger is read to its end."""
 
     def __init__(self, uploader: Uploader) -> None:
-        super().__init__(uploader.settings, prefix=uploader.group, linger_ms=0, max_request_size=PRODUCE_BYTES)
         self.uploader = uploader
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            halt = self.uploader.halts.pop(tp, None)
-            if halt is not None:
-                halt.set()  # a backoff wait gives up at once
-        for tp in revoked:
-            async with self.uploader.lock_for(tp):
-                pass  # the attempt in flight finishes and records its outcome before we let go
-        await super().on_partitions_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+    @contextlib.asynccontextmanager
+    async def assigning(self, assigned: set[TopicPartition]) -> AsyncIterator[None]:
         # The fetcher may hand out records of these partitions before this callback ends; holding
         # their locks makes processing wait until the producer exists and the ledger is read.
         for tp in assigned:
@@ -595,13 +589,24 @@ class _Listener(PartitionProducers):
         async with contextlib.AsyncExitStack() as held:
             for tp in sorted(assigned):
                 await held.enter_async_context(self.uploader.lock_for(tp))
-            await super().on_partitions_assigned(assigned)  # init_transactions fences a previous owner
-            applied = await self.uploader.ledger.catch_up()
+            yield
+
+    async def load(self, assigned: set[TopicPartition]) -> None:
+        applied = await self.uploader.ledger.catch_up()
         log.info(
             "partitions assigned; ledger read to its end",
             extra={"partitions": sorted(tp.partition for tp in assigned), "ledger_records": applied,
                    "ledger_files": len(self.uploader.ledger)},
         )
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            halt = self.uploader.halts.pop(tp, None)
+            if halt is not None:
+                halt.set()  # a backoff wait gives up at once
+        for tp in revoked:
+            async with self.uploader.lock_for(tp):
+                pass  # the attempt in flight finishes and records its outcome before we let go
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:

@@ -35,7 +35,7 @@ from topics.catalogue import RAW, REJECTED, VALID, VALIDATOR_STATE
 from workers.base.batch_send import BatchSender
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
-from workers.base.partition_producers import PartitionProducers, rewind
+from workers.base.partition_producers import PartitionProducers, PartitionState, rewind
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.base.state_store import load_states
@@ -50,39 +50,39 @@ BATCH_SECONDS = Histogram("vaxflow_validator_batch_seconds", "Time to validate a
 _ENCODER = msgspec.json.Encoder()
 
 
-class GuardedProducers(PartitionProducers):
-    """Partition producers plus the replay guard of each assigned raw partition."""
+class ReplayGuards(PartitionState):
+    """The replay guard of each assigned raw partition, and the batch each has in hand."""
 
-    def __init__(self, settings: Settings, prefix: str) -> None:
-        super().__init__(settings, prefix=prefix)
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processed_upto: dict[TopicPartition, int] = {}
         # The batch each partition has in hand (validating or committing); at most one per partition.
         self.in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
 
-    def is_ready(self, tp: TopicPartition) -> bool:
-        return super().is_ready(tp) and tp in self.processed_upto
+    def is_loaded(self, tp: TopicPartition) -> bool:
+        return tp in self.processed_upto
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def load(self, assigned: set[TopicPartition]) -> None:
+        topic = self.settings.topic(VALIDATOR_STATE.name)
+        for tp, state in (await load_states(self.settings, topic, assigned, ValidatorState)).items():
+            self.processed_upto[tp] = state.processed_upto if state else 0
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
         # A batch in hand finishes (commits or aborts) while the partition is still ours; its
         # outcome, a fencing error included, is collected by the poll loop.
         pending = [task for tp, task in self.in_flight.items() if tp in revoked]
         await asyncio.gather(*pending, return_exceptions=True)
-        await super().on_partitions_revoked(revoked)
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.processed_upto.pop(tp, None)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await super().on_partitions_assigned(assigned)  # fences zombies before the state is read
-        topic = self.settings.topic(VALIDATOR_STATE.name)
-        for tp, state in (await load_states(self.settings, topic, assigned, ValidatorState)).items():
-            self.processed_upto[tp] = state.processed_upto if state else 0
 
 
 async def process_partition(
     records: Sequence[ConsumerRecord[bytes, bytes]],
     tp: TopicPartition,
-    producers: GuardedProducers,
+    producers: PartitionProducers,
+    guards: ReplayGuards,
     settings: Settings,
     permissions: Permissions,
     group_id: str,
@@ -90,7 +90,7 @@ async def process_partition(
     """Validate one partition's batch and publish the results, the guard and its offset, atomically."""
     producer = producers.producers[tp]
     valid_topic, rejected_topic = settings.topic(VALID.name), settings.topic(REJECTED.name)
-    guard = producers.processed_upto.get(tp, 0)
+    guard = guards.processed_upto.get(tp, 0)
     valid = rejected = skipped = 0
     async with Checkpoint(producer, group_id=group_id) as step:
         out = step.sink(BatchSender(producer))
@@ -140,7 +140,7 @@ async def process_partition(
             partition=tp.partition,
         )
         step.consumed({tp: records[-1].offset + 1})
-    producers.processed_upto[tp] = upto
+    guards.processed_upto[tp] = upto
     VALIDATED.labels("valid").inc(valid)
     VALIDATED.labels("rejected").inc(rejected)
     VALIDATED.labels("replay_skipped").inc(skipped)
@@ -150,7 +150,8 @@ async def _one_partition(
     consumer: AIOKafkaConsumer,
     tp: TopicPartition,
     records: list[ConsumerRecord[bytes, bytes]],
-    producers: GuardedProducers,
+    producers: PartitionProducers,
+    guards: ReplayGuards,
     settings: Settings,
     permissions: Permissions,
     group_id: str,
@@ -162,7 +163,7 @@ async def _one_partition(
         return
     try:
         with BATCH_SECONDS.time():
-            await process_partition(records, tp, producers, settings, permissions, group_id)
+            await process_partition(records, tp, producers, guards, settings, permissions, group_id)
     except ProducerFenced:
         raise  # another instance owns this partition now: this one is a zombie
     except KafkaError:
@@ -182,8 +183,9 @@ def _collect(in_flight: dict[TopicPartition, asyncio.Task[None]]) -> None:
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     permissions = load_permissions(settings.permissions_file)
     group_id = settings.group(settings.validator_group)
-    producers = GuardedProducers(settings, prefix=group_id)
-    in_flight = producers.in_flight
+    guards = ReplayGuards(settings)
+    producers = PartitionProducers(settings, prefix=group_id, state=guards)
+    in_flight = guards.in_flight
     consumer = committed_consumer(settings, group_id=group_id, max_partition_fetch_bytes=4 * 1024 * 1024)
     consumer.subscribe([settings.topic(RAW.name)], listener=producers)
     await consumer.start()
@@ -209,7 +211,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             health.progress()
             for tp, records in batch.items():
                 in_flight[tp] = asyncio.create_task(
-                    _one_partition(consumer, tp, records, producers, settings, permissions, group_id)
+                    _one_partition(consumer, tp, records, producers, guards, settings, permissions, group_id)
                 )
             if in_flight and not batch:
                 await asyncio.wait(in_flight.values(), timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
