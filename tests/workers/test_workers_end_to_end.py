@@ -3,9 +3,12 @@
 50,000 events (all seed vaccine types, many senders, 5% invalid) go raw -> validator -> batcher ->
 uploader -> MESH -> simulated NHS England -> InfAck/BusAck -> ackreader. Checked: every event ends
 in exactly one place (a row of a file MESH accepted, the rejected topic, or a dead-lettered file:
-one vaccine type is routed to a mailbox MESH does not know, so all three are used); no origin is
-in two files; no file name reaches NHS England twice; every file NHS England received passes
-`vaxflow check-file`; every file is acknowledged.
+one vaccine type is routed to a mailbox MESH does not know, so all three are used), decided both
+from the workers' records and from the files read back from the recipients' MESH inboxes, each row
+matched to its event by UNIQUE_ID_URI + UNIQUE_ID (support.placement); nothing more arrives in MESH
+for a settle period after the last file; no origin is in two files; no file name reaches NHS
+England twice; every file NHS England received passes `vaxflow check-file`; every file is
+acknowledged.
 """
 
 from __future__ import annotations
@@ -21,18 +24,22 @@ import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import empty_inbox, ensure, pipeline_settings, running
+from mesh_pipeline_support import MeshReadBack, empty_inbox, empty_recipient_inboxes, pipeline_settings
 from pipeline_support import ProcessWorker, produce_paced, settings_env
+from support.placement import Fault, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
+from support.topics import ensure
+from support.workers import running
 
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
-from topics.catalogue import DEADLETTER
+from topics.catalogue import DEADLETTER, REJECTED
 from vaxflow.dev.demo import outcome
 from vaxflow.dev.loadgen import generate, produce
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.dev.nhs_sim.worker import PROCESSED, NhsSimulator, kept_file
+from vaxflow.dev.nhs_sim.worker import PROCESSED, kept_file
 from workers.ackreader import worker as ackreader
 from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
 from workers.batcher import worker as batcher
 from workers.uploader import worker as uploader
@@ -41,6 +48,15 @@ from workers.validator import worker as validator
 pytestmark = pytest.mark.integration
 
 EVENTS = 50_000
+
+
+async def rejected_values(settings: Settings) -> list[bytes]:
+    return [r.value or b"" for r in await read_to_end(settings, settings.topic(REJECTED.name))]
+
+
+async def dead_lettered(settings: Settings) -> list[UploadFailure]:
+    return [msgspec.json.decode(r.value or b"", type=UploadFailure)
+            for r in await read_to_end(settings, settings.topic(DEADLETTER.name))]
 
 
 async def test_fifty_thousand_events_end_in_exactly_one_place(
@@ -58,8 +74,10 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
         nhs_sim_files_dir=tmp_path / "received", routes_file=tmp_path / "routes.json",
     )
     await ensure(settings)
+    print(f"\n[e2e] acknowledged {await empty_recipient_inboxes(mesh_sandbox)} messages earlier tests left")
     load = generate(EVENTS, invalid_fraction=0.05, seed=50)
-    sim = NhsSimulator(settings)
+    sent = SentLoad(load.payloads, load.invalid)
+    sim = MeshReadBack(settings)
     sim_stop = asyncio.Event()
     sim_task = asyncio.create_task(sim.run(sim_stop, Health()))
     loop = asyncio.get_running_loop()
@@ -82,11 +100,19 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
                     break
                 assert loop.time() < deadline, f"{len(origins - placed)} events unplaced after 600 s"
                 await asyncio.sleep(2)
+            settle = settle_seconds(settings)
+            await nothing_more_arrives(sim.message_count, settle, "MESH messages")
     finally:
         sim_stop.set()
         await asyncio.wait_for(sim_task, 60)
     print(f"\n[e2e] {EVENTS} events placed and acknowledged in {loop.time() - started:.0f}s; "
-          f"{len(result['files'])} files")
+          f"{len(result['files'])} files; nothing more arrived in MESH for {settle:.0f}s")
+    dead_files = await dead_lettered(settings)
+    placement = sent.check(
+        sim.downloaded, await rejected_values(settings),
+        {f"{n}:{f.file.file_name}": f.file.content for n, f in enumerate(dead_files)},
+    )
+    print(f"[e2e] read back from MESH: {placement.summary()}")
 
     in_files, rejected, dead = result["in_files"], result["rejected"], result["dead_lettered"]
     print(f"[e2e] in sent files {len(in_files)}, rejected {len(rejected)}, in dead-lettered files {len(dead)}")
@@ -96,9 +122,9 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
     assert not (rejected & dead), "an event is both rejected and in a dead-lettered file"
     assert set(in_files) | rejected | dead == origins
     assert len(rejected) == len(load.invalid)
-    dead_files = [msgspec.json.decode(r.value or b"", type=UploadFailure)
-                  for r in await read_to_end(settings, settings.topic(DEADLETTER.name))]
     assert dead_files
+    assert len(placement.in_files) == len(in_files)
+    assert len(placement.dead_lettered) == len(dead)
     assert {f.file.vaccine_type for f in dead_files} == {"PERTUSSIS"}
     assert all(f.status == 417 for f in dead_files)  # MESH: unregistered recipient, not retried
     assert sum(f.file.rows for f in dead_files) == len(dead)  # each origin in one dead file only
@@ -122,44 +148,55 @@ async def test_sigkill_every_worker_with_mesh(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
 ) -> None:
     """Validator, batcher and uploader as processes, SIGKILLed at random instants (three kills of
-    each) while 10,000 events arrive over ~12 s and flow to the sandbox: nothing lost, no origin in
-    two files NHS England received, no file name received twice."""
+    each) while 10,000 events arrive (paced to outlast the kills) and flow to the sandbox; at each
+    kill, events produced and not yet in MESH are counted. Nothing lost, every row read back from
+    MESH matched to one event, no file name received twice."""
     settings = pipeline_settings(
         kafka, namespace, mesh_sandbox,
         window_seconds=3, grace_seconds=1, max_rows_per_file=300,
         archive_dir=tmp_path / "archive", dev_home=tmp_path,
     )
     await ensure(settings)
+    print(f"\n[kill-mesh] acknowledged {await empty_recipient_inboxes(mesh_sandbox)} messages earlier tests left")
     load = generate(10_000, invalid_fraction=0.05, seed=77)
+    sent_load = SentLoad(load.payloads, load.invalid)
     env = settings_env(settings)
     workers = {n: ProcessWorker(n, env, tmp_path / f"{n}.log").start() for n in ("validator", "batcher", "uploader")}
-    sim = NhsSimulator(settings)
+    sim = MeshReadBack(settings)
     sim_stop = asyncio.Event()
     sim_task = asyncio.create_task(sim.run(sim_stop, Health()))
     rng = random.Random(11)
-    kills: Counter[str] = Counter()
+    order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
+    rng.shuffle(order)
+    pauses = [rng.uniform(0.5, 3.0) for _ in order]
+    sent: list[tuple[int, int]] = []
+    faults: list[Fault] = []
     loop = asyncio.get_running_loop()
     try:
-        produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=12.0))
-        order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
-        rng.shuffle(order)
-        started, at = loop.time(), []
-        for name in order:
-            await asyncio.sleep(rng.uniform(0.5, 3.0))
+        seconds = sum(pauses) + len(order)  # each kill's measurement takes a moment too
+        produce_task = asyncio.create_task(
+            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent)
+        )
+        started = loop.time()
+        for name, pause in zip(order, pauses, strict=True):
+            await asyncio.sleep(pause)
+            produced, at = len(sent), loop.time() - started
             workers[name].kill()
-            kills[name] += 1
-            at.append(f"{name} {loop.time() - started:.1f}s{'' if produce_task.done() else ' (producing)'}")
             workers[name].start()
+            placed = sent_load.placed(sim.downloaded.values(), await rejected_values(settings))
+            faults.append(Fault(f"kill {name}", at, produced, len(set(range(produced)) - placed)))
         origins = set(await produce_task)
         deadline = loop.time() + 400
         while True:
             result = await outcome(settings, origins)
-            placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
+            placed_origins = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
             received = {r.file_name for r in sim if r.outcome == PROCESSED}
-            if placed >= origins and {rc.file_name for rc in result["files"]} <= received:
+            if placed_origins >= origins and {rc.file_name for rc in result["files"]} <= received:
                 break
-            assert loop.time() < deadline, f"{len(origins - placed)} events unplaced"
+            assert loop.time() < deadline, f"{len(origins - placed_origins)} events unplaced"
             await asyncio.sleep(2)
+        settle = settle_seconds(settings)
+        await nothing_more_arrives(sim.message_count, settle, "MESH messages")
     finally:
         for worker in workers.values():
             worker.terminate()
@@ -168,11 +205,14 @@ async def test_sigkill_every_worker_with_mesh(
         async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
             left = await empty_inbox(ours)  # the simulator's ack files: no ack reader runs here
     print(f"[kill-mesh] acknowledged {left} ack files the simulator sent back")
-    print(f"\n[kill-mesh] kills: {', '.join(at)}; files: {len(result['files'])}")
+    print(f"[kill-mesh] {'; '.join(map(str, faults))}; files: {len(result['files'])}; "
+          f"nothing more arrived in MESH for {settle:.0f}s")
+    assert_mid_stream(faults, len(load.payloads))
+    placement = sent_load.check(sim.downloaded, await rejected_values(settings))
+    print(f"[kill-mesh] read back from MESH: {placement.summary()}")
     assert not [o for o, n in result["in_files"].items() if n > 1], "an origin is in more than one sent file"
     assert not result["dead_lettered"]
     names = Counter(r.file_name for r in sim)
     assert all(n == 1 for n in names.values()), "NHS England received a file name twice"
     rows_received = sum(r.rows for r in sim if r.outcome == PROCESSED)
     assert rows_received == len(result["in_files"]), "NHS England received rows that no receipt covers"
-    assert kills == Counter({"validator": 3, "batcher": 3, "uploader": 3})
