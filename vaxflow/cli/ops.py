@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vaxflow.cli.support import print_json, settings_or_exit
-from workers.base.settings import Settings
+from workers.base.settings import OpsSettings
 
 app = typer.Typer()
 
@@ -28,7 +28,7 @@ _settings = settings_or_exit
 _print_json = print_json
 
 
-async def _from_service(settings: Settings) -> dict[str, Any] | None:
+async def _from_service(settings: OpsSettings) -> dict[str, Any] | None:
     """The running ops service's evaluation (it has a full window of samples), if it answers."""
     url = f"http://{settings.ops_host}:{settings.ops_port}/lag"
     try:

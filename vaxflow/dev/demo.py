@@ -24,7 +24,7 @@ from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REJECTED, SENT
 from vaxflow.dev.samples import corrupt, make_event
 from vaxflow.ops.lag import group_lag
-from workers.base.settings import Settings
+from workers.base.settings import GatewaySettings, Settings
 from workers.base.topic_reader import read_to_end
 
 CHUNK = 500
@@ -37,7 +37,7 @@ class Submitted:
     generated: int = 0
 
 
-async def submit(settings: Settings, n: int, invalid_fraction: float, seed: int) -> Submitted:
+async def submit(settings: GatewaySettings, n: int, invalid_fraction: float, seed: int) -> Submitted:
     """POST the events as NDJSON, like a source system would; lines the gateway refuses (400) are
     counted by rule and the rest of the chunk is sent again without them."""
     rng = random.Random(seed)

@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from topics.catalogue import RAW, READY, VALID
 from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict, evaluate, group_status
 from workers.base.kafka import admin_client, offsets_probe, partitions_of, reader
-from workers.base.settings import Settings
+from workers.base.settings import OpsSettings, Settings, TopicSettings
 
 log = logging.getLogger("vaxflow.ops.lag")
 
@@ -108,7 +108,7 @@ async def coordinator_call(call: Callable[[], Awaitable[_T]], attempts: int = 20
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def pipeline_groups(settings: Settings) -> dict[str, str]:
+def pipeline_groups(settings: TopicSettings) -> dict[str, str]:
     """vaxflow's consumer groups and the topic each reads."""
     return {
         settings.group(settings.validator_group): settings.topic(RAW.name),
@@ -329,7 +329,7 @@ async def scrape_batchers(urls: Iterable[str], session: aiohttp.ClientSession, t
     return out
 
 
-def metrics_urls(settings: Settings) -> list[str]:
+def metrics_urls(settings: OpsSettings) -> list[str]:
     return [u.strip() for u in settings.ops_batcher_metrics_urls.split(",") if u.strip()]
 
 

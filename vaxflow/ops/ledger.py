@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from topics.catalogue import REDRIVE_LEDGER
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
-from workers.base.settings import Settings
+from workers.base.settings import Settings, TopicSettings
 from workers.base.topic_reader import read_to_end
 
 REDRIVE_FROM: Final = "vaxflow.redrive.from"
@@ -98,7 +98,7 @@ def ops_producer(settings: Settings, purpose: str) -> AIOKafkaProducer:
     )
 
 
-def record(step: Checkpoint, settings: Settings, entries: Iterable[RedriveEntry]) -> None:
+def record(step: Checkpoint, settings: TopicSettings, entries: Iterable[RedriveEntry]) -> None:
     """Append entries to the caller's checkpoint, after its outputs (workers/base/checkpoint.py)."""
     topic = settings.topic(REDRIVE_LEDGER.name)
     for entry in entries:

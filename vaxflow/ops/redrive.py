@@ -38,7 +38,7 @@ from vaxflow.ops.activity import deadletter_reason, rejection_reasons
 from vaxflow.ops.scan import Meter, Silent, stream
 from workers.base.checkpoint import Checkpoint
 from workers.base.ledger import SentLedger
-from workers.base.settings import Settings
+from workers.base.settings import Settings, TopicSettings
 
 SOURCES = ("rejected", "deadletter")
 FILTER_KEYS = ("reason", "vaccine", "sender")
@@ -180,7 +180,7 @@ async def plan_redrive(
 
 
 def _rejected_candidate(
-    settings: Settings, record: ConsumerRecord[bytes, bytes], filters: RedriveFilter, report: RedriveReport
+    settings: TopicSettings, record: ConsumerRecord[bytes, bytes], filters: RedriveFilter, report: RedriveReport
 ) -> Candidate | None:
     reasons = rejection_reasons(record.headers)
     vaccine, sender = _event_fields(record.value)
@@ -212,7 +212,7 @@ def _rejected_candidate(
 
 
 def _deadletter_candidate(
-    settings: Settings,
+    settings: TopicSettings,
     record: ConsumerRecord[bytes, bytes],
     filters: RedriveFilter,
     report: RedriveReport,

@@ -20,16 +20,15 @@ class SettingsError(Exception):
     """A `VAXFLOW_*` variable has a value the process cannot run with."""
 
 
-class Settings(BaseSettings):
-    """Everything a vaxflow process may be configured with.
-
-    Secrets are `SecretStr` so that printing the settings (or a traceback that holds them) shows
-    `**********`. Defaults are the development stack's; production overrides them all.
-    """
+class _VaxflowSettings(BaseSettings):
+    """Every concern reads `VAXFLOW_<FIELD>` and is frozen; `Settings` is all of them at once."""
 
     model_config = SettingsConfigDict(env_prefix="VAXFLOW_", frozen=True, extra="ignore")
 
-    # Kafka
+
+class KafkaSettings(_VaxflowSettings):
+    """Where the Kafka cluster is and how the stream stages fetch from it (every client: workers/base/kafka.py)."""
+
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_version: str = "4.3.1"
@@ -38,31 +37,6 @@ class Settings(BaseSettings):
         default=None,
         description="JVM options of the local broker besides its heap, space-separated; default: G1, C1 JIT only",
     )
-    topic_namespace: str = Field(
-        default="",
-        pattern=r"^[A-Za-z0-9._-]*$",
-        description="Prefix for every topic name (isolates tests and tenants on one cluster).",
-    )
-
-    # The local development stack
-    dev_home: Path = DEFAULT_DEV_HOME
-    cache_dir: Path = DEFAULT_CACHE
-
-    # MESH
-    mesh_url: str = "http://127.0.0.1:8700"
-    mesh_shared_key: SecretStr = SecretStr("vaxflow-dev-shared-key")
-    mesh_mailbox: str = "X26VXF001"
-    mesh_password: SecretStr = SecretStr("vaxflow-dev-password")
-    mesh_ca_file: Path | None = None
-    mesh_cert_file: Path | None = None
-    mesh_key_file: Path | None = None
-
-    # Every worker
-    health_port: int | None = Field(default=None, ge=1, le=65535, description="/healthz /readyz /metrics")
-    log_level: str = "INFO"
-    permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
-
-    # consumers of the stream stages (validator, batcher)
     fetch_min_bytes: int = Field(
         default=1024 * 1024,
         ge=1,
@@ -70,15 +44,56 @@ class Settings(BaseSettings):
     )
     fetch_max_wait_ms: int = Field(default=100, ge=0, le=5000, description="Latency bound of fetch_min_bytes")
 
-    # validator
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("must be a comma-separated list of host:port")
+        return value
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+
+class TopicSettings(_VaxflowSettings):
+    """Topic and consumer-group names: the catalogue's names under an optional namespace."""
+
+    topic_namespace: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix for every topic name (isolates tests and tenants on one cluster).",
+    )
     validator_group: str = "vaxflow-validator"
+    batcher_group: str = "vaxflow-batcher"
+    uploader_group: str = "vaxflow-uploader"
+
+    def topic(self, name: str) -> str:
+        """The full topic name of a catalogue topic under this process's namespace."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+    def group(self, name: str) -> str:
+        """A consumer group id under this process's namespace (groups are cluster-wide too)."""
+        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+
+class WorkerSettings(_VaxflowSettings):
+    """What every worker process shares: health endpoint, log level, supplier permissions, validation."""
+
+    health_port: int | None = Field(default=None, ge=1, le=65535, description="/healthz /readyz /metrics")
+    log_level: str = "INFO"
+    permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
     validator_max_batch: int = Field(default=12000, ge=1, description="Records per poll, one txn per partition")
     native_validation: bool = Field(
         default=True, description="Use the compiled fast path for events it is sure of (decision 0014), if installed"
     )
 
-    # batcher
-    batcher_group: str = "vaxflow-batcher"
+
+class WindowSettings(_VaxflowSettings):
+    """The batcher: windows per vaccine type and sender, the caps that split them, backpressure."""
+
     window_seconds: int = Field(default=3600, ge=1, description="Tumbling window length over ingestion time")
     grace_seconds: int = Field(default=60, ge=0)
     max_rows_per_file: int = Field(default=20000, ge=1)
@@ -86,10 +101,18 @@ class Settings(BaseSettings):
     max_buffered_events: int = Field(default=500_000, ge=1000, description="Backpressure bound per process")
     batcher_max_records: int = Field(default=5000, ge=1, description="Records the batcher takes per poll")
     line_ending: str = Field(default="crlf", pattern="^(crlf|lf)$")
-    archive_dir: Path | None = Field(default=None, description="Archive copy of every file; default dev_home/archive")
 
-    # uploader
-    uploader_group: str = "vaxflow-uploader"
+
+class MeshSettings(_VaxflowSettings):
+    """Our MESH mailbox, the routes to NHS England's mailboxes, upload retries and acknowledgement polling."""
+
+    mesh_url: str = "http://127.0.0.1:8700"
+    mesh_shared_key: SecretStr = SecretStr("vaxflow-dev-shared-key")
+    mesh_mailbox: str = "X26VXF001"
+    mesh_password: SecretStr = SecretStr("vaxflow-dev-password")
+    mesh_ca_file: Path | None = None
+    mesh_cert_file: Path | None = None
+    mesh_key_file: Path | None = None
     routes_file: Path | None = Field(default=None, description="Vaccine type -> MESH mailbox/workflow JSON")
     upload_max_attempts: int = Field(default=8, ge=1)
     uploader_concurrency: int = Field(
@@ -101,25 +124,15 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="First retry wait (upper bound of its jitter); doubles per attempt"
     )
     upload_backoff_max_seconds: float = Field(default=60.0, gt=0, description="Cap on any single retry wait")
-
-    # ackreader
     ack_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes in production")
     ack_match_grace_seconds: float = Field(
         default=900.0, ge=0, description="How long an ack may wait in the inbox for its file's sent receipt"
     )
 
-    # nhs_sim (development and tests only: plays NHS England against the MESH sandbox)
-    nhs_sim_mailboxes: str = Field(
-        default="X26OT303,X26DPS001", description="Comma-separated sandbox mailboxes the simulator reads"
-    )
-    nhs_sim_mailbox_config: Path | None = Field(
-        default=None, description="Sandbox mailboxes.jsonl/workflows.jsonl directory; default config/mesh-sandbox"
-    )
-    nhs_sim_poll_seconds: float = Field(default=1.0, gt=0)
-    nhs_sim_log_file: Path | None = Field(default=None, description="JSON-lines record of every file received")
-    nhs_sim_files_dir: Path | None = Field(default=None, description="Keep a copy of every file received here")
 
-    # gateway
+class GatewaySettings(_VaxflowSettings):
+    """The HTTP gateway: where it listens, who may send, and its limits."""
+
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     gateway_tokens_file: Path | None = Field(
@@ -136,7 +149,14 @@ class Settings(BaseSettings):
     gateway_read_timeout_seconds: float = Field(default=30.0, gt=0, description="Slow request bodies -> 408")
     gateway_max_inflight_requests: int = Field(default=32, ge=1, description="Bounds buffered bodies; more -> 503")
 
-    # filesource
+
+class FileSettings(_VaxflowSettings):
+    """Files on disk: the dev stack's home and caches, the batcher's archive, and the file source's
+    directory and intake mailbox."""
+
+    dev_home: Path = DEFAULT_DEV_HOME
+    cache_dir: Path = DEFAULT_CACHE
+    archive_dir: Path | None = Field(default=None, description="Archive copy of every file; default dev_home/archive")
     filesource_dir: Path | None = Field(default=None, description="Directory providers hand batch files into")
     filesource_poll_seconds: float = Field(default=5.0, gt=0)
     filesource_settle_seconds: float = Field(
@@ -152,7 +172,10 @@ class Settings(BaseSettings):
     filesource_mesh_password: SecretStr | None = None
     filesource_mesh_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes")
 
-    # ops (vaxflow/ops: lag evaluation, dashboard, replay and redrive; docs/decisions/0008, 0009)
+
+class OpsSettings(_VaxflowSettings):
+    """The ops service: lag sampling and evaluation, the dashboard (docs/decisions/0008, 0009)."""
+
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=8090, ge=1, le=65535, description="Ops service: /lag /metrics / (dashboard)")
     ops_sample_seconds: float = Field(default=5.0, gt=0, description="How often the ops service samples lag")
@@ -165,18 +188,33 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Added to window + grace before a holding batcher partition may STALL"
     )
 
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap_has_ports(cls, value: str) -> str:
-        for server in value.split(","):
-            host, sep, port = server.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError("must be a comma-separated list of host:port")
-        return value
 
-    def topic(self, name: str) -> str:
-        """The full topic name of a catalogue topic under this process's namespace."""
-        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+class DevSettings(_VaxflowSettings):
+    """The NHS England simulator (development and tests only: plays NHS England against the MESH sandbox)."""
+
+    nhs_sim_mailboxes: str = Field(
+        default="X26OT303,X26DPS001", description="Comma-separated sandbox mailboxes the simulator reads"
+    )
+    nhs_sim_mailbox_config: Path | None = Field(
+        default=None, description="Sandbox mailboxes.jsonl/workflows.jsonl directory; default config/mesh-sandbox"
+    )
+    nhs_sim_poll_seconds: float = Field(default=1.0, gt=0)
+    nhs_sim_log_file: Path | None = Field(default=None, description="JSON-lines record of every file received")
+    nhs_sim_files_dir: Path | None = Field(default=None, description="Keep a copy of every file received here")
+
+
+class Settings(
+    KafkaSettings, TopicSettings, WorkerSettings, WindowSettings, MeshSettings, GatewaySettings, FileSettings,
+    OpsSettings, DevSettings,
+):
+    """Everything a vaxflow process may be configured with: every concern above, one object per process.
+
+    A worker's `run` gets the whole of it and hands each part of the code only the concern it
+    needs (the Kafka client factory a `KafkaSettings`, the MESH client config a `MeshSettings`, ...),
+    so a function's signature says which settings can change what it does. Secrets are `SecretStr`
+    so that printing the settings (or a traceback that holds them) shows `**********`. Defaults are
+    the development stack's; production overrides them all.
+    """
 
     def as_environment(self) -> dict[str, str]:
         """These settings as `VAXFLOW_*` variables, to start a worker process configured the same way
@@ -187,14 +225,6 @@ class Settings(BaseSettings):
                 secret = value.get_secret_value() if isinstance(value, SecretStr) else value
                 env[f"VAXFLOW_{name.upper()}"] = str(secret)
         return env
-
-    def group(self, name: str) -> str:
-        """A consumer group id under this process's namespace (groups are cluster-wide too)."""
-        return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
-
-    @property
-    def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
 
 
 # `VAXFLOW_*` variables that are not settings of a vaxflow process: the MESH sandbox's own

@@ -11,12 +11,12 @@ import msgspec
 from aiokafka import TopicPartition
 
 from workers.base.kafka import reader
-from workers.base.settings import Settings
+from workers.base.settings import KafkaSettings
 
 T = TypeVar("T")
 
 
-async def load_state(settings: Settings, topic: str, partition: int, kind: type[T]) -> T | None:
+async def load_state(settings: KafkaSettings, topic: str, partition: int, kind: type[T]) -> T | None:
     """The last committed state record of `partition`, reading backwards from the end in steps.
 
     Transaction markers occupy offsets too, so the step grows until a data record is found.
@@ -50,7 +50,7 @@ async def load_state(settings: Settings, topic: str, partition: int, kind: type[
 
 
 async def load_states(
-    settings: Settings, topic: str, assigned: Iterable[TopicPartition], kind: type[T]
+    settings: KafkaSettings, topic: str, assigned: Iterable[TopicPartition], kind: type[T]
 ) -> dict[TopicPartition, T | None]:
     """The states of newly assigned partitions, read together: the group waits for the
     assignment callback, and one after another the reads grew with the partition count."""

@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from workers.base.kafka import offsets_probe, partitions_of, reader
-from workers.base.settings import Settings
+from workers.base.settings import KafkaSettings
 
 
-async def _high_watermarks(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def _high_watermarks(settings: KafkaSettings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """End offsets as a read_uncommitted client sees them (every written record, markers or not)."""
     probe = offsets_probe(settings)
     await probe.start()
@@ -31,7 +31,7 @@ async def _high_watermarks(settings: Settings, tps: list[TopicPartition]) -> dic
 
 
 async def settled_ends(
-    consumer: AIOKafkaConsumer, settings: Settings, tps: list[TopicPartition], settle: float
+    consumer: AIOKafkaConsumer, settings: KafkaSettings, tps: list[TopicPartition], settle: float
 ) -> dict[TopicPartition, int]:
     """read_committed end offsets that include every transaction committed before the call.
 
@@ -65,7 +65,7 @@ class TopicFollower:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: KafkaSettings,
         topics: Sequence[str],
         apply: Apply,
         *,
@@ -149,7 +149,7 @@ class TopicFollower:
 
 
 async def read_to_end(
-    settings: Settings, topic: str, timeout: float = 120.0, settle: float = 2.0
+    settings: KafkaSettings, topic: str, timeout: float = 120.0, settle: float = 2.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every committed record of `topic` up to the end offsets taken at the start of the call.
 

@@ -56,7 +56,7 @@ from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.runtime import Health
-from workers.base.settings import Settings, SettingsError
+from workers.base.settings import FileSettings, Settings, SettingsError
 from workers.base.topic_reader import TopicFollower
 from workers.filesource.mesh_intake import MeshIntake, intake_config
 
@@ -118,7 +118,7 @@ class Outcome:
     rejected: int = 0
 
 
-def transactional_id_for(settings: Settings, directory: Path) -> str:
+def transactional_id_for(settings: FileSettings, directory: Path) -> str:
     """One writer per directory: the id is a pure function of the resolved path unless configured."""
     if settings.filesource_transactional_id:
         return settings.filesource_transactional_id

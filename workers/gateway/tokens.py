@@ -35,7 +35,7 @@ from typing import Final
 
 import msgspec
 
-from workers.base.settings import Settings
+from workers.base.settings import GatewaySettings
 
 log = logging.getLogger("vaxflow.gateway")
 
@@ -132,7 +132,7 @@ class TokenTable:
         return cls(entries)
 
 
-def load_tokens(settings: Settings) -> TokenTable:
+def load_tokens(settings: GatewaySettings) -> TokenTable:
     """The configured tokens, or the development token when no file is set (and say so)."""
     if settings.gateway_tokens_file is None:
         log.warning(

@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from workers.base.mesh.client import MeshTLSError, MeshTransientError
-from workers.base.settings import Settings
+from workers.base.settings import MeshSettings
 
 log = logging.getLogger("vaxflow.uploader")
 
@@ -46,7 +46,7 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def upload_retrying(settings: Settings, *, sleep: Sleep | None = None) -> AsyncRetrying:
+def upload_retrying(settings: MeshSettings, *, sleep: Sleep | None = None) -> AsyncRetrying:
     """A fresh tenacity controller for one file; `sleep` lets the worker make waits interruptible."""
     return AsyncRetrying(
         stop=stop_after_attempt(settings.upload_max_attempts) | stop_before_delay(settings.upload_max_seconds),

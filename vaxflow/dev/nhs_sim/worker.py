@@ -61,7 +61,7 @@ from vaxflow.dev.mesh_sandbox import DevMeshConfig, load_dev_config
 from workers.base.mesh.client import InboxMessage, MeshClient, MeshConfig, MeshError, MeshPermanentError
 from workers.base.paths import MESH_SANDBOX_CONFIG
 from workers.base.runtime import Health
-from workers.base.settings import Settings
+from workers.base.settings import DevSettings, Settings
 
 log = logging.getLogger("vaxflow.nhs_sim")
 
@@ -336,7 +336,7 @@ def _safe_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-def kept_file(settings: Settings, record: ReceivedFile) -> Path | None:
+def kept_file(settings: DevSettings, record: ReceivedFile) -> Path | None:
     """Where `nhs_sim_files_dir` keeps the copy of a received file, if it does."""
     if settings.nhs_sim_files_dir is None or not _safe_name(record.file_name):
         return None

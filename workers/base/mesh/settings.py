@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from workers.base.mesh.auth import MeshCredentials
 from workers.base.mesh.client import MeshConfig
-from workers.base.settings import Settings
+from workers.base.settings import MeshSettings
 
 
-def own_mailbox_config(settings: Settings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:
+def own_mailbox_config(settings: MeshSettings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:
     """Our mailbox (VAXFLOW_MESH_MAILBOX); `allowed_workflows` is the send allow-list, if any."""
     return mailbox_config(
         settings, settings.mesh_mailbox, settings.mesh_password.get_secret_value(), allowed_workflows=allowed_workflows
@@ -19,7 +19,7 @@ def own_mailbox_config(settings: Settings, *, allowed_workflows: frozenset[str] 
 
 
 def mailbox_config(
-    settings: Settings, mailbox: str, password: str, *, allowed_workflows: frozenset[str] | None = None
+    settings: MeshSettings, mailbox: str, password: str, *, allowed_workflows: frozenset[str] | None = None
 ) -> MeshConfig:
     """Another mailbox of ours (the file source's intake) on the same MESH: URL, key and TLS files shared."""
     return MeshConfig(
