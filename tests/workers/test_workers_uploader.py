@@ -37,6 +37,7 @@ from workers.base.ledger import SentLedger, encode_receipt
 from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
 from workers.uploader import worker as uploader
+from workers.uploader.outcomes import local_id_generation
 from workers.uploader.worker import DLQ_MESH_STATUS
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,7 @@ async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
     [receipt] = decoded(records, SentReceipt)
     assert (receipt.message_id, receipt.local_id, receipt.recovered) == (first_ids[0], big.local_id, True)
     async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
-        assert await ours.track_by_local_id(uploader.local_id_generation(big.local_id, 2)) is None
+        assert await ours.track_by_local_id(local_id_generation(big.local_id, 2)) is None
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         found = await inbox_messages(imms, [big.file_name])
         [(meta, data)] = found[big.file_name]

@@ -12,9 +12,9 @@ import pytest
 from schemas.permissions import default_permissions
 from workers.base.mesh.client import MeshPermanentError, MeshTransientError
 from workers.base.settings import Settings
+from workers.uploader.outcomes import local_id_generation
 from workers.uploader.retry import upload_retrying
 from workers.uploader.routes import NoRouteError, RoutesError, load_routes, parse_routes
-from workers.uploader.worker import local_id_generation
 
 # ------------------------------------------------------------------------------------ routes
 

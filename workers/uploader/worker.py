@@ -38,11 +38,8 @@ headers, in one transaction with the offset. Never logged: file content or any r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -52,7 +49,7 @@ from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
-from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure, encode_origin
+from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure
 from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
 from workers.base.checkpoint import Checkpoint
@@ -61,23 +58,27 @@ from workers.base.ledger import SentLedger, encode_receipt
 from workers.base.mesh.client import (
     MeshClient,
     MeshError,
-    MeshPermanentError,
-    MeshTLSError,
     MeshTransientError,
-    TrackingInfo,
-    chunk_count,
 )
 from workers.base.mesh.settings import own_mailbox_config
-from workers.base.partition_producers import PartitionProducers, PartitionState
+from workers.base.partition_producers import PartitionProducers
 from workers.base.runtime import Health
 from workers.base.settings import Settings
-from workers.uploader.retry import Sleep, upload_retrying
-from workers.uploader.routes import NoRouteError, Route, RoutingTable, load_routes
+from workers.uploader.delivery import MeshDelivery
+from workers.uploader.handover import HandOver
+from workers.uploader.outcomes import (
+    Abandoned,
+    Delivery,
+    Outcome,
+    UploadRefused,
+    next_group,
+    origin_headers,
+    origin_value,
+)
+from workers.uploader.routes import NoRouteError, RoutingTable, load_routes
 
 log = logging.getLogger("vaxflow.uploader")
 
-ATTEMPTS = Counter("vaxflow_uploader_attempts_total", "MESH upload attempts by outcome", ["outcome"])
-TLS_HOLDS = Counter("vaxflow_uploader_tls_holds_total", "Waits on a MESH certificate that failed verification")
 FILES_SENT = Counter("vaxflow_uploader_files_sent_total", "Files recorded as sent, per recipient", ["recipient"])
 BYTES_SENT = Counter("vaxflow_uploader_bytes_total", "File bytes recorded as sent, per recipient", ["recipient"])
 RECOVERED = Counter("vaxflow_uploader_recovered_total", "Files found in MESH by local id, not sent again")
@@ -89,8 +90,6 @@ DLQ_MESH_STATUS: Final = "vaxflow.dlq.mesh.status"
 # Ready records carry whole files: the topic allows 32 MiB, JSON base64 adds a third; leave room.
 FETCH_BYTES: Final = 40 * 1024 * 1024
 PRODUCE_BYTES: Final = 48 * 1024 * 1024
-# After this many incomplete uploads under one local id something is badly wrong: stop, dead-letter.
-MAX_GENERATIONS: Final = 20
 # Files fetched per poll, per file allowed in flight: each may take minutes under retries, and polls
 # must stay frequent enough (the per-poll budget in process_partition cuts a long poll short).
 RECORDS_PER_POLL_PER_SLOT: Final = 4
@@ -98,66 +97,6 @@ _BODY_LIMIT: Final = 16 * 1024
 
 _DECODE_READY = msgspec.json.Decoder(ReadyFile)
 _ENCODE = msgspec.json.Encoder()
-
-
-def local_id_generation(local_id: str, generation: int) -> str:
-    """Generation 1 is the batcher's local id itself; later ones follow an incomplete upload."""
-    return local_id if generation == 1 else f"{local_id}.g{generation}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _next_group(
-    records: list[ConsumerRecord[bytes, bytes]], start: int, size: int
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Up to `size` records from `start` whose keys (file names) differ: two copies of one file are
-    never in flight together, so the ledger check of the second sees the first's receipt."""
-    group: list[ConsumerRecord[bytes, bytes]] = []
-    keys: set[bytes | None] = set()
-    for rec in records[start : start + size]:
-        if rec.key in keys:
-            break
-        keys.add(rec.key)
-        group.append(rec)
-    return group
-
-
-class _Abandoned(Exception):
-    """Stop or revocation arrived while waiting to retry: nothing is in flight, leave the file."""
-
-
-class UploadRefused(Exception):
-    """The file cannot be delivered: MESH refused it, no route, or retries ran out."""
-
-    def __init__(self, cause: BaseException, *, status: int | None, body: str, attempts: int) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.status = status
-        self.body = body
-        self.attempts = attempts
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    message_id: str
-    local_id: str
-    mailbox_to: str
-    workflow_id: str
-    recovered: bool
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One ready record's fate, decided before anything is written: `poison` when the record is no
-    ReadyFile; otherwise `file` plus its delivery, its refusal, or neither (already in the ledger)."""
-
-    file: ReadyFile | None = None
-    delivery: Delivery | None = None
-    refused: UploadRefused | None = None
-    poison: Exception | None = None
 
 
 class Uploader:
@@ -186,8 +125,10 @@ class Uploader:
         self.halts: dict[TopicPartition, asyncio.Event] = {}
         self.locks: dict[TopicPartition, asyncio.Lock] = {}
         self.listener = PartitionProducers(
-            settings, prefix=self.group, state=_HandOver(self), linger_ms=0, max_request_size=PRODUCE_BYTES
+            settings, prefix=self.group, state=HandOver(self.halts, self.lock_for, ledger),
+            linger_ms=0, max_request_size=PRODUCE_BYTES,
         )
+        self.delivery = MeshDelivery(settings, mesh, health, stop)
         # A single file may retry for upload_max_seconds; the group must not evict us meanwhile.
         self.max_poll_interval_ms = int(max(300.0, settings.upload_max_seconds * 2 + 120.0) * 1000)
 
@@ -247,7 +188,7 @@ class Uploader:
             if time.monotonic() > budget_end:
                 _seek(consumer, tp, records[start].offset)  # poll again before the group thinks we died
                 return
-            group = _next_group(records, start, self.settings.uploader_concurrency)
+            group = next_group(records, start, self.settings.uploader_concurrency)
             async with self.lock_for(tp):
                 if halt.is_set() or tp not in self.listener.producers:
                     return
@@ -270,7 +211,7 @@ class Uploader:
         """
         outcomes = await asyncio.gather(*(self.outcome_of(rec, halt) for rec in group), return_exceptions=True)
         for rec, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, _Abandoned):
+            if isinstance(outcome, Abandoned):
                 log.info("file left for later", extra={"partition": tp.partition, "offset": rec.offset})
                 return int(rec.offset)
             if isinstance(outcome, BaseException):
@@ -297,7 +238,7 @@ class Uploader:
             return Outcome(file=file)
         try:
             route = self.routes.route(file.vaccine_type)
-            return Outcome(file=file, delivery=await self.deliver(file, route, halt))
+            return Outcome(file=file, delivery=await self.delivery.deliver(file, route, halt))
         except NoRouteError as exc:
             return Outcome(file=file, refused=UploadRefused(exc, status=None, body=str(exc), attempts=0))
         except UploadRefused as refused:
@@ -316,147 +257,6 @@ class Uploader:
             SKIPPED.inc()
             log.info("already sent, skipping", extra={"file": outcome.file.file_name})
             await self.commit_only(tp, rec)
-
-    async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
-        """Track, then send, retrying transient failures; raises UploadRefused or _Abandoned.
-
-        While MESH's certificate fails verification the file is held (not counted, not
-        dead-lettered) and the worker reports itself not ready until a request gets through.
-        """
-        sleep = self._interruptible_sleep(halt)
-        while True:
-            try:
-                delivery = await self._deliver_bounded(file, route, sleep)
-            except MeshTLSError as exc:
-                TLS_HOLDS.inc()
-                self.health.ready = False
-                self.health.detail["mesh_tls"] = "server certificate not trusted: check VAXFLOW_MESH_CA_FILE"
-                log.error("MESH certificate verification failed; holding the file until it is fixed",
-                          extra={"file": file.file_name, "error": str(exc)})
-                await sleep(self.settings.upload_backoff_max_seconds)
-                continue
-            if "mesh_tls" in self.health.detail:
-                del self.health.detail["mesh_tls"]
-                self.health.ready = True
-            return delivery
-
-    async def _deliver_bounded(self, file: ReadyFile, route: Route, sleep: Sleep) -> Delivery:
-        attempts = 0
-        try:
-            async for attempt in upload_retrying(self.settings, sleep=sleep):
-                with attempt:
-                    attempts += 1
-                    self.health.progress()
-                    return await self._attempt(file, route, attempts)
-        except MeshTLSError:
-            raise
-        except MeshTransientError as exc:
-            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
-        except MeshPermanentError as exc:
-            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
-
-    async def _attempt(self, file: ReadyFile, route: Route, attempt: int) -> Delivery:
-        try:
-            found, local_id = await self.find_sent(file)
-            if found is not None and found.complete:
-                ATTEMPTS.labels("recovered").inc()
-                return Delivery(
-                    message_id=found.message_id,
-                    local_id=local_id,
-                    mailbox_to=found.recipient or route.mailbox,
-                    workflow_id=found.workflow_id or route.workflow_id,
-                    recovered=True,
-                    attempts=attempt,
-                )
-            if found is not None:  # an interrupted chunked upload of this very file: finish it
-                message_id = await self.resume(found, file)
-                ATTEMPTS.labels("resumed").inc()
-                return Delivery(
-                    message_id=message_id,
-                    local_id=local_id,
-                    mailbox_to=found.recipient or route.mailbox,
-                    workflow_id=found.workflow_id or route.workflow_id,
-                    recovered=True,
-                    attempts=attempt,
-                )
-            message_id = await self.mesh.send(
-                route.mailbox,
-                route.workflow_id,
-                file.content,
-                filename=file.file_name,
-                local_id=local_id,
-                chunk_size=self.settings.mesh_chunk_bytes,
-            )
-        except MeshTransientError:
-            ATTEMPTS.labels("transient").inc()
-            raise
-        except MeshPermanentError:
-            ATTEMPTS.labels("permanent").inc()
-            raise
-        ATTEMPTS.labels("sent").inc()
-        return Delivery(
-            message_id=message_id,
-            local_id=local_id,
-            mailbox_to=route.mailbox,
-            workflow_id=route.workflow_id,
-            recovered=False,
-            attempts=attempt,
-        )
-
-    async def resume(self, found: TrackingInfo, file: ReadyFile) -> str:
-        """Send the remaining chunks of `found`; a refusal is retried as transient, so the next
-        attempt tracks again (the message may have completed, or expired, in between)."""
-        log.warning("resuming an interrupted chunked upload",
-                    extra={"file": file.file_name, "message_id": found.message_id, "chunks": found.total_chunks})
-        try:
-            return await self.mesh.resume(
-                found.message_id, file.content, total_chunks=found.total_chunks or 0,
-                chunk_size=self.settings.mesh_chunk_bytes,
-            )
-        except MeshPermanentError as exc:
-            raise MeshTransientError(f"resume of {found.message_id} refused", status=exc.status, body=exc.body) from exc
-
-    async def find_sent(self, file: ReadyFile) -> tuple[TrackingInfo | None, str]:
-        """(what MESH holds for this file, its local id) or (None, the local id to send with).
-
-        What MESH holds is either complete (record it, never send again) or an upload that stopped
-        between chunks and can be resumed (same chunk count as this file makes now). An incomplete
-        upload that cannot be resumed (the chunk size setting changed) is left to expire and the
-        file goes under the next local-id generation; generations therefore exist only after such
-        a case, and the walk is normally one request.
-        """
-        chunks = chunk_count(len(file.content), self.settings.mesh_chunk_bytes)
-        for generation in range(1, MAX_GENERATIONS + 1):
-            local_id = local_id_generation(file.local_id, generation)
-            info = await self.mesh.track_by_local_id(local_id)
-            if info is None:
-                return None, local_id
-            if info.filename and info.filename != file.file_name:
-                raise MeshPermanentError(
-                    None, "", reason=f"local id {local_id} already names another file in MESH"
-                )
-            if info.complete or (info.total_chunks == chunks and chunks > 1):
-                return info, local_id
-            log.warning("incomplete upload found in MESH that cannot be resumed; using the next local id",
-                        extra={"file": file.file_name, "generation": generation, "status": info.status,
-                               "chunks_in_mesh": info.total_chunks, "chunks_now": chunks})
-        raise MeshPermanentError(None, "", reason=f"{MAX_GENERATIONS} incomplete uploads of {file.file_name}")
-
-    def _interruptible_sleep(self, halt: asyncio.Event) -> Sleep:
-        stop = self.stop
-
-        async def sleep(seconds: float) -> None:
-            if stop.is_set() or halt.is_set():
-                raise _Abandoned()
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(halt.wait())}
-            done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            if done:
-                raise _Abandoned()
-
-        return sleep
 
     # -------------------------------------------------------------------------- Kafka outputs
 
@@ -483,7 +283,7 @@ class Uploader:
                 self.sent_topic,
                 encode_receipt(receipt),
                 key=file.file_name.encode(),
-                headers=_origin_headers(rec, file),
+                headers=origin_headers(rec, file),
             )
             step.consumed({tp: rec.offset + 1})
         self.ledger.add(msgspec.structs.replace(receipt, origins=[]))
@@ -514,7 +314,7 @@ class Uploader:
         headers = h.dead_letter_headers(
             topic=rec.topic, partition=rec.partition, offset=rec.offset, stage="upload",
             exc_class=type(refused.cause).__name__, exc_message=str(refused.cause),
-            origin=_origin_value(rec, file),
+            origin=origin_value(rec, file),
         )
         if refused.status is not None:
             headers.append((DLQ_MESH_STATUS, str(refused.status).encode()))
@@ -553,16 +353,8 @@ class Uploader:
             step.consumed({tp: rec.offset + 1})
 
 
-def _origin_value(rec: ConsumerRecord[bytes, bytes], file: ReadyFile) -> bytes:
-    found = h.header(rec.headers, h.ORIGIN)
-    if found:
-        return found
-    return encode_origin(file.origins[0]) if file.origins else b""
-
-
-def _origin_headers(rec: ConsumerRecord[bytes, bytes], file: ReadyFile) -> h.Headers:
-    value = _origin_value(rec, file)
-    return [(h.ORIGIN, value)] if value else []
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -571,42 +363,6 @@ def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         consumer.seek(tp, offset)
     except IllegalStateError:
         log.debug("seek skipped: partition no longer assigned", extra={"partition": tp.partition})
-
-
-class _HandOver(PartitionState):
-    """The uploader's hand-over rules: an attempt in flight finishes before its partition goes, and
-    a new partition's files wait until its producer exists and the sent ledger is read to its end."""
-
-    def __init__(self, uploader: Uploader) -> None:
-        self.uploader = uploader
-
-    @contextlib.asynccontextmanager
-    async def assigning(self, assigned: set[TopicPartition]) -> AsyncIterator[None]:
-        # The fetcher may hand out records of these partitions before this callback ends; holding
-        # their locks makes processing wait until the producer exists and the ledger is read.
-        for tp in assigned:
-            self.uploader.halts[tp] = asyncio.Event()
-        async with contextlib.AsyncExitStack() as held:
-            for tp in sorted(assigned):
-                await held.enter_async_context(self.uploader.lock_for(tp))
-            yield
-
-    async def load(self, assigned: set[TopicPartition]) -> None:
-        applied = await self.uploader.ledger.catch_up()
-        log.info(
-            "partitions assigned; ledger read to its end",
-            extra={"partitions": sorted(tp.partition for tp in assigned), "ledger_records": applied,
-                   "ledger_files": len(self.uploader.ledger)},
-        )
-
-    async def release(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            halt = self.uploader.halts.pop(tp, None)
-            if halt is not None:
-                halt.set()  # a backoff wait gives up at once
-        for tp in revoked:
-            async with self.uploader.lock_for(tp):
-                pass  # the attempt in flight finishes and records its outcome before we let go
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:

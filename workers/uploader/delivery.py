@@ -1,0 +1,184 @@
+"""The MESH side of one file: find it in MESH by local id, resume an interrupted upload, or send it,
+retrying transient failures for as long as the settings allow (docs/decisions/0007).
+
+Nothing here writes to Kafka: the worker records the `Delivery` or the refusal afterwards, in one
+transaction with the offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import Counter
+
+from schemas.pipeline import ReadyFile
+from workers.base.mesh.client import (
+    MeshClient,
+    MeshPermanentError,
+    MeshTLSError,
+    MeshTransientError,
+    TrackingInfo,
+    chunk_count,
+)
+from workers.base.runtime import Health
+from workers.base.settings import MeshSettings
+from workers.uploader.outcomes import MAX_GENERATIONS, Abandoned, Delivery, UploadRefused, local_id_generation
+from workers.uploader.retry import Sleep, upload_retrying
+from workers.uploader.routes import Route
+
+log = logging.getLogger("vaxflow.uploader")
+
+ATTEMPTS = Counter("vaxflow_uploader_attempts_total", "MESH upload attempts by outcome", ["outcome"])
+TLS_HOLDS = Counter("vaxflow_uploader_tls_holds_total", "Waits on a MESH certificate that failed verification")
+
+
+class MeshDelivery:
+    """Delivers files to MESH for one uploader process; `stop` and a partition's `halt` end any wait."""
+
+    def __init__(self, settings: MeshSettings, mesh: MeshClient, health: Health, stop: asyncio.Event) -> None:
+        self.settings = settings
+        self.mesh = mesh
+        self.health = health
+        self.stop = stop
+
+    async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
+        """Track, then send, retrying transient failures; raises UploadRefused or Abandoned.
+
+        While MESH's certificate fails verification the file is held (not counted, not
+        dead-lettered) and the worker reports itself not ready until a request gets through.
+        """
+        sleep = self.interruptible_sleep(halt)
+        while True:
+            try:
+                delivery = await self._deliver_bounded(file, route, sleep)
+            except MeshTLSError as exc:
+                TLS_HOLDS.inc()
+                self.health.ready = False
+                self.health.detail["mesh_tls"] = "server certificate not trusted: check VAXFLOW_MESH_CA_FILE"
+                log.error("MESH certificate verification failed; holding the file until it is fixed",
+                          extra={"file": file.file_name, "error": str(exc)})
+                await sleep(self.settings.upload_backoff_max_seconds)
+                continue
+            if "mesh_tls" in self.health.detail:
+                del self.health.detail["mesh_tls"]
+                self.health.ready = True
+            return delivery
+
+    async def _deliver_bounded(self, file: ReadyFile, route: Route, sleep: Sleep) -> Delivery:
+        attempts = 0
+        try:
+            async for attempt in upload_retrying(self.settings, sleep=sleep):
+                with attempt:
+                    attempts += 1
+                    self.health.progress()
+                    return await self._attempt(file, route, attempts)
+        except MeshTLSError:
+            raise
+        except MeshTransientError as exc:
+            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
+        except MeshPermanentError as exc:
+            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _attempt(self, file: ReadyFile, route: Route, attempt: int) -> Delivery:
+        try:
+            found, local_id = await self.find_sent(file)
+            if found is not None and found.complete:
+                ATTEMPTS.labels("recovered").inc()
+                return Delivery(
+                    message_id=found.message_id,
+                    local_id=local_id,
+                    mailbox_to=found.recipient or route.mailbox,
+                    workflow_id=found.workflow_id or route.workflow_id,
+                    recovered=True,
+                    attempts=attempt,
+                )
+            if found is not None:  # an interrupted chunked upload of this very file: finish it
+                message_id = await self.resume(found, file)
+                ATTEMPTS.labels("resumed").inc()
+                return Delivery(
+                    message_id=message_id,
+                    local_id=local_id,
+                    mailbox_to=found.recipient or route.mailbox,
+                    workflow_id=found.workflow_id or route.workflow_id,
+                    recovered=True,
+                    attempts=attempt,
+                )
+            message_id = await self.mesh.send(
+                route.mailbox,
+                route.workflow_id,
+                file.content,
+                filename=file.file_name,
+                local_id=local_id,
+                chunk_size=self.settings.mesh_chunk_bytes,
+            )
+        except MeshTransientError:
+            ATTEMPTS.labels("transient").inc()
+            raise
+        except MeshPermanentError:
+            ATTEMPTS.labels("permanent").inc()
+            raise
+        ATTEMPTS.labels("sent").inc()
+        return Delivery(
+            message_id=message_id,
+            local_id=local_id,
+            mailbox_to=route.mailbox,
+            workflow_id=route.workflow_id,
+            recovered=False,
+            attempts=attempt,
+        )
+
+    async def resume(self, found: TrackingInfo, file: ReadyFile) -> str:
+        """Send the remaining chunks of `found`; a refusal is retried as transient, so the next
+        attempt tracks again (the message may have completed, or expired, in between)."""
+        log.warning("resuming an interrupted chunked upload",
+                    extra={"file": file.file_name, "message_id": found.message_id, "chunks": found.total_chunks})
+        try:
+            return await self.mesh.resume(
+                found.message_id, file.content, total_chunks=found.total_chunks or 0,
+                chunk_size=self.settings.mesh_chunk_bytes,
+            )
+        except MeshPermanentError as exc:
+            raise MeshTransientError(f"resume of {found.message_id} refused", status=exc.status, body=exc.body) from exc
+
+    async def find_sent(self, file: ReadyFile) -> tuple[TrackingInfo | None, str]:
+        """(what MESH holds for this file, its local id) or (None, the local id to send with).
+
+        What MESH holds is either complete (record it, never send again) or an upload that stopped
+        between chunks and can be resumed (same chunk count as this file makes now). An incomplete
+        upload that cannot be resumed (the chunk size setting changed) is left to expire and the
+        file goes under the next local-id generation; generations therefore exist only after such
+        a case, and the walk is normally one request.
+        """
+        chunks = chunk_count(len(file.content), self.settings.mesh_chunk_bytes)
+        for generation in range(1, MAX_GENERATIONS + 1):
+            local_id = local_id_generation(file.local_id, generation)
+            info = await self.mesh.track_by_local_id(local_id)
+            if info is None:
+                return None, local_id
+            if info.filename and info.filename != file.file_name:
+                raise MeshPermanentError(
+                    None, "", reason=f"local id {local_id} already names another file in MESH"
+                )
+            if info.complete or (info.total_chunks == chunks and chunks > 1):
+                return info, local_id
+            log.warning("incomplete upload found in MESH that cannot be resumed; using the next local id",
+                        extra={"file": file.file_name, "generation": generation, "status": info.status,
+                               "chunks_in_mesh": info.total_chunks, "chunks_now": chunks})
+        raise MeshPermanentError(None, "", reason=f"{MAX_GENERATIONS} incomplete uploads of {file.file_name}")
+
+    def interruptible_sleep(self, halt: asyncio.Event) -> Sleep:
+        stop = self.stop
+
+        async def sleep(seconds: float) -> None:
+            if stop.is_set() or halt.is_set():
+                raise Abandoned()
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(halt.wait())}
+            done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if done:
+                raise Abandoned()
+
+        return sleep
