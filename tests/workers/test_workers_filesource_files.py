@@ -18,7 +18,8 @@ import pytest
 
 from schemas.batchfile import parse_only, read_file
 from workers.base.settings import Settings
-from workers.filesource.worker import FileSource, Outcome, RejectedFile, SourceFile, _RowTexts, transactional_id_for
+from workers.filesource.records import Outcome, RejectedFile, RowTexts, SourceFile, transactional_id_for
+from workers.filesource.worker import FileSource
 
 DATA = Path(__file__).parent / "data"
 MMR = "MMR_Vaccinations_v5_X8E5B_20250730T11525001.csv"
@@ -149,7 +150,7 @@ def test_structure_only_and_original_text_of_broken_rows() -> None:
     assert parsed.rows[0].record.NHS_NUMBER == "9473081898"
     # the NHS number of row 3 fails mod 11, which is content: not the filesource's business
     assert parsed.rows[2].reasons[0].rule == "row.columns"
-    texts = _RowTexts(text, parsed)
+    texts = RowTexts(text, parsed)
     assert texts(parsed.rows[2]).encode() == rows[2].rstrip(b"\r\n")
     assert texts(parsed.rows[1]).encode() == rows[1]  # both physical lines
 

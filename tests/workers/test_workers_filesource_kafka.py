@@ -27,14 +27,8 @@ from topics.ensure import ensure_topics
 from workers.base.kafka import admin_client
 from workers.base.runtime import Health
 from workers.base.settings import Settings
-from workers.filesource.worker import (
-    HEADER_FILE,
-    HEADER_ROW,
-    HEADER_SHA256,
-    FileSource,
-    SourceFile,
-    run,
-)
+from workers.filesource.records import HEADER_FILE, HEADER_ROW, HEADER_SHA256, SourceFile
+from workers.filesource.worker import FileSource, run
 
 pytestmark = pytest.mark.integration
 

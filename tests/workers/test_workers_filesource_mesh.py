@@ -35,7 +35,8 @@ from workers.filesource.mesh_intake import (
     intake_config,
     local_name,
 )
-from workers.filesource.worker import HEADER_FILE, run
+from workers.filesource.records import HEADER_FILE
+from workers.filesource.worker import run
 
 DATA = Path(__file__).parent / "data"
 RSV = "RSV_Vaccinations_v5_X8E5B_20240610T18332501.csv"

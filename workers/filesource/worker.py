@@ -26,15 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -42,7 +39,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
-from schemas.batchfile import ParsedFile, ParsedRow, parse_only, read_file
+from schemas.batchfile import ParsedFile, parse_only, read_file
 from schemas.batchkey import encode_key
 from schemas.delimited import TableError
 from schemas.event import RawEvent
@@ -50,114 +47,37 @@ from schemas.fields import reason
 from schemas.filenames import FileNameError, name_token, parse_batch_file_name
 from schemas.record import Reason
 from schemas.validate import MAX_EVENT_BYTES
-from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.runtime import Health
-from workers.base.settings import FileSettings, Settings, SettingsError
+from workers.base.settings import Settings, SettingsError
 from workers.base.topic_reader import TopicFollower
 from workers.filesource.mesh_intake import MeshIntake, intake_config
+from workers.filesource.records import (
+    DONE,
+    EXTENSIONS,
+    REJECTED_DIR,
+    SOURCE_SYSTEM_MAX,
+    STAGE,
+    Outcome,
+    RejectedFile,
+    RowTexts,
+    SourceFile,
+    dead_letter_row,
+    file_reason,
+    printable_name,
+    source_headers,
+    transactional_id_for,
+)
 
 log = logging.getLogger("vaxflow.filesource")
 
 FILES = Counter("vaxflow_filesource_files_total", "Handed-in files by outcome", ["outcome"])
 ROWS = Counter("vaxflow_filesource_rows_total", "Rows of handed-in files by outcome", ["outcome"])
 
-# Where a record came from, on raw events and dead letters alike: sender feedback maps an outcome
-# back to the provider's file and row with these.
-HEADER_FILE: Final = "vaxflow.source.file"
-HEADER_SHA256: Final = "vaxflow.source.sha256"
-HEADER_ROW: Final = "vaxflow.source.row"
-HEADER_LINE: Final = "vaxflow.source.line"
-HEADER_TRUNCATED: Final = "vaxflow.source.truncated"
-
-DONE: Final = "done"
-REJECTED_DIR: Final = "rejected"
-EXTENSIONS: Final = frozenset({".csv", ".dat"})
-STAGE: Final = "filesource"
-LEDGER_SCHEMA_VERSION: Final = 1
-
-# The source_system envelope field is capped at 100 characters by the contract; the full name
-# travels in the vaxflow.source.file header.
-_SOURCE_SYSTEM_MAX: Final = 100
-# Headroom under the rejected topic's max.message.bytes for the headers of a dead letter.
-_DEAD_LETTER_MAX: Final = REJECTED.max_message_bytes - 64 * 1024
-_ENCODER: Final = msgspec.json.Encoder()
-
-
-class SourceFile(msgspec.Struct, frozen=True, kw_only=True):
-    """One processed file in the ledger: enough to recognise it again and to report on it."""
-
-    schema_version: int = LEDGER_SCHEMA_VERSION
-    sha256: str
-    file_name: str
-    source: str  # the transactional id, i.e. which directory it came from
-    rows: int
-    published: int
-    rejected: int
-    processed_at: str
-
-
-class RejectedFile(msgspec.Struct, frozen=True, kw_only=True):
-    """The `.reasons.json` written next to a file moved to rejected/."""
-
-    file_name: str
-    sha256: str
-    reasons: list[Reason]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one file; returned by poll_once for tests and logs."""
-
-    file_name: str
-    outcome: str  # published | replayed | duplicate | rejected
-    published: int = 0
-    rejected: int = 0
-
-
-def transactional_id_for(settings: FileSettings, directory: Path) -> str:
-    """One writer per directory: the id is a pure function of the resolved path unless configured."""
-    if settings.filesource_transactional_id:
-        return settings.filesource_transactional_id
-    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    return f"vaxflow-filesource-{digest}"
-
-
-def printable_name(name: str) -> str:
-    """The file name as valid UTF-8: a name of undecodable bytes (surrogate escapes) gets U+FFFD.
-
-    The name travels in JSON, headers and logs, none of which can carry lone surrogates.
-    """
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _file_reason(rule: str, message: str) -> Reason:
-    return Reason(field="file", rule=rule, message=message)
-
-
-class _RowTexts:
-    """The original text of a row (the lines it spans), for dead letters; split only when needed.
-
-    csv's line numbers count physical lines as io.StringIO(newline="") splits them, so the same
-    splitting is used here; a row ends where the next row (or the file) starts, less line endings.
-    """
-
-    def __init__(self, data: bytes, parsed: ParsedFile) -> None:
-        self._data = data
-        self._parsed = parsed
-        self._lines: list[str] | None = None
-        self._ends: dict[int, int] = {}
-
-    def __call__(self, row: ParsedRow) -> str:
-        if self._lines is None:
-            self._lines = io.StringIO(self._data.decode(self._parsed.encoding), newline="").readlines()
-            starts = [r.line for r in self._parsed.rows] + [len(self._lines) + 1]
-            self._ends = {r.number: starts[i + 1] - 1 for i, r in enumerate(self._parsed.rows)}
-        return "".join(self._lines[row.line - 1 : self._ends[row.number]]).rstrip("\r\n")
-
+_ENCODER = msgspec.json.Encoder()
 
 class FileSource:
     """Watches one directory; `start`, then `poll_once` repeatedly, then `close`."""
@@ -270,7 +190,7 @@ class FileSource:
         size = (await asyncio.to_thread(path.stat)).st_size
         if size > self._settings.filesource_max_file_bytes:
             reasons = [
-                _file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
+                file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
             ]
             return await self._reject(path, "", reasons)
         data = await asyncio.to_thread(path.read_bytes)
@@ -284,7 +204,7 @@ class FileSource:
                 log.info("file already published; moved to done/", extra={"file": name})
                 return Outcome(file_name=name, outcome="replayed")
             reasons = [
-                _file_reason(
+                file_reason(
                     "file.duplicate", f"identical content was already processed as {known.file_name} (sha256 {sha})"
                 )
             ]
@@ -294,15 +214,15 @@ class FileSource:
             parsed_name = parse_batch_file_name(name)
             name_token(parsed_name.ods_code)  # the receiver knows no ODS code with other characters
         except FileNameError as exc:
-            return await self._reject(path, sha, [_file_reason("file.name", f"{exc.message}: {exc.detail}")])
+            return await self._reject(path, sha, [file_reason("file.name", f"{exc.message}: {exc.detail}")])
         except ValueError:
-            return await self._reject(path, sha, [_file_reason("file.name", "the ODS code must be letters and digits")])
+            return await self._reject(path, sha, [file_reason("file.name", "the ODS code must be letters and digits")])
         try:
             parsed = read_file(
                 data, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code, validator=parse_only
             )
         except TableError as exc:
-            return await self._reject(path, sha, [_file_reason(exc.rule, exc.message)])
+            return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
         received = datetime.fromtimestamp((await asyncio.to_thread(path.stat)).st_mtime, UTC)
         try:
             entry = await self._publish(
@@ -331,39 +251,6 @@ class FileSource:
         with contextlib.suppress(KafkaError, OSError):
             await self.start()
 
-    def _dead_letter(
-        self, name: str, sha: str, row: ParsedRow, text: str, encoding: str, reasons: Sequence[Reason]
-    ) -> tuple[bytes, list[tuple[str, bytes]]]:
-        value = text.encode(encoding)
-        headers = [
-            (key, raw)
-            for key, raw in h.dead_letter_headers(
-                topic=f"{STAGE}:{name}",
-                partition=-1,
-                offset=-1,
-                stage=STAGE,
-                exc_class="RowStructureError",
-                exc_message="; ".join(f"{r.field}:{r.rule}" for r in reasons),
-                origin=b"",
-                reasons=reasons,
-            )
-            if key != h.ORIGIN  # never reached the raw topic, so it has no origin
-        ]
-        headers += self._source_headers(name, sha, row)
-        if len(value) > _DEAD_LETTER_MAX:
-            value = value[:_DEAD_LETTER_MAX]
-            headers.append((HEADER_TRUNCATED, b"true"))
-        return value, headers
-
-    @staticmethod
-    def _source_headers(name: str, sha: str, row: ParsedRow) -> list[tuple[str, bytes]]:
-        return [
-            (HEADER_FILE, name.encode()),
-            (HEADER_SHA256, sha.encode()),
-            (HEADER_ROW, b"%d" % row.number),
-            (HEADER_LINE, b"%d" % row.line),
-        ]
-
     async def _publish(
         self,
         name: str,
@@ -378,8 +265,8 @@ class FileSource:
         if producer is None:
             raise KafkaError("producer not connected")
         key = encode_key(vaccine_type, sender_ods)
-        source_system = f"{STAGE}:{name}"[:_SOURCE_SYSTEM_MAX]
-        row_text = _RowTexts(data, parsed)
+        source_system = f"{STAGE}:{name}"[:SOURCE_SYSTEM_MAX]
+        row_text = RowTexts(data, parsed)
         published = rejected = 0
         async with Checkpoint(producer) as step:
             for row in parsed.rows:
@@ -395,13 +282,13 @@ class FileSource:
                         )
                     )
                     if len(value) <= MAX_EVENT_BYTES:
-                        headers = self._source_headers(name, sha, row)
+                        headers = source_headers(name, sha, row)
                         await step.produce(self._raw_topic, value, key=key, headers=headers)
                         published += 1
                         continue
                     # The validator would refuse it as too large; keep the file's own bytes instead.
                     reasons = [reason("event", "too_large")]
-                value, headers = self._dead_letter(name, sha, row, row_text(row), parsed.encoding, reasons)
+                value, headers = dead_letter_row(name, sha, row, row_text(row), parsed.encoding, reasons)
                 await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
                 rejected += 1
             entry = SourceFile(
