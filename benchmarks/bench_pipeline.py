@@ -47,7 +47,7 @@ from topics.catalogue import CATALOGUE, DEADLETTER, RAW, READY, SENT, VALID, Top
 from topics.ensure import ensure_topics
 from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.loadgen import generate, produce
-from workers.base.kafka import admin_client, reader, refresh_metadata
+from workers.base.kafka import admin, admin_client, reader, refresh_metadata
 from workers.base.mesh.client import MeshConfig
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
@@ -247,10 +247,8 @@ async def pipeline_run(
     if passthrough:
         specs = [*specs, replace(VALID, name=passthrough_stages.SCRATCH)]
     settings = base.model_copy(update={"topic_namespace": f"b{uuid.uuid4().hex[:8]}"})
-    admin = admin_client(settings)
-    await admin.start()
-    await ensure_topics(admin, namespace=settings.topic_namespace, specs=specs)
-    await admin.close()
+    async with admin(settings) as client:
+        await ensure_topics(client, namespace=settings.topic_namespace, specs=specs)
     await produce(settings, payloads, keys, timestamps_ms=timestamps_ms)
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
     env = {**os.environ, **settings.as_environment()}

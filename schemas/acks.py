@@ -49,8 +49,8 @@ class AckFormatError(ValueError):
     """The bytes are not an acknowledgement in the receiver's format."""
 
 
-class InfAck(msgspec.Struct, frozen=True, kw_only=True):
-    """The file-level outcome. Success means the header and permissions passed, not the rows."""
+class _AckColumns(msgspec.Struct, frozen=True, kw_only=True):
+    """The columns both acknowledgement files start with, in the receiver's order."""
 
     MESSAGE_HEADER_ID: str
     HEADER_RESPONSE_CODE: str
@@ -63,6 +63,11 @@ class InfAck(msgspec.Struct, frozen=True, kw_only=True):
     RECEIVED_TIME: str
     MAILBOX_FROM: str
     LOCAL_ID: str
+
+
+class InfAck(_AckColumns, frozen=True, kw_only=True):
+    """The file-level outcome. Success means the header and permissions passed, not the rows."""
+
     MESSAGE_DELIVERY: bool
 
     @property
@@ -70,20 +75,10 @@ class InfAck(msgspec.Struct, frozen=True, kw_only=True):
         return self.HEADER_RESPONSE_CODE == "Success"
 
 
-class BusAckRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One row's outcome; only failed rows are ever listed by the current receiver."""
+class BusAckRow(_AckColumns, frozen=True, kw_only=True):
+    """One row's outcome; only failed rows are ever listed by the current receiver. Here
+    MESSAGE_HEADER_ID is `{message_id}^{row number}` and LOCAL_ID `{UNIQUE_ID}^{UNIQUE_ID_URI}`."""
 
-    MESSAGE_HEADER_ID: str  # `{message_id}^{row number}`
-    HEADER_RESPONSE_CODE: str
-    ISSUE_SEVERITY: str
-    ISSUE_CODE: str
-    ISSUE_DETAILS_CODE: str
-    RESPONSE_TYPE: str
-    RESPONSE_CODE: str
-    RESPONSE_DISPLAY: str
-    RECEIVED_TIME: str
-    MAILBOX_FROM: str
-    LOCAL_ID: str  # `{UNIQUE_ID}^{UNIQUE_ID_URI}`
     IMMS_ID: str
     OPERATION_OUTCOME: str
     MESSAGE_DELIVERY: bool

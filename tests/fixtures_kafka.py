@@ -22,20 +22,16 @@ from support.ports import free_port
 
 from topics.ensure import wait_until_ready
 from vaxflow.dev import kafka_broker
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.settings import Settings
 
 
 async def create_topic(settings: Settings, prefix: str, partitions: int = 3, **configs: str) -> str:
     """A fresh topic outside the catalogue, usable (every partition led) when this returns."""
     name = settings.topic(f"{prefix}-{uuid.uuid4().hex[:8]}")
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-        await wait_until_ready(admin, {name: partitions})
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        await client.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        await wait_until_ready(client, {name: partitions})
     return name
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from vaxflow.ops.lag import group_lag
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin, offsets_probe, refresh_metadata
 from workers.base.settings import Settings
 
 
@@ -28,14 +28,13 @@ def ops_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings:
 
 async def offsets(settings: Settings, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
     """(committed, log end) per partition (committed -1 when none)."""
-    admin = admin_client(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    consumer = offsets_probe(settings)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        async with admin(settings) as client:
+            committed = await client.list_consumer_group_offsets(group, partitions=tps)
         ends = await consumer.end_offsets(tps)
         return (
             {tp.partition: (committed[tp].offset if tp in committed else -1) for tp in tps},
@@ -43,7 +42,6 @@ async def offsets(settings: Settings, group: str, topic: str) -> tuple[dict[int,
         )
     finally:
         await consumer.stop()
-        await admin.close()
 
 
 async def caught_up(settings: Settings, group: str, topic: str) -> bool:

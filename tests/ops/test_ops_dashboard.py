@@ -22,7 +22,7 @@ from ops_support import ops_settings
 from pydantic import SecretStr
 from support.ports import free_port
 from support.topics import ensure
-from support.workers import running
+from support.workers import running, running_all
 
 from topics.catalogue import RAW
 from vaxflow.dev.loadgen import generate, produce
@@ -31,7 +31,7 @@ from vaxflow.ops.lag import LagMonitor, pipeline_groups
 from vaxflow.ops.resend import ResendError, resend
 from vaxflow.ops.service import OpsService, serve
 from workers.ackreader import worker as ackreader
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.runtime import Health, health_app
 from workers.base.settings import Settings
 from workers.batcher import worker as batcher
@@ -103,17 +103,13 @@ async def test_service_endpoints(kafka_settings: Settings, tmp_path: Path) -> No
 async def uploader_group(settings: Settings) -> str:
     """The uploader's group id: with or without the topic namespace, whichever the uploader uses."""
     candidates = (settings.group(settings.uploader_group), settings.uploader_group)
-    admin = admin_client(settings)
-    await admin.start()
-    try:
+    async with admin(settings) as client:
         for _ in range(150):
-            existing = {g[0] for g in await admin.list_consumer_groups()}
+            existing = {g[0] for g in await client.list_consumer_groups()}
             for c in candidates:
                 if c in existing:
                     return c
             await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
     raise AssertionError("the uploader's group never appeared")
 
 
@@ -147,12 +143,7 @@ async def test_dashboard_in_headless_chromium(
     load = generate(3000, invalid_fraction=0.08, seed=42)
     url = f"http://127.0.0.1:{settings.ops_port}/"
     try:
-        async with (
-            running(validator.run, settings),
-            running(batcher.run, settings),
-            running(uploader.run, settings),
-            running(ackreader.run, settings),
-        ):
+        async with running_all(settings, validator.run, batcher.run, uploader.run, ackreader.run):
             groups = pipeline_groups(settings)
             groups.pop(settings.group(settings.uploader_group))
             groups[await uploader_group(settings)] = settings.topic("vaccination.batches.ready")

@@ -131,14 +131,10 @@ async def test_validator_replay_forwards_nothing_twice(kafka_settings: Settings,
 
 async def _has_members(settings: Settings, group: str) -> bool:
     from vaxflow.ops.lag import describe_group
-    from workers.base.kafka import admin_client
+    from workers.base.kafka import admin
 
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        return (await describe_group(admin, group)).active
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        return (await describe_group(client, group)).active
 
 
 def _skipped() -> float:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from topics.ensure import ensure_topics
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.settings import Settings
 
 
 async def ensure(settings: Settings) -> None:
     """Create (or check) every catalogue topic in `settings.topic_namespace`; fail on any drift."""
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        reports = await ensure_topics(admin, namespace=settings.topic_namespace)
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        reports = await ensure_topics(client, namespace=settings.topic_namespace)
     assert all(r.ok for r in reports), [r.drift for r in reports if not r.ok]

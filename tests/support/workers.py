@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from workers.base.runtime import Health, WorkerMain
@@ -37,6 +37,13 @@ async def running(main: WorkerMain, settings: Settings, *, stop_timeout: float =
             await asyncio.wait_for(asyncio.shield(task), timeout=stop_timeout)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
+
+
+@asynccontextmanager
+async def running_all(settings: Settings, *mains: WorkerMain) -> AsyncIterator[list[RunningWorker]]:
+    """Several workers, started in order and stopped in reverse (as nested `running` blocks would)."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running(main, settings)) for main in mains]
 
 
 async def wait_for(

@@ -9,7 +9,7 @@ import pytest
 from topics.catalogue import RAW
 from topics.ensure import ensure_topics
 from vaxflow.dev.loadgen import generate, produce
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
 
@@ -17,12 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 async def _raw_topic(settings: Settings) -> None:
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await ensure_topics(admin, namespace=settings.topic_namespace, specs=[RAW])
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        await ensure_topics(client, namespace=settings.topic_namespace, specs=[RAW])
 
 
 async def test_records_carry_the_given_ingestion_times(kafka_settings: Settings) -> None:

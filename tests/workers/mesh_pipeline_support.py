@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,7 +31,7 @@ from schemas.validate import validate_record
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
-from workers.base.kafka import admin_client, idempotent_producer
+from workers.base.kafka import admin, idempotent_producer
 from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
 from workers.base.settings import Settings
@@ -190,12 +190,8 @@ def decoded(records: Iterable[ConsumerRecord[bytes, bytes]], kind: type[Any]) ->
 
 async def committed_offsets(settings: Settings, group: str, catalogue_name: str) -> dict[int, int]:
     topic = settings.topic(catalogue_name)
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        offsets = await client.list_consumer_group_offsets(group)
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 
@@ -245,6 +241,20 @@ async def acknowledge_all(client: MeshClient, found: dict[str, list[tuple[InboxM
     for messages in found.values():
         for meta, _ in messages:
             await client.acknowledge(meta.message_id)
+
+
+class HasMailboxes(Protocol):
+    def client(self, role: MailboxRole) -> MeshClient: ...
+
+
+async def delivered_once_each(mesh: HasMailboxes, expected: Mapping[MailboxRole, ReadyFile]) -> None:
+    """Each file is in its recipient's inbox exactly once, byte-identical; then acknowledged."""
+    for role, f in expected.items():
+        async with mesh.client(role) as client:
+            found = await inbox_messages(client, [f.file_name])
+            assert len(found[f.file_name]) == 1
+            assert found[f.file_name][0][1] == f.content
+            await acknowledge_all(client, found)
 
 
 async def empty_inbox(client: MeshClient) -> int:

@@ -28,7 +28,7 @@ from mesh_pipeline_support import MeshReadBack, empty_inbox, empty_recipient_inb
 from pipeline_support import ProcessWorker, produce_paced, settings_env
 from support.placement import Fault, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
 from support.topics import ensure
-from support.workers import running
+from support.workers import running_all
 
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
@@ -83,12 +83,7 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with (
-            running(validator.run, settings),
-            running(batcher.run, settings),
-            running(uploader.run, settings),
-            running(ackreader.run, settings),
-        ):
+        async with running_all(settings, validator.run, batcher.run, uploader.run, ackreader.run):
             origins = set(await produce(settings, load.payloads, load.keys))
             assert len(origins) == EVENTS
             deadline = loop.time() + 600

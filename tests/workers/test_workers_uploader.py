@@ -17,6 +17,7 @@ from mesh_pipeline_support import (
     acknowledge_all,
     assert_each_delivered_once,
     decoded,
+    delivered_once_each,
     inbox_messages,
     pipeline_settings,
     produce_ready,
@@ -390,12 +391,7 @@ async def test_files_wait_out_a_mesh_outage_and_then_go(
             await mesh_sandbox.start_async()
     assert len(records) == 2
     assert await read_topic(settings, DEADLETTER.name, timeout=0.5) == []
-    for role, f in ((MailboxRole.IMMUNISATION, files[0]), (MailboxRole.DPS, files[1])):
-        async with mesh_sandbox.client(role) as client:
-            found = await inbox_messages(client, [f.file_name])
-            assert len(found[f.file_name]) == 1
-            assert found[f.file_name][0][1] == f.content
-            await acknowledge_all(client, found)
+    await delivered_once_each(mesh_sandbox, {MailboxRole.IMMUNISATION: files[0], MailboxRole.DPS: files[1]})
 
 
 async def _alive(mesh: MeshSandboxHandle) -> bool:

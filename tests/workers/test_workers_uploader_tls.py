@@ -32,12 +32,11 @@ from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle, record_startup
 from mesh_pipeline_support import (
     FileFactory,
-    acknowledge_all,
     assert_each_delivered_once,
     committed_offsets,
     decoded,
+    delivered_once_each,
     end_offsets,
-    inbox_messages,
     pipeline_settings,
     produce_ready,
     read_topic,
@@ -215,10 +214,5 @@ async def test_a_tls_failure_records_nothing_and_commits_nothing_until_fixed(
     assert len(records) == len(files)
     assert all(not r.recovered for r in decoded(records, SentReceipt))
     assert await read_topic(good, DEADLETTER.name, timeout=0.5) == []
-    for role, f in ((MailboxRole.IMMUNISATION, files[0]), (MailboxRole.DPS, files[1])):
-        async with tls_mesh.client(role) as client:
-            found = await inbox_messages(client, [f.file_name])
-            assert len(found[f.file_name]) == 1
-            assert found[f.file_name][0][1] == f.content
-            await acknowledge_all(client, found)
+    await delivered_once_each(tls_mesh, {MailboxRole.IMMUNISATION: files[0], MailboxRole.DPS: files[1]})
 

@@ -18,17 +18,13 @@ def topics_ensure(
 ) -> None:
     """Create missing topics; report drift in partitions or configs (exit 1 on drift)."""
     from topics.ensure import ensure_topics
-    from workers.base.kafka import admin_client
+    from workers.base.kafka import admin
 
     settings = settings_or_exit()
 
     async def run() -> list[dict[str, object]]:
-        admin = admin_client(settings)
-        await admin.start()
-        try:
-            reports = await ensure_topics(admin, namespace=settings.topic_namespace, fix_configs=fix_configs)
-        finally:
-            await admin.close()
+        async with admin(settings) as client:
+            reports = await ensure_topics(client, namespace=settings.topic_namespace, fix_configs=fix_configs)
         return [
             {"topic": r.name, "created": r.created, "drift": r.drift, "altered": r.altered} for r in reports
         ]

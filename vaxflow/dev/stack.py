@@ -19,7 +19,7 @@ from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.processes import alive, stop_pid
 from vaxflow.dev.state import Service, load_state, save_state
 from vaxflow.registry import SERVES_OWN_HEALTH, module_of
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.mesh.settings import own_mailbox_config
 from workers.base.settings import Settings
 
@@ -99,12 +99,8 @@ async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False)
     state.put(Service(name="mesh-sandbox", pid=spid, url=sandbox.url, log=str(sandbox.log)))
     report["mesh_sandbox"] = {"url": sandbox.url, "ready_seconds": round(time.monotonic() - started, 1)}
 
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        topics = await ensure_topics(admin, namespace=settings.topic_namespace)
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        topics = await ensure_topics(client, namespace=settings.topic_namespace)
     report["topics"] = {r.name: ("created" if r.created else "ok" if r.ok else r.drift) for r in topics}
 
     wanted = [*(PIPELINE if workers else ()), *(("nhs-sim",) if nhs_sim else ())]

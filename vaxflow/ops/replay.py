@@ -48,7 +48,7 @@ from vaxflow.ops.lag import GroupMembers, coordinator_call, describe_group, pipe
 from vaxflow.ops.resend import ResendError, execute_resend, plan_resend
 from vaxflow.ops.scan import Meter, stream
 from workers.base.checkpoint import Checkpoint
-from workers.base.kafka import admin_client, group_committer, offsets_probe, partitions_of
+from workers.base.kafka import admin, group_committer, offsets_probe, partitions_of
 from workers.base.ledger import SentLedger
 from workers.base.settings import Settings
 from workers.base.state_store import load_state
@@ -221,16 +221,15 @@ async def plan_replay(
     if resend and kind == "other":
         raise ReplayRefused("--resend applies to vaxflow's validator, batcher and uploader groups only")
     when = parse_datetime(to_datetime) if to_datetime is not None else None
-    admin = admin_client(settings)
     consumer = offsets_probe(settings)
-    await admin.start()
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic_name)
         if not tps:
             raise ReplayRefused(f"topic {topic_name} does not exist")
-        members = await coordinator_call(lambda: describe_group(admin, gid))
-        committed = await coordinator_call(lambda: admin.list_consumer_group_offsets(gid, partitions=tps))
+        async with admin(settings) as client:
+            members = await coordinator_call(lambda: describe_group(client, gid))
+            committed = await coordinator_call(lambda: client.list_consumer_group_offsets(gid, partitions=tps))
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         if when is not None:
@@ -241,7 +240,6 @@ async def plan_replay(
             targets = {tp: min(max(to_offset, starts[tp]), ends[tp]) for tp in tps}
     finally:
         await consumer.stop()
-        await admin.close()
 
     rows: list[PartitionPlan] = []
     for tp in tps:
@@ -367,12 +365,8 @@ async def _count_sent(settings: Settings, origins: set[tuple[int, int]]) -> int:
 
 async def execute_replay(settings: Settings, plan: ReplayPlan, *, meter: Meter | None = None) -> ReplayPlan:
     """Apply a plan made by plan_replay, after checking again that the group is idle."""
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        members = await coordinator_call(lambda: describe_group(admin, plan.group))
-    finally:
-        await admin.close()
+    async with admin(settings) as client:
+        members = await coordinator_call(lambda: describe_group(client, plan.group))
     if members.active:
         raise ReplayRefused(
             f"group {plan.group} has {members.members} live member(s) (state {members.state}); "

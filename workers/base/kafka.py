@@ -10,11 +10,14 @@ The kinds, by what their caller needs:
 - `committed_consumer`: a group member that commits only what it has finished, read_committed;
 - `reader`: no group, read_committed, for reading topics (state, ledgers, operator scans);
 - `offsets_probe`: no group, read_uncommitted, for end offsets as Kafka's own tools count them;
-- `admin_client`, and `group_committer` for an operator writing a stopped group's offsets.
+- `admin_client` (`admin`: started and closed around a block), and `group_committer` for an
+  operator writing a stopped group's offsets.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +54,17 @@ def connection(settings: KafkaConnection) -> dict[str, Any]:
 
 def admin_client(settings: KafkaConnection, *, request_timeout_ms: int = 15000) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**connection(settings), request_timeout_ms=request_timeout_ms)
+
+
+@contextlib.asynccontextmanager
+async def admin(settings: KafkaConnection, *, request_timeout_ms: int = 15000) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit (aiokafka's has no context manager of its own)."""
+    client = admin_client(settings, request_timeout_ms=request_timeout_ms)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 def idempotent_producer(settings: KafkaConnection, **overrides: Any) -> AIOKafkaProducer:

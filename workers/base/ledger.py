@@ -32,7 +32,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin
 from workers.base.settings import Settings
 from workers.base.topic_reader import TopicFollower
 
@@ -56,13 +56,11 @@ async def topic_partitions(settings: Settings, topic: str, within: float = 15.0)
     A consumer only learns metadata of topics it is assigned, so ask an admin client; a topic
     created moments ago may need a few metadata rounds to show its partitions.
     """
-    admin = admin_client(settings)
-    await admin.start()
-    try:
+    async with admin(settings) as client:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             try:
-                described = await admin.describe_topics([topic])
+                described = await client.describe_topics([topic])
                 found = {p["partition"] for t in described if t["topic"] == topic and not t["error_code"]
                          for p in t["partitions"]}
             except KafkaError:
@@ -70,8 +68,6 @@ async def topic_partitions(settings: Settings, topic: str, within: float = 15.0)
             if found or asyncio.get_running_loop().time() > deadline:
                 return found
             await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
 
 
 class SentLedger:

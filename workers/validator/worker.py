@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -78,17 +79,21 @@ class ReplayGuards(PartitionState):
             self.processed_upto.pop(tp, None)
 
 
-async def process_partition(
-    records: Sequence[ConsumerRecord[bytes, bytes]],
-    tp: TopicPartition,
-    producers: PartitionProducers,
-    guards: ReplayGuards,
-    settings: Settings,
-    permissions: Permissions,
-    group_id: str,
-) -> None:
+@dataclass(frozen=True)
+class Stage:
+    """What every batch of one validator process is validated and committed with."""
+
+    settings: Settings
+    permissions: Permissions
+    group_id: str
+    guards: ReplayGuards
+    producers: PartitionProducers
+
+
+async def process_partition(stage: Stage, records: Sequence[ConsumerRecord[bytes, bytes]], tp: TopicPartition) -> None:
     """Validate one partition's batch and publish the results, the guard and its offset, atomically."""
-    producer = producers.producers[tp]
+    settings, permissions, group_id, guards = stage.settings, stage.permissions, stage.group_id, stage.guards
+    producer = stage.producers.producers[tp]
     valid_topic, rejected_topic = settings.topic(VALID.name), settings.topic(REJECTED.name)
     guard = guards.processed_upto.get(tp, 0)
     valid = rejected = skipped = 0
@@ -147,23 +152,16 @@ async def process_partition(
 
 
 async def _one_partition(
-    consumer: AIOKafkaConsumer,
-    tp: TopicPartition,
-    records: list[ConsumerRecord[bytes, bytes]],
-    producers: PartitionProducers,
-    guards: ReplayGuards,
-    settings: Settings,
-    permissions: Permissions,
-    group_id: str,
+    stage: Stage, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
 ) -> None:
-    if not producers.is_ready(tp):
+    if not stage.producers.is_ready(tp):
         # assigned but its producer or its replay guard not ready yet (rebalance in progress), or
         # revoked: never process without the guard, never skip past records unprocessed
         rewind(consumer, tp, records[0].offset)
         return
     try:
         with BATCH_SECONDS.time():
-            await process_partition(records, tp, producers, guards, settings, permissions, group_id)
+            await process_partition(stage, records, tp)
     except ProducerFenced:
         raise  # another instance owns this partition now: this one is a zombie
     except KafkaError:
@@ -186,6 +184,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     guards = ReplayGuards(settings)
     producers = PartitionProducers(settings, prefix=group_id, state=guards)
     in_flight = guards.in_flight
+    stage = Stage(settings, permissions, group_id, guards, producers)
     consumer = committed_consumer(settings, group_id=group_id, max_partition_fetch_bytes=4 * 1024 * 1024)
     consumer.subscribe([settings.topic(RAW.name)], listener=producers)
     await consumer.start()
@@ -211,7 +210,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             health.progress()
             for tp, records in batch.items():
                 in_flight[tp] = asyncio.create_task(
-                    _one_partition(consumer, tp, records, producers, guards, settings, permissions, group_id)
+                    _one_partition(stage, consumer, tp, records)
                 )
             if in_flight and not batch:
                 await asyncio.wait(in_flight.values(), timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
