@@ -79,11 +79,15 @@ async def produce_paced(
     seconds: float,
     slices: int = 24,
     sent: list[tuple[int, int]] | None = None,
+    hold_last: asyncio.Event | None = None,
 ) -> list[tuple[int, int]]:
     """Produce in slices spread over `seconds`, so that kills land while events are still arriving.
 
     `sent` (if given) grows as each slice is acknowledged: len(sent) events, the first ones of
     `payloads`, are on the raw topic at any instant (what a fault can measure as produced).
+    `hold_last` (if given) keeps the last slice back until it is set: a test that injects faults
+    sets it after the last one, so every fault lands while the load is still arriving however long
+    the machine takes between faults.
     """
     producer = idempotent_producer(settings, linger_ms=20)
     await producer.start()
@@ -91,6 +95,8 @@ async def produce_paced(
     try:
         step = -(-len(payloads) // slices)
         for start in range(0, len(payloads), step):
+            if hold_last is not None and start + step >= len(payloads):
+                await hold_last.wait()
             coords.extend(
                 await produce(settings, payloads[start:start + step], keys[start:start + step], producer=producer)
             )

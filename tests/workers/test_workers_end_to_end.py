@@ -166,11 +166,12 @@ async def test_sigkill_every_worker_with_mesh(
     pauses = [rng.uniform(0.5, 3.0) for _ in order]
     sent: list[tuple[int, int]] = []
     faults: list[Fault] = []
+    faults_done = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
         seconds = sum(pauses) + len(order)  # each kill's measurement takes a moment too
         produce_task = asyncio.create_task(
-            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent)
+            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
         )
         started = loop.time()
         for name, pause in zip(order, pauses, strict=True):
@@ -180,6 +181,7 @@ async def test_sigkill_every_worker_with_mesh(
             workers[name].start()
             placed = sent_load.placed(sim.downloaded.values(), await rejected_values(settings))
             faults.append(Fault(f"kill {name}", at, produced, len(set(range(produced)) - placed)))
+        faults_done.set()
         origins = set(await produce_task)
         deadline = loop.time() + 400
         while True:
@@ -193,6 +195,7 @@ async def test_sigkill_every_worker_with_mesh(
         settle = settle_seconds(settings)
         await nothing_more_arrives(sim.message_count, settle, "MESH messages")
     finally:
+        faults_done.set()
         for worker in workers.values():
             worker.terminate()
         sim_stop.set()

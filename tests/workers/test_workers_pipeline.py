@@ -193,7 +193,10 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
     pauses = [rng.uniform(1.0, 4.0) for _ in order]
     sent: list[tuple[int, int]] = []
     seconds = sum(pauses) + 2 * len(order)  # each kill's measurement takes a moment too
-    produce_task = asyncio.create_task(produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent))
+    faults_done = asyncio.Event()
+    produce_task = asyncio.create_task(
+        produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
+    )
     faults: list[Fault] = []
     try:
         started = time.monotonic()
@@ -203,10 +206,12 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
             workers[name].kill()
             workers[name].start()
             faults.append(await measured(f"kill {name}", at, produced, settings, sent_load))
+        faults_done.set()
         coords = await produce_task
         await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
         await no_more_output(settings)
     finally:
+        faults_done.set()
         for worker in workers.values():
             worker.terminate()
     print(f"\n[kill-test] {'; '.join(map(str, faults))}")
@@ -238,11 +243,12 @@ async def check_hand_over_midstream(
     second: TaskWorker | None = None
     sent: list[tuple[int, int]] = []
     faults: list[Fault] = []
+    faults_done = asyncio.Event()
     try:
         # Paced to outlast both hand-overs (as fast as possible, the load was all placed before the leave).
         seconds = join_after + leave_after + 4
         produce_task = asyncio.create_task(
-            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent)
+            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
         )
         started = time.monotonic()
         await asyncio.sleep(join_after)
@@ -253,10 +259,12 @@ async def check_hand_over_midstream(
         produced, at = len(sent), time.monotonic() - started
         await first.close()
         faults.append(await measured("first leaves", at, produced, settings, sent_load))
+        faults_done.set()
         coords = await produce_task
         await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
         await no_more_output(settings)
     finally:
+        faults_done.set()
         await other.close()
         await first.close()
         if second is not None:

@@ -133,9 +133,10 @@ async def test_sigkill_mid_batch_leaves_every_event_on_one_topic_once(kafka_sett
     validator = ProcessWorker("validator", settings_env(settings), tmp_path / "validator.log").start()
     sent: list[tuple[int, int]] = []
     faults: list[Fault] = []
+    faults_done = asyncio.Event()
     try:
         produce_task = asyncio.create_task(
-            produce_paced(settings, load.payloads, load.keys, seconds=40.0, slices=50, sent=sent)
+            produce_paced(settings, load.payloads, load.keys, seconds=40.0, slices=50, sent=sent, hold_last=faults_done)
         )
         started, out_at_kill = time.monotonic(), 0
         for _ in range(3):
@@ -152,10 +153,12 @@ async def test_sigkill_mid_batch_leaves_every_event_on_one_topic_once(kafka_sett
             faults.append(Fault("kill validator", time.monotonic() - started, produced,
                                 len(set(range(produced)) - placed)))
             validator.start()
+        faults_done.set()
         coords = await produce_task
         await wait_for(partial(all_out, settings, len(coords)), 120, "every event validated")
         await nothing_more_arrives(partial(output_count, settings), 5.0, "valid or rejected records")
     finally:
+        faults_done.set()
         validator.terminate()
     print(f"\n[validator-kill] {'; '.join(map(str, faults))}")
     assert_mid_stream(faults, len(load.payloads))

@@ -4,8 +4,9 @@ input partition, and the worker's own per-partition state, kept in step with the
 aiokafka commits consumer offsets inside a transaction with the group id only (no generation
 fencing, KIP-447), so a worker that lost a partition in a rebalance could still commit a
 transaction for it. Giving each input partition its own transactional id means the new owner's
-`init_transactions` fences the old one: the classic pre-KIP-447 pattern, proven by the SIGKILL and
-rebalance tests in tests/workers/ (killing and restarting workers mid-stream).
+`init_transactions` fences the old one: the classic pre-KIP-447 pattern, proven against the real
+broker by killing and restarting workers mid-stream (tests/workers/test_workers_validator.py, and
+the SIGKILL and rebalance tests of test_workers_pipeline.py and test_workers_end_to_end.py).
 
 The order on assignment: producers first (fencing any zombie), then the worker's state is loaded
 (its replay guard, its windows, the sent ledger), and only then is the partition ready; records

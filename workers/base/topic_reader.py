@@ -106,10 +106,11 @@ class TopicFollower:
             wanted = self._fixed
         else:
             wanted = [tp for topic in self.topics for tp in await partitions_of(self.consumer, topic)]
-        new = [tp for tp in wanted if tp not in set(self.assigned)]
+        known = set(self.assigned)
+        new = [tp for tp in wanted if tp not in known]
         if not new:
             return
-        self.assigned = sorted({*self.assigned, *wanted})
+        self.assigned = sorted(known | set(new))
         self.consumer.assign(self.assigned)
         await self.consumer.seek_to_beginning(*new)
 
