@@ -27,7 +27,7 @@ from topics.catalogue import RAW, VALID
 from vaxflow.dev.loadgen import generate, produce
 from vaxflow.ops.burrow import Policy, Status
 from vaxflow.ops.lag import LagMonitor, LagProbe
-from workers.base.kafka import idempotent_producer
+from workers.base.kafka import committed_consumer, group_committer, idempotent_producer
 from workers.base.runtime import Health, health_app
 from workers.base.settings import Settings
 from workers.batcher import worker as batcher
@@ -98,7 +98,7 @@ async def test_lag_equals_consumer_group_arithmetic(kafka_settings: Settings, tm
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = group_committer(settings, group)
     await consumer.start()
     try:
         consumer.assign([TopicPartition(raw, p) for p in commit])
@@ -167,8 +167,7 @@ async def test_stopped_consumer_turns_stop_and_stalled_one_stall_then_ok(
             assert (await status()) == (Status.OK, {Status.OK})
 
         # stalled: a member holds every partition but never commits
-        idle = AIOKafkaConsumer(raw, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+        idle = committed_consumer(settings, raw, group_id=group)
         await idle.start()
         try:
             await wait_for(partial(_assigned, idle), 30, "idle member assigned")

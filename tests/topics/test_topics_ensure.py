@@ -4,11 +4,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.admin import NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from topics.catalogue import CATALOGUE, RAW
 from topics.ensure import ensure_topics
+from workers.base.kafka import admin_client
 from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 
 async def test_create_then_idempotent_then_drift(kafka_settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    admin = admin_client(kafka_settings)
     await admin.start()
     try:
         ns = kafka_settings.topic_namespace
@@ -68,7 +69,7 @@ async def test_created_topics_are_ready_and_a_racing_ensure_is_not_an_error(kafk
     with two clients (seen once in CI); three clients in a loop did so in 24 of 25 rounds before
     the fix, while a single round missed it.
     """
-    admins = [AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap) for _ in range(3)]
+    admins = [admin_client(kafka_settings) for _ in range(3)]
     for admin in admins:
         await admin.start()
     try:

@@ -10,12 +10,18 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fixtures_kafka import KafkaHandle, create_topic
 
-from workers.base.kafka import committed_consumer, idempotent_producer, transactional_producer
+from workers.base.kafka import (
+    admin_client,
+    committed_consumer,
+    idempotent_producer,
+    offsets_probe,
+    reader,
+    transactional_producer,
+)
 from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -26,12 +32,7 @@ async def _topic(settings: Settings, partitions: int = 3, **configs: str) -> str
 
 
 async def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
+    consumer = reader(settings, topic)
     await consumer.start()
     values: list[bytes] = []
     try:
@@ -49,7 +50,7 @@ async def _read_all(settings: Settings, topic: str, expect: int, timeout: float 
 
 async def test_admin_create_describe_topics_and_configs(kafka_settings: Settings) -> None:
     topic = await _topic(kafka_settings, partitions=4, **{"retention.ms": "3600000"})
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    admin = admin_client(kafka_settings)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -70,7 +71,7 @@ async def test_idempotent_producer_and_list_offsets(kafka_settings: Settings) ->
     finally:
         await producer.stop()
     assert [m.offset for m in metas] == [0, 1, 2, 3, 4]
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    consumer = offsets_probe(kafka_settings)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -161,7 +162,7 @@ async def test_group_manual_commit_rebalance_listener_and_describe(kafka_setting
 
     tp = next(iter(first.assignment()))
     await first.commit({tp: 0})
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    admin = admin_client(kafka_settings)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import ConsumerRecord
 from fixtures_kafka import KafkaHandle
@@ -31,7 +31,7 @@ from schemas.validate import validate_record
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
-from workers.base.kafka import admin, idempotent_producer
+from workers.base.kafka import admin, idempotent_producer, offsets_probe, reader
 from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
 from workers.base.settings import Settings
@@ -158,10 +158,7 @@ async def read_topic(
     After the condition holds, one more short read catches records that should not be there.
     """
     topic = settings.topic(catalogue_name)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
-        enable_auto_commit=False, max_partition_fetch_bytes=48 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
-    )
+    consumer = reader(settings, fetch_bytes=48 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
@@ -197,7 +194,7 @@ async def committed_offsets(settings: Settings, group: str, catalogue_name: str)
 
 async def end_offsets(settings: Settings, catalogue_name: str) -> dict[int, int]:
     topic = settings.topic(catalogue_name)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = offsets_probe(settings)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(await topic_partitions(settings, topic))]

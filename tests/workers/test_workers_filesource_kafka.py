@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
@@ -24,7 +24,7 @@ from schemas.event import RawEvent
 from topics import headers as h
 from topics.catalogue import RAW, REJECTED, SOURCE_FILES, TopicSpec
 from topics.ensure import ensure_topics
-from workers.base.kafka import admin_client
+from workers.base.kafka import admin_client, reader
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.filesource.records import HEADER_FILE, HEADER_ROW, HEADER_SHA256, SourceFile
@@ -64,9 +64,7 @@ async def source(settings: Settings, tmp_path: Path) -> AsyncIterator[FileSource
 async def read_topic(settings: Settings, spec: TopicSpec) -> list[ConsumerRecord[bytes, bytes]]:
     """Everything committed on a topic of this test's namespace, in partition then offset order."""
     topic = settings.topic(spec.name)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = reader(settings)
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
     try:

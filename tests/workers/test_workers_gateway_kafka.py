@@ -23,12 +23,13 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from support.topics import ensure
 
 from topics.catalogue import RAW
 from vaxflow.dev.samples import make_event
+from workers.base.kafka import offsets_probe, reader
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.gateway.tokens import TokenTable
@@ -69,9 +70,7 @@ async def read_at(
     wanted: dict[int, set[int]] = defaultdict(set)
     for partition, offset in coordinates:
         wanted[partition].add(offset)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = reader(settings)
     await consumer.start()
     found: dict[tuple[int, int], ConsumerRecord[bytes, bytes]] = {}
     try:
@@ -91,7 +90,7 @@ async def read_at(
 
 
 async def raw_count(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = offsets_probe(settings)
     await consumer.start()
     try:
         topic = settings.topic(RAW.name)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
+from workers.base.kafka import idempotent_producer
 from workers.base.ledger import LedgerError, SentLedger, encode_receipt
 from workers.base.settings import Settings
 
@@ -26,7 +26,7 @@ async def test_ledger_rebuilds_catches_up_and_honours_tombstones(kafka_settings:
 
     await ensure(kafka_settings)
     topic = kafka_settings.topic(SENT.name)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, acks="all")
+    producer = idempotent_producer(kafka_settings)
     await producer.start()
     try:
         for name in ("A.csv", "B.csv"):

@@ -32,6 +32,7 @@ from schemas.validate import validate_record
 from topics import headers as h
 from topics.catalogue import READY, REJECTED, VALID
 from vaxflow.dev.loadgen import generate, produce
+from workers.base.kafka import idempotent_producer
 from workers.base.runtime import WorkerMain
 from workers.base.settings import Settings
 from workers.batcher.worker import run as run_batcher
@@ -369,7 +370,6 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
     """After an upgrade the valid topic may still hold ValidEvent JSON (catalogue v3) ahead of rows
     (v4, docs/decisions/0011): both end in one file, with the same bytes as a file rendered from the
     records; a record that is neither goes to the rejected topic, not lost and not in a file."""
-    from aiokafka import AIOKafkaProducer
 
     from schemas.batchfile import render_file, render_row
     from schemas.event import ValidEvent
@@ -390,7 +390,7 @@ async def test_batcher_reads_rows_and_version_3_records_and_dead_letters_anythin
         assert isinstance(event, ValidEvent), event
         events.append(event)
     key = b"FLU|YGM41"
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = idempotent_producer(settings)
     await producer.start()
     try:
         valid = settings.topic(VALID.name)
@@ -416,7 +416,6 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     """Events read an hour after their windows ended (a backlog, as after an outage) still make one
     file per window: the wall clock closes windows only once the partition is read to its end, so
     a window whose events span many polls is not cut at each poll's edge (workers.batcher.caught_up)."""
-    from aiokafka import AIOKafkaProducer
 
     from schemas.batchfile import render_row
     from schemas.event import ValidEvent
@@ -435,7 +434,7 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     row = render_row(event.record)
     first_window_ms = (int(time.time() * 1000) - 3_600_000) // 2000 * 2000
     stamps = [first_window_ms + i * 20 for i in range(300)]  # 100 events in each of three 2 s windows
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = idempotent_producer(settings)
     await producer.start()
     try:
         sent = [

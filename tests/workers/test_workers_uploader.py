@@ -34,6 +34,7 @@ from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.ops.lag import group_lag
 from vaxflow.ops.redrive import RedriveFilter, redrive
+from workers.base.kafka import idempotent_producer
 from workers.base.ledger import SentLedger, encode_receipt
 from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
@@ -233,9 +234,8 @@ async def test_restart_and_replay_over_sent_files_send_nothing_new(
     # Another instance recorded this file as sent (its receipt is in the ledger, MESH never saw
     # it from us): the uploader must trust the ledger and skip it.
     elsewhere = make.ready("MMR", 1)
-    from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = idempotent_producer(settings)
     await producer.start()
     receipt = SentReceipt(
         file_name=elsewhere.file_name, local_id=elsewhere.local_id, message_id="ELSEWHERE", mailbox_to=IMMS,

@@ -99,8 +99,11 @@ def committed_consumer(settings: FetchTuning, *topics: str, group_id: str, **ove
     return AIOKafkaConsumer(*topics, **options)
 
 
-def reader(settings: KafkaConnection, *, fetch_bytes: int = 8 * 1024 * 1024, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer outside any group that sees committed records only; the caller assigns partitions.
+def reader(
+    settings: KafkaConnection, *topics: str, fetch_bytes: int = 8 * 1024 * 1024, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer outside any group that sees committed records only: of `topics` if named (all
+    their partitions), else of the partitions the caller assigns.
 
     `fetch_bytes` bounds one partition's fetch; Kafka still returns a first batch larger than it
     (KIP-74), so a small value never stalls on a large record.
@@ -113,7 +116,7 @@ def reader(settings: KafkaConnection, *, fetch_bytes: int = 8 * 1024 * 1024, **o
         "max_partition_fetch_bytes": fetch_bytes,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(**options)
+    return AIOKafkaConsumer(*topics, **options)
 
 
 def offsets_probe(settings: KafkaConnection) -> AIOKafkaConsumer:
