@@ -14,9 +14,6 @@ CATALOGUE_VERSION: Final[int] = 4  # 3: redrive ledger (decision 0009); 4: valid
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
 
-# Header names carried on every record after the raw topic, in vaxflow's own namespace.
-HEADER_ORIGIN: Final[str] = "vaxflow.origin"  # "{partition}:{offset}" of the record in the raw topic
-HEADER_SCHEMA: Final[str] = "vaxflow.schema"
 
 
 @dataclass(frozen=True, slots=True)

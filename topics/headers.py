@@ -23,6 +23,21 @@ DLQ_EXC_CLASS: Final = "vaxflow.dlq.exception.class"
 DLQ_EXC_MESSAGE: Final = "vaxflow.dlq.exception.message"
 DLQ_REASONS: Final = "vaxflow.dlq.reasons"
 REDRIVE_COUNT: Final = "vaxflow.redrive.count"
+# Where a redriven record was taken from (`topic:partition:offset` of the dead letter).
+REDRIVE_FROM: Final = "vaxflow.redrive.from"
+# An upload dead letter's MESH HTTP status (absent when MESH never answered or was not asked).
+DLQ_MESH_STATUS: Final = "vaxflow.dlq.mesh.status"
+
+# Where a record came from, on raw events and dead letters alike: sender feedback maps an outcome
+# back to the provider's file and row (file source) or request and line (gateway) with these.
+SOURCE_FILE: Final = "vaxflow.source.file"
+SOURCE_SHA256: Final = "vaxflow.source.sha256"
+SOURCE_ROW: Final = "vaxflow.source.row"
+SOURCE_LINE: Final = "vaxflow.source.line"
+SOURCE_TRUNCATED: Final = "vaxflow.source.truncated"
+GATEWAY_CLIENT: Final = "vaxflow.gateway.client"
+GATEWAY_REQUEST: Final = "vaxflow.gateway.request"
+GATEWAY_LINE: Final = "vaxflow.gateway.line"
 
 Headers = list[tuple[str, bytes]]
 

@@ -27,7 +27,7 @@ from topics.ensure import ensure_topics
 from workers.base.kafka import admin_client, reader
 from workers.base.runtime import Health
 from workers.base.settings import Settings
-from workers.filesource.records import HEADER_FILE, HEADER_ROW, HEADER_SHA256, SourceFile
+from workers.filesource.records import SourceFile
 from workers.filesource.worker import FileSource, run
 
 pytestmark = pytest.mark.integration
@@ -118,8 +118,8 @@ async def test_sample_files_in_both_dialects_and_encodings(
     by_file: dict[str, list[tuple[int, RawEvent]]] = {}
     for record in raw:
         event = msgspec.json.decode(record.value, type=RawEvent)
-        name = headers(record)[HEADER_FILE].decode()
-        by_file.setdefault(name, []).append((int(headers(record)[HEADER_ROW]), event))
+        name = headers(record)[h.SOURCE_FILE].decode()
+        by_file.setdefault(name, []).append((int(headers(record)[h.SOURCE_ROW]), event))
         assert event.source_system == f"filesource:{name}"
         assert event.sender_ods == "X8E5B"
         assert record.key == f"{event.vaccine_type}|X8E5B".encode()
@@ -155,16 +155,16 @@ async def test_unreadable_rows_go_to_rejected_with_dead_letter_headers(
     assert (outcome.outcome, outcome.published, outcome.rejected) == ("published", 5, 2)
 
     raw = await read_topic(settings, RAW)
-    assert sorted(int(headers(r)[HEADER_ROW]) for r in raw) == [1, 3, 4, 6, 7]
-    rejected = sorted(await read_topic(settings, REJECTED), key=lambda r: int(headers(r)[HEADER_ROW]))
-    assert [int(headers(r)[HEADER_ROW]) for r in rejected] == [2, 5]
+    assert sorted(int(headers(r)[h.SOURCE_ROW]) for r in raw) == [1, 3, 4, 6, 7]
+    rejected = sorted(await read_topic(settings, REJECTED), key=lambda r: int(headers(r)[h.SOURCE_ROW]))
+    assert [int(headers(r)[h.SOURCE_ROW]) for r in rejected] == [2, 5]
     assert rejected[0].value == short  # the file's own bytes (cp1252), as handed in
     assert rejected[1].value == rows[4]
     first = headers(rejected[0])
     assert first[h.DLQ_STAGE] == b"filesource"
     assert first[h.DLQ_TOPIC] == f"filesource:{name}".encode()
-    assert first[HEADER_FILE] == name.encode()
-    assert first[HEADER_SHA256] == hashlib.sha256((tmp_path / "done" / name).read_bytes()).hexdigest().encode()
+    assert first[h.SOURCE_FILE] == name.encode()
+    assert first[h.SOURCE_SHA256] == hashlib.sha256((tmp_path / "done" / name).read_bytes()).hexdigest().encode()
     assert msgspec.json.decode(first[h.DLQ_REASONS])[0]["rule"] == "row.columns"
     assert h.ORIGIN not in first  # it never reached the raw topic
     assert rejected[0].key == b"X8E5B"
@@ -221,7 +221,7 @@ async def test_crash_after_commit_before_move_publishes_once(
     assert second_again == []
     raw = await read_topic(settings, RAW)
     assert len(raw) == ROWS[MMR] + ROWS[RSV]  # each row once, the crashed file's included
-    assert sum(1 for r in raw if headers(r)[HEADER_FILE] == crashed.encode()) == ROWS[crashed]
+    assert sum(1 for r in raw if headers(r)[h.SOURCE_FILE] == crashed.encode()) == ROWS[crashed]
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == sorted([MMR, RSV])
 
 

@@ -20,6 +20,7 @@ from mesh_pipeline_support import empty_inbox
 from pydantic import SecretStr
 from support.topics import ensure
 
+from topics import headers as h
 from topics.catalogue import RAW
 from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
@@ -35,7 +36,6 @@ from workers.filesource.mesh_intake import (
     intake_config,
     local_name,
 )
-from workers.filesource.records import HEADER_FILE
 from workers.filesource.worker import run
 
 DATA = Path(__file__).parent / "data"
@@ -176,7 +176,7 @@ async def test_files_sent_over_mesh_are_published_once_and_odd_names_rejected(
         await asyncio.wait_for(task, 30)
 
     raw = await read_to_end(kafka_settings, kafka_settings.topic(RAW.name))
-    assert [dict(r.headers)[HEADER_FILE].decode() for r in raw] == [RSV]  # its one row, once
+    assert [dict(r.headers)[h.SOURCE_FILE].decode() for r in raw] == [RSV]  # its one row, once
     assert not (tmp_path / "outside.csv").exists()
     assert not (tmp_path.parent / "outside.csv").exists()
     rejected = sorted(p.name for p in (watched / "rejected").iterdir() if not p.name.endswith(".json"))

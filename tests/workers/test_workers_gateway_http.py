@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.event import RawEvent
 from schemas.validate import MAX_EVENT_BYTES
+from topics import headers as h
 from vaxflow.dev.samples import make_event
 from workers.base.paths import REPO_ROOT
 from workers.base.runtime import Health
@@ -31,8 +32,6 @@ from workers.gateway import openapi
 from workers.gateway.tokens import TokensFileError, TokenTable, load_tokens
 from workers.gateway.worker import (
     GATEWAY,
-    HEADER_CLIENT,
-    HEADER_LINE,
     KafkaSink,
     Outgoing,
     SinkUnavailable,
@@ -340,9 +339,9 @@ async def test_ndjson_forwards_original_line_bytes_with_key_and_headers(
     assert topic == "unit.vaccination.events.raw"
     assert [value for _, value, _ in records] == lines
     assert [key for key, _, _ in records] == [b"MMR|X8E5B", b"RSV|X8E5B", b"HPV|X8E5B"]
-    headers = [dict(h) for _, _, h in records]
-    assert [h[HEADER_LINE] for h in headers] == [b"1", b"3", b"4"]
-    assert {h[HEADER_CLIENT] for h in headers} == {b"x8e5b-feed"}
+    headers = [dict(hs) for _, _, hs in records]
+    assert [hs[h.GATEWAY_LINE] for hs in headers] == [b"1", b"3", b"4"]
+    assert {hs[h.GATEWAY_CLIENT] for hs in headers} == {b"x8e5b-feed"}
 
 
 async def test_content_rules_are_left_to_the_validator(client: TestClient[Any, Any], sink: FakeSink) -> None:

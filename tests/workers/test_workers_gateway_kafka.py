@@ -27,13 +27,14 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from support.topics import ensure
 
+from topics import headers as h
 from topics.catalogue import RAW
 from vaxflow.dev.samples import make_event
 from workers.base.kafka import offsets_probe, reader
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.gateway.tokens import TokenTable
-from workers.gateway.worker import HEADER_LINE, create_app
+from workers.gateway.worker import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ async def test_202_only_with_the_records_at_the_returned_offsets(
     record = (await read_at(kafka_settings, [coordinate]))[coordinate]
     assert record.value == body
     assert record.key == b"RSV|X8E5B"
-    assert dict(record.headers)[HEADER_LINE] == b"1"
+    assert dict(record.headers)[h.GATEWAY_LINE] == b"1"
 
 
 async def test_ndjson_of_1000_events(client: TestClient[Any, Any], kafka_settings: Settings) -> None:

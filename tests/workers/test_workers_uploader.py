@@ -40,7 +40,6 @@ from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
 from workers.uploader import worker as uploader
 from workers.uploader.outcomes import local_id_generation
-from workers.uploader.worker import DLQ_MESH_STATUS
 
 pytestmark = pytest.mark.integration
 
@@ -293,7 +292,7 @@ async def test_unknown_route_and_unknown_mailbox_go_to_the_dead_letter_topic_onc
     assert "MMR" in failures[unrouted.file_name].error
     by_name = {r.key.decode(): r for r in dead}
     headers = dict(by_name[nobody.file_name].headers)
-    assert headers[DLQ_MESH_STATUS] == b"417"
+    assert headers[h.DLQ_MESH_STATUS] == b"417"
     assert headers[h.DLQ_STAGE] == b"upload"
     assert headers[h.DLQ_TOPIC] == settings.topic(READY.name).encode()
     assert headers[h.ORIGIN] == f"{nobody.origins[0][0]}:{nobody.origins[0][1]}".encode()

@@ -50,7 +50,7 @@ def rejection_reasons(headers: list[tuple[str, bytes]] | None) -> list[str]:
 def deadletter_reason(headers: list[tuple[str, bytes]] | None) -> str:
     """Exception class, plus MESH's HTTP status when MESH answered (the uploader's header)."""
     exc = (h.header(headers, h.DLQ_EXC_CLASS) or b"unknown").decode("utf-8", "replace")
-    status = h.header(headers, "vaxflow.dlq.mesh.status")
+    status = h.header(headers, h.DLQ_MESH_STATUS)
     return f"{exc} {status.decode()}" if status else exc
 
 

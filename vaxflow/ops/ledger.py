@@ -15,7 +15,6 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -25,9 +24,6 @@ from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.settings import Settings, TopicSettings
 from workers.base.topic_reader import read_to_end
-
-REDRIVE_FROM: Final = "vaxflow.redrive.from"
-"""Header on a redriven record: '{topic}:{partition}:{offset}' of the dead letter it came from."""
 
 _ENCODE = msgspec.json.Encoder()
 

@@ -273,7 +273,7 @@ async def execute_redrive(
                     headers = [(h.ORIGIN, c.origin)] if c.origin else []
                     headers += [
                         (h.REDRIVE_COUNT, str(counts[identity]).encode()),
-                        (ops_ledger.REDRIVE_FROM, c.source.encode()),
+                        (h.REDRIVE_FROM, c.source.encode()),
                     ]
                     await step.produce(
                         c.target_topic, c.value, key=c.key, partition=c.target_partition, headers=headers

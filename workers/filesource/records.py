@@ -21,14 +21,6 @@ from topics import headers as h
 from topics.catalogue import REJECTED
 from workers.base.settings import FileSettings
 
-# Where a record came from, on raw events and dead letters alike: sender feedback maps an outcome
-# back to the provider's file and row with these.
-HEADER_FILE: Final = "vaxflow.source.file"
-HEADER_SHA256: Final = "vaxflow.source.sha256"
-HEADER_ROW: Final = "vaxflow.source.row"
-HEADER_LINE: Final = "vaxflow.source.line"
-HEADER_TRUNCATED: Final = "vaxflow.source.truncated"
-
 DONE: Final = "done"
 REJECTED_DIR: Final = "rejected"
 EXTENSIONS: Final = frozenset({".csv", ".dat"})
@@ -135,13 +127,13 @@ def dead_letter_row(
     headers += source_headers(name, sha, row)
     if len(value) > _DEAD_LETTER_MAX:
         value = value[:_DEAD_LETTER_MAX]
-        headers.append((HEADER_TRUNCATED, b"true"))
+        headers.append((h.SOURCE_TRUNCATED, b"true"))
     return value, headers
 
 def source_headers(name: str, sha: str, row: ParsedRow) -> list[tuple[str, bytes]]:
     return [
-        (HEADER_FILE, name.encode()),
-        (HEADER_SHA256, sha.encode()),
-        (HEADER_ROW, b"%d" % row.number),
-        (HEADER_LINE, b"%d" % row.line),
+        (h.SOURCE_FILE, name.encode()),
+        (h.SOURCE_SHA256, sha.encode()),
+        (h.SOURCE_ROW, b"%d" % row.number),
+        (h.SOURCE_LINE, b"%d" % row.line),
     ]

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
+from topics import headers as h
 from topics.catalogue import RAW
 from topics.headers import Headers
 from workers.base.kafka import idempotent_producer
@@ -53,10 +54,6 @@ REQUESTS = Counter("vaxflow_gateway_requests_total", "POST /v1/events requests b
 EVENTS_ACCEPTED = Counter("vaxflow_gateway_events_accepted_total", "Events acknowledged by Kafka and answered 202")
 LINES_REFUSED = Counter("vaxflow_gateway_lines_refused_total", "Lines refused with 400 or 403, by rule", ["rule"])
 PUBLISH_SECONDS = Histogram("vaxflow_gateway_publish_seconds", "First send to last Kafka acknowledgement")
-
-HEADER_CLIENT: Final = "vaxflow.gateway.client"
-HEADER_REQUEST: Final = "vaxflow.gateway.request"
-HEADER_LINE: Final = "vaxflow.gateway.line"
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -296,7 +293,7 @@ class Gateway:
             (
                 line.key,
                 line.raw,
-                [(HEADER_CLIENT, client), (HEADER_REQUEST, request), (HEADER_LINE, b"%d" % line.number)],
+                [(h.GATEWAY_CLIENT, client), (h.GATEWAY_REQUEST, request), (h.GATEWAY_LINE, b"%d" % line.number)],
             )
             for line in lines
         ]

@@ -85,8 +85,6 @@ RECOVERED = Counter("vaxflow_uploader_recovered_total", "Files found in MESH by 
 SKIPPED = Counter("vaxflow_uploader_skipped_total", "Ready files already in the sent ledger")
 DEAD_LETTERS = Counter("vaxflow_uploader_dead_letters_total", "Files sent to the dead-letter topic", ["reason"])
 
-# Dead-letter header with MESH's HTTP status (absent when MESH never answered or was not asked).
-DLQ_MESH_STATUS: Final = "vaxflow.dlq.mesh.status"
 # Ready records carry whole files: the topic allows 32 MiB, JSON base64 adds a third; leave room.
 FETCH_BYTES: Final = 40 * 1024 * 1024
 PRODUCE_BYTES: Final = 48 * 1024 * 1024
@@ -317,7 +315,7 @@ class Uploader:
             origin=origin_value(rec, file),
         )
         if refused.status is not None:
-            headers.append((DLQ_MESH_STATUS, str(refused.status).encode()))
+            headers.append((h.DLQ_MESH_STATUS, str(refused.status).encode()))
         await self._send_with_offset(tp, rec, _ENCODE.encode(failure), file.file_name.encode(), headers)
         reason = "no_route" if isinstance(refused.cause, NoRouteError) else (
             "exhausted" if isinstance(refused.cause, MeshTransientError) else "refused")
