@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from schemas.batchkey import decode_key, encode_key, local_id_for
@@ -35,3 +37,11 @@ def test_local_id_depends_on_name_and_bytes_only() -> None:
     assert a != local_id_for("RSV_Vaccinations_v5_X8E5B_20250101T09000001.csv", b"content")
     # the separator keeps name and content apart: moving a byte across the boundary changes the id
     assert local_id_for("ab", b"c") != local_id_for("a", b"bc")
+
+
+def test_local_id_is_stable_across_releases() -> None:
+    # A file uploaded before an upgrade and tracked after it must still be found by its local id
+    # (docs/decisions/0007-uploader-exactly-once.md): the derivation is part of the contract.
+    name, content = "RSV_Vaccinations_v5_X8E5B_20250101T09000000.csv", b"content"
+    digest = hashlib.sha256(name.encode() + b"\0" + content).hexdigest()
+    assert local_id_for(name, content) == "vxf-" + digest[:32]
