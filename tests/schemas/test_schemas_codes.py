@@ -7,6 +7,8 @@ import random
 import pytest
 
 from schemas.codes import (
+    _dihedral,
+    _permutations,
     nhs_check_digit,
     nhs_number_problem,
     snomed_problem,
@@ -214,3 +216,43 @@ def test_synthetic_numbers_are_valid_and_in_the_test_range() -> None:
         number = synthetic_nhs_number(rng)
         assert number.startswith("999")
         assert nhs_number_problem(number) is None
+
+
+@pytest.mark.parametrize("digits", ["94730818", "9473081898"])
+def test_check_digit_needs_exactly_nine_digits(digits: str) -> None:
+    with pytest.raises(ValueError, match="zip"):
+        nhs_check_digit(digits)
+
+
+# Verhoeff's published tables (J. Verhoeff, Error Detecting Decimal Codes, 1969): the module builds
+# them at import time, so the builders are called here for mutation testing to reach them.
+VERHOEFF_D = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]
+VERHOEFF_P = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+]
+
+
+def test_the_dihedral_group_is_verhoeffs_multiplication_table() -> None:
+    assert [[_dihedral(j, k) for k in range(10)] for j in range(10)] == VERHOEFF_D
+
+
+def test_the_position_permutations_are_verhoeffs() -> None:
+    assert [list(row) for row in _permutations()] == VERHOEFF_P

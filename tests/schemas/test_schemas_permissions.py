@@ -59,3 +59,51 @@ def test_custom_paths(tmp_path: Path) -> None:
 def test_malformed_config_fails_at_load(config: bytes) -> None:
     with pytest.raises(ValueError, match=r"malformed|TYPE\.LETTERS"):
         parse_permissions(config, b"[]")
+
+
+def test_an_unknown_sender_holds_nothing() -> None:
+    p = parse_permissions(b'[{"supplier": "S", "ods_codes": ["ABC"], "permissions": ["FLU.CUD"]}]', b"[]")
+    assert p.letters("NOPE", "FLU") == frozenset()
+    assert not p.allows("NOPE", "FLU", "NEW")
+    assert p.senders_for("FLU") == ["ABC"]
+    assert p.senders_for("RSV") == []
+
+
+def test_each_ods_code_maps_to_its_supplier_upper_cased() -> None:
+    config = b"""[{"supplier": "EMIS", "ods_codes": ["ygm41", "YGA"], "permissions": ["RSV.C"]},
+                  {"supplier": "TPP", "ods_codes": ["x26"], "permissions": []}]"""
+    p = parse_permissions(config, b"[]")
+    assert dict(p.suppliers) == {"YGM41": "EMIS", "YGA": "EMIS", "X26": "TPP"}
+    assert dict(p.grants) == {"YGM41": {"RSV": frozenset("C")}, "YGA": {"RSV": frozenset("C")}, "X26": {}}
+
+
+def test_the_packaged_copies_are_the_defaults_path_by_path(tmp_path: Path) -> None:
+    # default_permissions() is cached per process: load_permissions() itself reads the packaged files
+    p = load_permissions()
+    assert p.letters("X8E5B", "RSV") == frozenset("CUD")
+    assert p.suppliers["YGA"] == "TPP"
+    assert len(p.vaccine_types) == 19
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps([{"vacc_type": "FLU"}]))
+    only_mapping = load_permissions(None, mapping)
+    assert only_mapping.vaccine_types == frozenset({"FLU"})
+    assert only_mapping.letters("X8E5B", "RSV") == frozenset("CUD")  # default permissions
+
+
+def test_the_summary_is_indented_json_in_sorted_order() -> None:
+    config = b"""[{"supplier": "S", "ods_codes": ["ZZZ"], "permissions": ["RSV.DC", "FLU.U"]},
+                  {"supplier": "T", "ods_codes": ["AAA"], "permissions": ["FLU.C"]}]"""
+    summary = dump_summary(parse_permissions(config, b"[]"))
+    assert json.loads(summary) == {"AAA": {"FLU": "C"}, "ZZZ": {"FLU": "U", "RSV": "CD"}}
+    # for operators reading it: one entry a line, two spaces an indent level, ODS codes and types sorted
+    assert summary.splitlines() == [
+        "{",
+        '  "AAA": {',
+        '    "FLU": "C"',
+        "  },",
+        '  "ZZZ": {',
+        '    "FLU": "U",',
+        '    "RSV": "CD"',
+        "  }",
+        "}",
+    ]
