@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from vaxflow.cli.support import settings_or_exit
-
 app = typer.Typer()
 
 
@@ -24,8 +22,7 @@ def worker_cmd(
     except KeyError as exc:
         typer.echo(str(exc.args[0]), err=True)
         raise typer.Exit(2) from None
-    port = None if name in SERVES_OWN_HEALTH else settings_or_exit().health_port
-    raise typer.Exit(run_worker(name, main, port))
+    raise typer.Exit(run_worker(name, main, serve_health=name not in SERVES_OWN_HEALTH))
 
 
 @app.command("check-file")

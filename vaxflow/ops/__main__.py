@@ -4,6 +4,5 @@ import sys
 
 from vaxflow.ops.service import run
 from workers.base.runtime import run_worker
-from workers.base.settings import get_settings
 
-sys.exit(run_worker("ops", run, get_settings().health_port))
+sys.exit(run_worker("ops", run))

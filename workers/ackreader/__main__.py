@@ -4,6 +4,5 @@ import sys
 
 from workers.ackreader.worker import run
 from workers.base.runtime import run_worker
-from workers.base.settings import get_settings
 
-sys.exit(run_worker("ackreader", run, get_settings().health_port))
+sys.exit(run_worker("ackreader", run))

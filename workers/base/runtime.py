@@ -139,8 +139,12 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> int:
-    """Process entry point: settings, logging, one loop, exit code."""
+def run_worker(name: str, main: WorkerMain, *, serve_health: bool = True) -> int:
+    """Process entry point: settings, logging, one loop, exit code (2 for settings it cannot run with).
+
+    `serve_health` serves /healthz, /readyz and /metrics on VAXFLOW_HEALTH_PORT (if set); the
+    gateway and the ops service serve them on their own port instead.
+    """
     logs.configure(name)
     try:
         settings = load_settings()
@@ -148,5 +152,5 @@ def run_worker(name: str, main: WorkerMain, health_port: int | None = None) -> i
         print(str(exc), file=sys.stderr)
         return 2
     tune_gc()
-    asyncio.run(serve_worker(name, main, settings, health_port))
+    asyncio.run(serve_worker(name, main, settings, settings.health_port if serve_health else None))
     return 0

@@ -3,7 +3,6 @@
 import sys
 
 from workers.base.runtime import run_worker
-from workers.base.settings import get_settings
 from workers.filesource.worker import run
 
-sys.exit(run_worker("filesource", run, get_settings().health_port))
+sys.exit(run_worker("filesource", run))
