@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -132,3 +133,28 @@ def test_clock_uses_london_date() -> None:
     assert Clock(datetime(2024, 7, 1, 0, 30, tzinfo=UTC)).today == "20240701"
     assert Clock(datetime(2024, 6, 30, 22, 59, 59, tzinfo=UTC)).today == "20240630"
     assert Clock(datetime(2024, 6, 30, 23, 0, tzinfo=UTC)).today == "20240701"
+
+
+def test_an_offset_of_59_minutes_is_accepted_and_60_is_not() -> None:
+    five_59 = timezone(timedelta(hours=5, minutes=59))
+    assert canonical_datetime("2024-06-30T12:00:00+05:59") == (
+        "20240630T07010001", datetime(2024, 6, 30, 12, 0, tzinfo=five_59).timestamp()
+    )
+    assert canonical_datetime("2024-06-30T12:00:00+05:60") == "format"
+
+
+def test_an_aware_now_keeps_its_own_zone() -> None:
+    # 00:30 at +02:00 is 22:30 UTC the day before, 23:30 in London (BST): still 30 June
+    clock = Clock(datetime(2024, 7, 1, 0, 30, tzinfo=timezone(timedelta(hours=2))))
+    assert clock.epoch == datetime(2024, 6, 30, 22, 30, tzinfo=UTC).timestamp()
+    assert clock.today == "20240630"
+
+
+def test_the_default_clock_is_now() -> None:
+    before = time.time()
+    clock = Clock()
+    after = time.time()
+    assert before <= clock.epoch <= after
+    # London's date at that instant (unless midnight passed in between, when either is right)
+    days = {Clock(datetime.fromtimestamp(t, UTC)).today for t in (before, after)}
+    assert clock.today in days
