@@ -244,14 +244,22 @@ class HasMailboxes(Protocol):
     def client(self, role: MailboxRole) -> MeshClient: ...
 
 
+async def delivered_once(client: MeshClient, files: Sequence[ReadyFile]) -> dict[str, InboxMessage]:
+    """Each of `files` is in this inbox exactly once, byte-identical (gzip and chunking undone); all
+    acknowledged; each file's message."""
+    found = await inbox_messages(client, [f.file_name for f in files])
+    for f in files:
+        assert len(found[f.file_name]) == 1, f.file_name
+        assert found[f.file_name][0][1] == f.content
+    await acknowledge_all(client, found)
+    return {f.file_name: found[f.file_name][0][0] for f in files}
+
+
 async def delivered_once_each(mesh: HasMailboxes, expected: Mapping[MailboxRole, ReadyFile]) -> None:
     """Each file is in its recipient's inbox exactly once, byte-identical; then acknowledged."""
     for role, f in expected.items():
         async with mesh.client(role) as client:
-            found = await inbox_messages(client, [f.file_name])
-            assert len(found[f.file_name]) == 1
-            assert found[f.file_name][0][1] == f.content
-            await acknowledge_all(client, found)
+            await delivered_once(client, [f])
 
 
 async def empty_inbox(client: MeshClient) -> int:
@@ -315,12 +323,9 @@ async def assert_each_delivered_once(
     for role, box in ((MailboxRole.IMMUNISATION, "X26OT303"), (MailboxRole.DPS, "X26DPS001")):
         mine = [f for f in files if box_of[f.file_name] == box]
         async with client_for(role) as client:
-            found = await inbox_messages(client, [f.file_name for f in mine])
-            for f in mine:
-                assert len(found[f.file_name]) == 1, f.file_name
-                meta, data = found[f.file_name][0]
-                assert data == f.content
-                assert (meta.message_id, meta.local_id, meta.sender) == (
-                    receipts[f.file_name].message_id, f.local_id, "X26VXF001")
-                assert meta.total_chunks == chunks_of(f)
-            await acknowledge_all(client, found)
+            messages = await delivered_once(client, mine)
+        for f in mine:
+            meta = messages[f.file_name]
+            assert (meta.message_id, meta.local_id, meta.sender) == (
+                receipts[f.file_name].message_id, f.local_id, "X26VXF001")
+            assert meta.total_chunks == chunks_of(f)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaxflow.dev import processes
-from workers.base.kafka import Bootstrap, admin_client
+from workers.base.kafka import Bootstrap, admin
 from workers.base.paths import KAFKA_POM
 
 
@@ -225,15 +225,12 @@ async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int 
     while time.monotonic() < deadline:
         if pid is not None and not processes.alive(pid):
             raise ProvisionError("the Kafka broker exited during start-up; see its broker.log")
-        admin = admin_client(Bootstrap(bootstrap), request_timeout_ms=3000)
         try:
-            await admin.start()
-            await admin.describe_cluster()
+            async with admin(Bootstrap(bootstrap), request_timeout_ms=3000) as client:
+                await client.describe_cluster()
             return time.monotonic() - started
         except Exception as exc:
             last = exc
-        finally:
-            await admin.close()
         await asyncio.sleep(0.25)
     raise ProvisionError(f"Kafka at {bootstrap} not ready after {deadline - started:.0f}s: {last!r}")
 

@@ -60,11 +60,11 @@ def admin_client(settings: KafkaConnection, *, request_timeout_ms: int = 15000) 
 async def admin(settings: KafkaConnection, *, request_timeout_ms: int = 15000) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed on exit (aiokafka's has no context manager of its own)."""
     client = admin_client(settings, request_timeout_ms=request_timeout_ms)
-    await client.start()
     try:
+        await client.start()
         yield client
     finally:
-        await client.close()
+        await client.close()  # also after a failed start: it may have opened connections
 
 
 def idempotent_producer(settings: KafkaConnection, **overrides: Any) -> AIOKafkaProducer:
