@@ -248,7 +248,13 @@ async def pipeline_run(
         specs = [*specs, replace(VALID, name=passthrough_stages.SCRATCH)]
     settings = base.model_copy(update={"topic_namespace": f"b{uuid.uuid4().hex[:8]}"})
     async with admin(settings) as client:
-        await ensure_topics(client, namespace=settings.topic_namespace, specs=specs)
+        await ensure_topics(
+            client,
+            namespace=settings.topic_namespace,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+            specs=specs,
+        )
     await produce(settings, payloads, keys, timestamps_ms=timestamps_ms)
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
     env = {**os.environ, **settings.as_environment()}

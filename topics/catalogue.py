@@ -9,7 +9,9 @@ in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
 from dataclasses import dataclass, field
 from typing import Final
 
-CATALOGUE_VERSION: Final[int] = 4  # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011)
+# 3: redrive ledger (decision 0009); 4: valid values are file rows (0011); 5: replication from
+# settings, writers/readers per worker principal for ACLs (0017)
+CATALOGUE_VERSION: Final[int] = 5
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -30,13 +32,22 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     max_message_bytes: int = 1 * MIB
     extra: dict[str, str] = field(default_factory=dict)
+    # The worker principals that may write and read it (topics/access.py turns them into ACLs);
+    # `producers`/`consumers` above also name people and outside systems, these only principals.
+    writers: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
 
-    def configs(self) -> dict[str, str]:
-        """The topic-level configs vaxflow manages (others are left to the cluster's defaults)."""
+    def configs(self, min_insync_replicas: int = 1) -> dict[str, str]:
+        """The topic-level configs vaxflow manages (others are left to the cluster's defaults).
+
+        `min.insync.replicas` is the cluster's durability rule for acks=all writes: with 2 of 3,
+        one broker down still takes writes and an acknowledged write survives a second failure.
+        """
         cfg = {
             "cleanup.policy": self.cleanup_policy,
             "retention.ms": str(self.retention_ms),
             "max.message.bytes": str(self.max_message_bytes),
+            "min.insync.replicas": str(min_insync_replicas),
         }
         cfg.update(self.extra)
         return cfg
@@ -51,6 +62,8 @@ RAW = TopicSpec(
     consumers=("validator",),
     retention_ms=14 * DAY_MS,
     max_message_bytes=1 * MIB,
+    writers=("gateway", "filesource"),
+    readers=("validator", "ops"),
 )
 VALID = TopicSpec(
     name="vaccination.events.valid",
@@ -60,6 +73,8 @@ VALID = TopicSpec(
     producers=("validator",),
     consumers=("batcher",),
     retention_ms=14 * DAY_MS,
+    writers=("validator",),
+    readers=("batcher", "ops"),
 )
 REJECTED = TopicSpec(
     name="vaccination.events.rejected",
@@ -70,6 +85,8 @@ REJECTED = TopicSpec(
     consumers=("ops redrive", "sender feedback"),
     retention_ms=30 * DAY_MS,
     max_message_bytes=2 * MIB,
+    writers=("validator", "filesource"),
+    readers=("ops",),
 )
 READY = TopicSpec(
     name="vaccination.batches.ready",
@@ -80,6 +97,8 @@ READY = TopicSpec(
     consumers=("uploader",),
     retention_ms=30 * DAY_MS,
     max_message_bytes=32 * MIB,
+    writers=("batcher",),
+    readers=("uploader", "ops"),
 )
 SENT = TopicSpec(
     name="vaccination.batches.sent",
@@ -91,6 +110,8 @@ SENT = TopicSpec(
     cleanup_policy="compact",
     retention_ms=-1,
     max_message_bytes=8 * MIB,
+    writers=("uploader",),
+    readers=("uploader", "batcher", "ackreader", "ops"),
 )
 DEADLETTER = TopicSpec(
     name="vaccination.batches.deadletter",
@@ -101,6 +122,8 @@ DEADLETTER = TopicSpec(
     consumers=("ops redrive",),
     retention_ms=30 * DAY_MS,
     max_message_bytes=32 * MIB,
+    writers=("uploader",),
+    readers=("ops",),
 )
 ACKS = TopicSpec(
     name="vaccination.acks",
@@ -111,6 +134,8 @@ ACKS = TopicSpec(
     consumers=("ops", "sender feedback"),
     retention_ms=30 * DAY_MS,
     max_message_bytes=8 * MIB,
+    writers=("ackreader",),
+    readers=("ops",),
 )
 
 VALIDATOR_STATE = TopicSpec(
@@ -122,6 +147,8 @@ VALIDATOR_STATE = TopicSpec(
     consumers=("validator (on assignment)", "ops replay"),
     cleanup_policy="compact",
     retention_ms=-1,
+    writers=("validator",),
+    readers=("validator",),
 )
 BATCHER_STATE = TopicSpec(
     name="vaccination.batcher.state",
@@ -133,6 +160,8 @@ BATCHER_STATE = TopicSpec(
     cleanup_policy="compact",
     retention_ms=-1,
     max_message_bytes=8 * MIB,
+    writers=("batcher",),
+    readers=("batcher",),
 )
 
 SOURCE_FILES = TopicSpec(
@@ -144,6 +173,8 @@ SOURCE_FILES = TopicSpec(
     consumers=("filesource (start-up, replay guard)", "ops"),
     cleanup_policy="compact",
     retention_ms=-1,
+    writers=("filesource",),
+    readers=("filesource",),
 )
 
 REDRIVE_LEDGER = TopicSpec(
@@ -155,6 +186,8 @@ REDRIVE_LEDGER = TopicSpec(
     consumers=("ops redrive (skips what is recorded)", "ops resend (names in use)", "ops dashboard"),
     cleanup_policy="compact",
     retention_ms=-1,
+    writers=(),
+    readers=("ops",),
 )
 
 CATALOGUE: Final[tuple[TopicSpec, ...]] = (

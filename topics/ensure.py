@@ -36,11 +36,12 @@ async def _existing(admin: AIOKafkaAdminClient) -> set[str]:
     return set(await admin.list_topics())
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+async def _layout(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, tuple[int, set[int]]]:
+    """Per topic: its partition count and the replica counts its partitions have."""
     if not names:
         return {}
     described = await admin.describe_topics(names)
-    return {t["topic"]: len(t["partitions"]) for t in described}
+    return {t["topic"]: (len(t["partitions"]), {len(p["replicas"]) for p in t["partitions"]}) for t in described}
 
 
 class TopicCreateError(RuntimeError):
@@ -115,9 +116,15 @@ async def ensure_topics(
     namespace: str = "",
     specs: Iterable[TopicSpec] = CATALOGUE,
     replication_factor: int = 1,
+    min_insync_replicas: int = 1,
     fix_configs: bool = False,
 ) -> list[TopicReport]:
-    """Make the cluster match the catalogue where that is safe; report everything else."""
+    """Make the cluster match the catalogue where that is safe; report everything else.
+
+    Replication comes from settings, not the catalogue (1/1 on one dev broker, 3/2 on a
+    cluster). A replica count that differs is reported, never changed here: moving replicas is
+    a partition reassignment, an operator's decision.
+    """
     wanted = {(f"{namespace}.{s.name}" if namespace else s.name): s for s in specs}
     existing = await _existing(admin)
     reports = {name: TopicReport(name=name) for name in wanted}
@@ -126,7 +133,12 @@ async def ensure_topics(
     if missing:
         response = await admin.create_topics(
             [
-                NewTopic(name, wanted[name].partitions, replication_factor, topic_configs=wanted[name].configs())
+                NewTopic(
+                    name,
+                    wanted[name].partitions,
+                    replication_factor,
+                    topic_configs=wanted[name].configs(min_insync_replicas),
+                )
                 for name in missing
             ]
         )
@@ -144,26 +156,32 @@ async def ensure_topics(
         await wait_until_ready(admin, ready)
 
     present = [name for name in wanted if name in existing]
-    counts = await _partition_counts(admin, present)
+    layouts = await _layout(admin, present)
     configs = await _configs(admin, present)
     to_alter: dict[str, dict[str, str]] = {}
     for name in present:
         spec = wanted[name]
-        if counts.get(name) != spec.partitions:
-            reports[name].drift.append(f"partitions: want {spec.partitions}, have {counts.get(name)}")
+        count, replicas = layouts.get(name, (None, set()))
+        if count != spec.partitions:
+            reports[name].drift.append(f"partitions: want {spec.partitions}, have {count}")
+        if replicas and replicas != {replication_factor}:
+            have_rf = ",".join(str(r) for r in sorted(replicas))
+            reports[name].drift.append(f"replication.factor: want {replication_factor}, have {have_rf}")
         have = configs.get(name, {})
-        for key, value in spec.configs().items():
+        managed = spec.configs(min_insync_replicas)
+        for key, value in managed.items():
             if have.get(key) != value:
                 reports[name].drift.append(f"{key}: want {value}, have {have.get(key)}")
                 # Legacy AlterConfigs (what aiokafka sends) replaces every override of the topic,
                 # so a fix must send the whole managed set, not only the drifted keys.
-                to_alter[name] = spec.configs()
+                to_alter[name] = managed
     if fix_configs and to_alter:
         await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name, configs=cfg) for name, cfg in to_alter.items()]
         )
         for name in to_alter:
-            drifted = [d.split(":")[0] for d in reports[name].drift if not d.startswith("partitions:")]
+            layout_drift = ("partitions:", "replication.factor:")
+            drifted = [d.split(":")[0] for d in reports[name].drift if not d.startswith(layout_drift)]
             reports[name].altered = sorted(drifted)
-            reports[name].drift = [d for d in reports[name].drift if d.startswith("partitions:")]
+            reports[name].drift = [d for d in reports[name].drift if d.startswith(layout_drift)]
     return list(reports.values())

@@ -10,5 +10,10 @@ from workers.base.settings import Settings
 async def ensure(settings: Settings) -> None:
     """Create (or check) every catalogue topic in `settings.topic_namespace`; fail on any drift."""
     async with admin(settings) as client:
-        reports = await ensure_topics(client, namespace=settings.topic_namespace)
+        reports = await ensure_topics(
+            client,
+            namespace=settings.topic_namespace,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+        )
     assert all(r.ok for r in reports), [r.drift for r in reports if not r.ok]

@@ -1,18 +1,22 @@
 """What the design needs from aiokafka, proven against the real broker (docs/decisions/0001).
 
 Each test is one capability the workers rely on; if a broker upgrade breaks one, this file says
-which before a worker does.
+which before a worker does. Every test runs twice: on the single plaintext dev broker, and on
+the three-broker SASL_SSL cluster (replication 3, min.insync 2, ACLs on) as its admin principal,
+the way a national service runs Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from fixtures_kafka import KafkaHandle, create_topic
+from fixtures_kafka import ClusterHandle, KafkaHandle, create_topic
 
 from workers.base.kafka import (
     admin_client,
@@ -25,6 +29,35 @@ from workers.base.kafka import (
 from workers.base.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["plaintext", "sasl_ssl_cluster"])
+def kafka_settings(request: pytest.FixtureRequest, namespace: str) -> Settings:
+    """The module's settings: the plain broker's or the secured cluster's (overrides conftest's)."""
+    if request.param == "plaintext":
+        kafka: KafkaHandle = request.getfixturevalue("kafka")
+        return Settings(kafka_bootstrap=kafka.bootstrap, topic_namespace=namespace)
+    cluster: ClusterHandle = request.getfixturevalue("kafka_cluster_handle")
+    return cluster.settings(namespace)
+
+
+@pytest.fixture
+def restart_kafka(request: pytest.FixtureRequest, kafka_settings: Settings) -> Callable[[], float]:
+    """Restart the broker the test runs on: the plain one, or every cluster node in turn (rolling)."""
+    if kafka_settings.kafka_security_protocol == "PLAINTEXT":
+        kafka: KafkaHandle = request.getfixturevalue("kafka")
+        return kafka.restart
+    cluster: ClusterHandle = request.getfixturevalue("kafka_cluster_handle")
+
+    def rolling() -> float:
+        began = time.monotonic()
+        for node in cluster.layout.nodes:
+            cluster.stop(node.node_id)
+            cluster.start(node.node_id)
+            asyncio.run(cluster.wait_all())
+        return time.monotonic() - began
+
+    return rolling
 
 
 async def _topic(settings: Settings, partitions: int = 3, **configs: str) -> str:
@@ -177,12 +210,12 @@ async def test_group_manual_commit_rebalance_listener_and_describe(kafka_setting
         await first.stop()
 
 
-async def test_data_survives_broker_restart(kafka: KafkaHandle, kafka_settings: Settings) -> None:
+async def test_data_survives_broker_restart(kafka_settings: Settings, restart_kafka: Callable[[], float]) -> None:
     topic = await _topic(kafka_settings, partitions=1)
     producer = idempotent_producer(kafka_settings)
     await producer.start()
     await producer.send_and_wait(topic, b"kept")
     await producer.stop()
-    seconds = await asyncio.to_thread(kafka.restart)
+    seconds = await asyncio.to_thread(restart_kafka)
     print(f"[kafka] broker restart ready in {seconds:.1f}s")
     assert await _read_all(kafka_settings, topic, expect=1) == [b"kept"]

@@ -9,9 +9,14 @@ the module that holds the logic (and its tests).
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import typer
 
 from vaxflow.cli import dev, ops, topics, worker
+from workers.base.kafka_access import explain
+from workers.base.settings import SettingsError, load_settings
 
 app = typer.Typer(help="vaxflow: vaccination events to NHS England batch files over MESH.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
@@ -21,5 +26,17 @@ app.add_typer(dev.load_app)
 app.add_typer(ops.app)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+def main() -> None:
+    """The console script: a cluster that refuses this command (credentials, certificate, ACL)
+    gets one line naming why and exit status 1, not a client library's traceback."""
+    try:
+        app()
+    except Exception as exc:
+        try:
+            refused = asyncio.run(explain(load_settings(), exc))
+        except SettingsError:
+            refused = None
+        if refused is None:
+            raise
+        print(f"vaxflow: {refused}", file=sys.stderr)
+        sys.exit(1)

@@ -17,13 +17,22 @@ load_app = typer.Typer()
 def dev_up(
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Infrastructure only.")] = False,
     nhs_sim: Annotated[bool, typer.Option("--nhs-sim", help="Also run the NHS England simulator.")] = False,
+    brokers: Annotated[int, typer.Option(min=1, max=5, help="Kafka nodes (3: a replicated cluster).")] = 1,
+    kafka_security: Annotated[
+        str, typer.Option(help="plaintext, or sasl_ssl: TLS, SCRAM users and one ACL'd principal per worker.")
+    ] = "plaintext",
 ) -> None:
     """Start the stack in the background and print where everything listens."""
-    from vaxflow.dev import stack
+    from vaxflow.dev import kafka_cluster, stack
 
+    if kafka_security not in kafka_cluster.SECURITIES:
+        typer.echo(f"vaxflow dev up: --kafka-security must be one of {', '.join(kafka_cluster.SECURITIES)}", err=True)
+        raise typer.Exit(2)
     settings = settings_or_exit()
     try:
-        report = asyncio.run(stack.up(settings, workers=not no_workers, nhs_sim=nhs_sim))
+        report = asyncio.run(
+            stack.up(settings, workers=not no_workers, nhs_sim=nhs_sim, brokers=brokers, security=kafka_security)
+        )
     except stack.StackError as exc:
         typer.echo(f"vaxflow dev up: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -48,6 +57,21 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         print_json(report)
         return
     typer.echo(stack.format_status(report))
+
+
+@app.command("env")
+def dev_env() -> None:
+    """Shell `export` lines that connect this shell's commands to the running stack's Kafka as its
+    admin (the CLI's principal): `eval "$(vaxflow dev env)"`. Development only."""
+    import shlex
+
+    from vaxflow.dev import stack
+    from vaxflow.dev.state import load_state
+
+    settings = settings_or_exit()
+    cluster = stack.running_cluster(settings, load_state(settings.dev_home))
+    for name, value in cluster.environment().items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
 
 
 @load_app.command("demo")

@@ -1,8 +1,10 @@
-"""`vaxflow topics ensure|list`: the topic catalogue (topics/catalogue.py) on the broker."""
+"""`vaxflow topics ensure|list|acls`: the topic catalogue (topics/catalogue.py) on the broker, and
+the ACLs each worker principal needs (topics/access.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -24,7 +26,13 @@ def topics_ensure(
 
     async def run() -> list[dict[str, object]]:
         async with admin(settings) as client:
-            reports = await ensure_topics(client, namespace=settings.topic_namespace, fix_configs=fix_configs)
+            reports = await ensure_topics(
+                client,
+                namespace=settings.topic_namespace,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+                fix_configs=fix_configs,
+            )
         return [
             {"topic": r.name, "created": r.created, "drift": r.drift, "altered": r.altered} for r in reports
         ]
@@ -55,3 +63,25 @@ def topics_list() -> None:
             for s in CATALOGUE
         ]
     )
+
+
+@app.command("acls")
+def topics_acls(
+    principal_prefix: Annotated[str, typer.Option(help="Each worker's SASL user is PREFIX + worker name")] = "vaxflow-",
+    command_config: Annotated[
+        str, typer.Option(help="The admin client properties file kafka-acls is run with")
+    ] = "admin.properties",
+    as_json: Annotated[bool, typer.Option("--json", help="The grants as JSON instead of commands")] = False,
+) -> None:
+    """Print the ACLs every worker needs, least privilege, as `kafka-acls` commands (Kafka's own
+    tool): its topics, its consumer group and its transactional-id prefix, for this namespace."""
+    from topics.access import grants
+
+    settings = settings_or_exit()
+    wanted = grants(settings.groups_by_role(), namespace=settings.topic_namespace, prefix=principal_prefix)
+    if as_json:
+        print_json([dataclasses.asdict(g) for g in wanted])
+        return
+    for grant in wanted:
+        typer.echo(grant.kafka_acls(settings.kafka_bootstrap, command_config))
+

@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka broker (KRaft, broker+controller) built from Maven Central jars.
+"""A real Apache Kafka node (KRaft, broker+controller) built from Maven Central jars: alone, or one
+of a cluster (vaxflow/dev/kafka_cluster.py), plaintext or secured.
 
 There is no Docker engine on the machines this project runs on, so the broker is Kafka's own
 `kafka.Kafka` main class started with `java`. The jars are resolved once by Maven into a cache
@@ -15,11 +16,13 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vaxflow.dev import processes
-from workers.base.kafka import Bootstrap, admin
+from vaxflow.dev.pki import Pki
+from workers.base.kafka import Bootstrap, KafkaConnection, admin
 from workers.base.paths import KAFKA_POM
 
 
@@ -41,8 +44,19 @@ def jvm_options(configured: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """How a secured node talks: clients over SASL_SSL (SCRAM users formatted into its storage),
+    brokers and controllers among themselves over mutual TLS, ACLs enforced."""
+
+    pki: Pki
+    internal_port: int
+    scram_users: Mapping[str, str]  # user -> password, created when the storage is formatted
+    super_users: tuple[str, ...] = ("User:admin",)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerLayout:
-    """Where one broker's jars, configuration, data and log live."""
+    """Where one broker's jars, configuration, data and log live, and its place in its cluster."""
 
     version: str
     cache_dir: Path
@@ -51,6 +65,10 @@ class BrokerLayout:
     controller_port: int
     heap: str = "768m"
     jvm_options: tuple[str, ...] = LOCAL_JVM_OPTIONS  # besides the heap, which `heap` sets
+    node_id: int = 1
+    voters: str = ""  # the controller quorum, "id@host:port,..."; empty: this node alone
+    security: BrokerSecurity | None = None
+    replicas: int = 1  # replication of Kafka's own topics (offsets, transaction state)
 
     @property
     def libs(self) -> Path:
@@ -108,27 +126,62 @@ def _classpath(layout: BrokerLayout) -> str:
     return str(layout.libs / "*")
 
 
+def _listener_props(layout: BrokerLayout) -> dict[str, str]:
+    """Plaintext for a lone dev node; else clients on SASL_SSL and nodes among themselves on mutual TLS."""
+    controller = f"CONTROLLER://127.0.0.1:{layout.controller_port}"
+    if layout.security is None:
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{layout.port},{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        }
+    sec = layout.security
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    internal = f"INTERNAL://127.0.0.1:{sec.internal_port}"
+    return {
+        "listeners": f"CLIENT://127.0.0.1:{layout.port},{internal},{controller}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{layout.port},{internal}",
+        "inter.broker.listener.name": "INTERNAL",
+        "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
+        "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+        "listener.name.client.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.client.scram-sha-256.sasl.jaas.config": scram,
+        "listener.name.internal.ssl.client.auth": "required",
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(sec.pki.broker_keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(sec.pki.ca_file),
+        "ssl.endpoint.identification.algorithm": "https",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": ";".join((*sec.super_users, sec.pki.broker_principal)),
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
 def _write_config(layout: BrokerLayout) -> None:
     layout.home.mkdir(parents=True, exist_ok=True)
+    replicas = str(layout.replicas)
+    min_isr = str(min(2, layout.replicas))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{layout.controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.port}",
+        "node.id": str(layout.node_id),
+        "controller.quorum.voters": layout.voters or f"{layout.node_id}@127.0.0.1:{layout.controller_port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        **_listener_props(layout),
         "log.dirs": str(layout.data),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": "6",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "6",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         # Large files travel on vaccination.batches.ready; topic configs narrow this per topic.
         "message.max.bytes": str(64 * 1024 * 1024),
@@ -158,14 +211,23 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def format_storage(layout: BrokerLayout) -> None:
-    """Format KRaft storage the first time only, so data survives restarts."""
+def format_storage(layout: BrokerLayout, cluster_id: str | None = None) -> None:
+    """Format KRaft storage the first time only, so data survives restarts.
+
+    Every node of a cluster is formatted with the same cluster id; a secured node also gets its
+    SCRAM users here, because clients and ACLs need them before any admin could create them.
+    """
     if (layout.data / "meta.properties").exists():
         return
     java = _require("java", "install a Java 17+ runtime.")
+    scram = [] if layout.security is None else [
+        arg for user, password in layout.security.scram_users.items()
+        for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
+        for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
+    ]
     cmd = [
         java, "-cp", _classpath(layout), "kafka.tools.StorageTool", "format",
-        "-t", new_cluster_id(), "-c", str(layout.config),
+        "-t", cluster_id or new_cluster_id(), "-c", str(layout.config), *scram,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -186,14 +248,14 @@ def broker_command(layout: BrokerLayout, java: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_broker(layout: BrokerLayout) -> int:
+def start_broker(layout: BrokerLayout, cluster_id: str | None = None) -> int:
     """Start the broker detached from this process (it outlives `vaxflow dev up`); returns its pid."""
     running = read_pid(layout)
     if running is not None:
         return running
     provision_jars(layout)
     _write_config(layout)
-    format_storage(layout)
+    format_storage(layout, cluster_id)
     cmd = broker_command(layout, _require("java", "install a Java 17+ runtime."))
     with open(layout.log, "ab") as log:
         proc = subprocess.Popen(
@@ -203,36 +265,49 @@ def start_broker(layout: BrokerLayout) -> int:
     return proc.pid
 
 
-async def wait_ready(bootstrap: str, timeout: float = 90.0, pid: int | None = None) -> float:
-    """Wait until a client metadata call succeeds; return the seconds it took.
+async def wait_ready(
+    target: str | KafkaConnection,
+    timeout: float = 90.0,
+    pid: int | None = None,
+    *,
+    pids: Sequence[int] = (),
+    brokers: int = 1,
+) -> float:
+    """Wait until a client metadata call succeeds and names `brokers` brokers; return the seconds it took.
 
     Readiness is a real request answered by the broker (a sleep would pass on a broker that is
-    still loading its logs, or has died).
+    still loading its logs, or has died); a cluster is ready when every node has registered.
     """
     started = time.monotonic()
     deadline = started + timeout
+    conn = Bootstrap(target) if isinstance(target, str) else target
+    watched = (*pids, *((pid,) if pid is not None else ()))
     client_log = logging.getLogger("aiokafka")
     previous_level = client_log.level
     client_log.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer while starting
     try:
-        return await _poll_ready(bootstrap, started, deadline, pid)
+        return await _poll_ready(conn, started, deadline, watched, brokers)
     finally:
         client_log.setLevel(previous_level)
 
 
-async def _poll_ready(bootstrap: str, started: float, deadline: float, pid: int | None) -> float:
-    last: Exception | None = None
+async def _poll_ready(
+    conn: KafkaConnection, started: float, deadline: float, pids: Sequence[int], brokers: int
+) -> float:
+    last: Exception | str | None = None
     while time.monotonic() < deadline:
-        if pid is not None and not processes.alive(pid):
-            raise ProvisionError("the Kafka broker exited during start-up; see its broker.log")
+        if any(not processes.alive(p) for p in pids):
+            raise ProvisionError("a Kafka broker exited during start-up; see its broker.log")
         try:
-            async with admin(Bootstrap(bootstrap), request_timeout_ms=3000) as client:
-                await client.describe_cluster()
-            return time.monotonic() - started
+            async with admin(conn, request_timeout_ms=3000) as client:
+                described = await client.describe_cluster()
+            if len(described["brokers"]) >= brokers:
+                return time.monotonic() - started
+            last = f"{len(described['brokers'])} of {brokers} brokers registered"
         except Exception as exc:
             last = exc
         await asyncio.sleep(0.25)
-    raise ProvisionError(f"Kafka at {bootstrap} not ready after {deadline - started:.0f}s: {last!r}")
+    raise ProvisionError(f"Kafka at {conn.kafka_bootstrap} not ready after {deadline - started:.0f}s: {last!r}")
 
 
 def stop_broker(layout: BrokerLayout, timeout: float = 30.0) -> bool:

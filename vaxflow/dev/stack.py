@@ -8,16 +8,18 @@ shell can stop it. Workers are started with the caller's environment, so `VAXFLO
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 import time
 from typing import Any
 
+from topics.access import ROLES
 from topics.ensure import ensure_topics
-from vaxflow.dev import kafka_broker, mesh_sandbox
+from vaxflow.dev import kafka_broker, kafka_cluster, mesh_sandbox
 from vaxflow.dev.processes import alive, stop_pid
-from vaxflow.dev.state import Service, load_state, save_state
+from vaxflow.dev.state import Service, StackState, load_state, save_state
 from vaxflow.registry import SERVES_OWN_HEALTH, module_of
 from workers.base.kafka import admin
 from workers.base.mesh.settings import own_mailbox_config
@@ -43,6 +45,27 @@ def broker_layout(settings: Settings) -> kafka_broker.BrokerLayout:
     )
 
 
+def cluster_layout(
+    settings: Settings, brokers: int = 1, security: str = "plaintext", ports: tuple[int, int] | None = None
+) -> kafka_cluster.ClusterLayout:
+    """The dev stack's Kafka: its one plaintext broker (the default, in dev_home/kafka), or a cluster
+    of `brokers` nodes in dev_home/kafka-cluster. Node i (from 0) listens for clients on
+    kafka_port + 200 i, for its controller quorum on kafka_controller_port + 200 i and, secured,
+    for the other brokers on kafka_port + 200 i + 2."""
+    client, controller = ports or (settings.kafka_port, settings.kafka_controller_port)
+    single = dataclasses.replace(broker_layout(settings), port=client, controller_port=controller)
+    if brokers == 1 and security == "plaintext":
+        return kafka_cluster.ClusterLayout(home=single.home, nodes=(single,))
+    node_ports = [(client + 200 * i, controller + 200 * i, client + 200 * i + 2) for i in range(brokers)]
+    home = settings.dev_home / "kafka-cluster"
+    return kafka_cluster.cluster_layout(single, home, node_ports, secured=security == "sasl_ssl")
+
+
+def running_cluster(settings: Settings, state: StackState) -> kafka_cluster.ClusterLayout:
+    """The stack's Kafka as `up` started it (whatever this shell's VAXFLOW_KAFKA_* say)."""
+    return cluster_layout(settings, state.kafka_brokers, state.kafka_security, state.kafka_ports)
+
+
 def sandbox_layout(settings: Settings) -> mesh_sandbox.SandboxLayout:
     port = int(settings.mesh_url.rsplit(":", 1)[1].split("/")[0])
     return mesh_sandbox.SandboxLayout(home=settings.dev_home / "mesh-sandbox", port=port)
@@ -52,7 +75,7 @@ def health_port(name: str) -> int:
     return HEALTH_BASE_PORT + list((*PIPELINE, "nhs-sim")).index(name)
 
 
-def start_worker(settings: Settings, name: str) -> Service:
+def start_worker(settings: Settings, name: str, cluster: kafka_cluster.ClusterLayout | None = None) -> Service:
     logs = settings.dev_home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -62,6 +85,8 @@ def start_worker(settings: Settings, name: str) -> Service:
     if name not in SERVES_OWN_HEALTH:
         env["VAXFLOW_HEALTH_PORT"] = str(health_port(name))
         url = f"http://127.0.0.1:{health_port(name)}"
+    if cluster is not None and name in ROLES:  # each worker as its own principal, with only its grants
+        env |= cluster.environment(kafka_cluster.worker_user(name))
     env.setdefault("VAXFLOW_DEV_HOME", str(settings.dev_home))
     env.setdefault("VAXFLOW_FILESOURCE_DIR", str(settings.filesource_dir or settings.dev_home / "inbox"))
     env.setdefault("VAXFLOW_OPS_BATCHER_METRICS_URLS", f"http://127.0.0.1:{health_port('batcher')}/metrics")
@@ -74,20 +99,32 @@ def start_worker(settings: Settings, name: str) -> Service:
     return Service(name=name, pid=proc.pid, url=url, log=str(log_path))
 
 
-async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False) -> dict[str, Any]:
+async def up(
+    settings: Settings, *, workers: bool = True, nhs_sim: bool = False, brokers: int = 1, security: str = "plaintext"
+) -> dict[str, Any]:
     """Start (or keep) every part; idempotent: running parts are left as they are."""
     report: dict[str, Any] = {}
     state = load_state(settings.dev_home)
-
-    layout = broker_layout(settings)
+    if any(s.name.startswith("kafka") and alive(s.pid) for s in state.services) and (
+        (state.kafka_brokers, state.kafka_security) != (brokers, security)
+    ):
+        raise StackError(
+            f"the stack runs {state.kafka_brokers} {state.kafka_security} broker(s); `vaxflow dev down` first"
+        )
+    state.kafka_brokers, state.kafka_security = brokers, security
+    state.kafka_ports = (settings.kafka_port, settings.kafka_controller_port)
+    cluster = cluster_layout(settings, brokers, security)
     started = time.monotonic()
     try:
-        pid = kafka_broker.start_broker(layout)
-        await kafka_broker.wait_ready(layout.bootstrap, pid=pid)
+        pids = kafka_cluster.start_cluster(cluster)
+        await kafka_cluster.wait_cluster_ready(cluster, pids)
     except kafka_broker.ProvisionError as exc:
-        raise StackError(f"Kafka: {exc} (log: {layout.log})") from None
-    state.put(Service(name="kafka", pid=pid, url=layout.bootstrap, log=str(layout.log)))
-    report["kafka"] = {"bootstrap": layout.bootstrap, "ready_seconds": round(time.monotonic() - started, 1)}
+        raise StackError(f"Kafka: {exc} (logs: {cluster.home})") from None
+    for node, pid in zip(cluster.nodes, pids, strict=True):
+        name = "kafka" if len(cluster.nodes) == 1 else f"kafka-{node.node_id}"
+        state.put(Service(name=name, pid=pid, url=node.bootstrap, log=str(node.log)))
+    report["kafka"] = {"bootstrap": cluster.bootstrap, "ready_seconds": round(time.monotonic() - started, 1)}
+    admin_settings = cluster.settings(settings)
 
     sandbox = sandbox_layout(settings)
     started = time.monotonic()
@@ -99,8 +136,14 @@ async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False)
     state.put(Service(name="mesh-sandbox", pid=spid, url=sandbox.url, log=str(sandbox.log)))
     report["mesh_sandbox"] = {"url": sandbox.url, "ready_seconds": round(time.monotonic() - started, 1)}
 
-    async with admin(settings) as client:
-        topics = await ensure_topics(client, namespace=settings.topic_namespace)
+    async with admin(admin_settings) as client:
+        topics = await ensure_topics(
+            client,
+            namespace=settings.topic_namespace,
+            replication_factor=admin_settings.kafka_replication_factor,
+            min_insync_replicas=admin_settings.kafka_min_insync_replicas,
+        )
+    report["acl_bindings"] = await kafka_cluster.grant_pipeline(cluster, settings)
     report["topics"] = {r.name: ("created" if r.created else "ok" if r.ok else r.drift) for r in topics}
 
     wanted = [*(PIPELINE if workers else ()), *(("nhs-sim",) if nhs_sim else ())]
@@ -108,7 +151,7 @@ async def up(settings: Settings, *, workers: bool = True, nhs_sim: bool = False)
         existing = state.get(name)
         if existing is not None and alive(existing.pid):
             continue
-        state.put(start_worker(settings, name))
+        state.put(start_worker(settings, name, cluster if cluster.secured or brokers > 1 else None))
     save_state(settings.dev_home, state)
     report.update(status(settings))
     return report
@@ -119,14 +162,14 @@ def down(settings: Settings) -> dict[str, Any]:
     state = load_state(settings.dev_home)
     stopped: list[str] = []
     for service in reversed(state.services):
-        if service.name in ("kafka", "mesh-sandbox"):
+        if service.name.startswith("kafka") or service.name == "mesh-sandbox":
             continue
         if alive(service.pid):
             stop_pid(service.pid, 60)
             stopped.append(service.name)
     if mesh_sandbox.stop_sandbox(sandbox_layout(settings)):
         stopped.append("mesh-sandbox")
-    if kafka_broker.stop_broker(broker_layout(settings)):
+    if kafka_cluster.stop_cluster(running_cluster(settings, state)):
         stopped.append("kafka")
     state.services = []
     save_state(settings.dev_home, state)
@@ -140,9 +183,11 @@ def status(settings: Settings) -> dict[str, Any]:
         s.name: {"pid": s.pid, "running": alive(s.pid), "url": s.url, "log": s.log} for s in state.services
     }
     dev = mesh_sandbox.load_dev_config(include_canned=False)
+    cluster = running_cluster(settings, state)
     return {
         "dev_home": str(settings.dev_home),
-        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_bootstrap": cluster.bootstrap,
+        "kafka": kafka_status(cluster, state),
         "mesh_url": settings.mesh_url,
         "gateway_url": f"http://127.0.0.1:{settings.gateway_port}/v1/events",
         "ops_url": f"http://127.0.0.1:{settings.ops_port}/",
@@ -158,13 +203,31 @@ def status(settings: Settings) -> dict[str, Any]:
     }
 
 
+def kafka_status(cluster: kafka_cluster.ClusterLayout, state: StackState) -> dict[str, Any]:
+    """The brokers, and for a secured cluster its CA and each principal's development credentials."""
+    report: dict[str, Any] = {
+        "security": state.kafka_security,
+        "brokers": [{"node_id": n.node_id, "bootstrap": n.bootstrap, "log": str(n.log)} for n in cluster.nodes],
+    }
+    if cluster.secured and cluster.pki is not None:
+        report["ca_file"] = str(cluster.pki.ca_file)
+        report["sasl_mechanism"] = "SCRAM-SHA-512"
+        report["principals"] = {
+            user: {"password": password, "password_file": str(cluster.password_file(user))}
+            for user, password in cluster.credentials().items()
+        }
+        report["admin_environment"] = cluster.environment()
+    return report
+
+
 def format_status(report: dict[str, Any]) -> str:
     lines = [f"dev home: {report['dev_home']}"]
     for name, svc in report["services"].items():
         mark = "running" if svc["running"] else "STOPPED"
         lines.append(f"  {name:<13} {mark:<8} pid {svc['pid']:<7} {svc['url']}")
     creds = report["development_credentials"]
-    lines.append(f"kafka: {report['kafka_bootstrap']}   mesh: {report['mesh_url']}   gateway: {report['gateway_url']}")
+    lines.append(f"kafka ({report['kafka']['security']}): {report['kafka_bootstrap']}")
+    lines.append(f"mesh: {report['mesh_url']}   gateway: {report['gateway_url']}")
     lines.append(f"ops dashboard, /lag, /metrics: {report['ops_url']}")
     lines.append(f"gateway token (every sender, dev only): {creds['gateway_token']}")
     lines.append(f"mesh shared key: {creds['mesh_shared_key']}")

@@ -21,6 +21,9 @@ class StackState(msgspec.Struct, kw_only=True):
     """Everything `vaxflow dev up` left running."""
 
     services: list[Service] = msgspec.field(default_factory=list)
+    kafka_brokers: int = 1
+    kafka_security: str = "plaintext"  # or "sasl_ssl" (vaxflow/dev/kafka_cluster.py)
+    kafka_ports: tuple[int, int] | None = None  # first node's client and controller ports, as started
 
     def get(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

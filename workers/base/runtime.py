@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workers.base import logs
+from workers.base.kafka_access import KafkaAccessError, explain
 from workers.base.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("vaxflow.runtime")
@@ -107,12 +108,24 @@ async def supervise(name: str, main: WorkerMain, settings: Settings, stop: async
             return
         except Exception as exc:
             health.ready = False
+            refused = await explain(settings, exc)
+            if refused is not None:
+                await refuse(name, refused, stop, health)
+                return
             log.error("worker failed; restarting", extra={"worker": name, "error": type(exc).__name__}, exc_info=True)
         if time.monotonic() - started > 60:
             delay = 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, 30.0)
+
+
+async def refuse(name: str, refused: KafkaAccessError, stop: asyncio.Event, health: Health) -> None:
+    """The cluster refused who this worker is or what it may do: retrying cannot help, so say why
+    (log and /readyz 503) and wait for the operator to fix settings or ACLs and restart it."""
+    health.detail["reason"] = str(refused)
+    log.error("Kafka refused this worker; not retrying: %s", refused, extra={"worker": name})
+    await stop.wait()
 
 
 # Container allocations (net of deallocations) between young-generation collections; CPython's

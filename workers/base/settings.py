@@ -9,8 +9,9 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.base.paths import DEFAULT_CACHE, DEFAULT_DEV_HOME
@@ -44,6 +45,49 @@ class KafkaSettings(_VaxflowSettings):
     )
     fetch_max_wait_ms: int = Field(default=100, ge=0, le=5000, description="Latency bound of fetch_min_bytes")
 
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every client connects: TLS (SSL), SASL, both, or neither"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="A file holding the SASL password (instead of VAXFLOW_KAFKA_SASL_PASSWORD)"
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signs the brokers' certificates; default: the system's"
+    )
+    kafka_ssl_cert_file: Path | None = Field(default=None, description="PEM client certificate (mutual TLS)")
+    kafka_ssl_key_file: Path | None = Field(default=None, description="PEM key of kafka_ssl_cert_file")
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of every catalogue topic (3 on a production cluster)"
+    )
+    kafka_min_insync_replicas: int = Field(
+        default=1, ge=1, description="Replicas that must have a write before acks=all answers (2 of 3)"
+    )
+
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_ca_file",
+        "kafka_ssl_cert_file", "kafka_ssl_key_file", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`VAXFLOW_KAFKA_SSL_CA_FILE=` means no file, not the current directory."""
+        return None if value == "" else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Self:
+        """A half-configured connection is refused at start-up, not discovered by a hanging client."""
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, value: str) -> str:
@@ -56,6 +100,34 @@ class KafkaSettings(_VaxflowSettings):
     @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+
+def kafka_security_problems(s: KafkaSettings) -> list[str]:
+    """What is missing or contradictory in the connection security settings (names as operators set them)."""
+    protocol = s.kafka_security_protocol
+    problems = []
+    if protocol.startswith("SASL_"):
+        if not s.kafka_sasl_username:
+            problems.append(f"VAXFLOW_KAFKA_SASL_USERNAME is required with VAXFLOW_KAFKA_SECURITY_PROTOCOL={protocol}")
+        if (s.kafka_sasl_password is None) == (s.kafka_sasl_password_file is None):
+            problems.append(
+                f"exactly one of VAXFLOW_KAFKA_SASL_PASSWORD and VAXFLOW_KAFKA_SASL_PASSWORD_FILE is required"
+                f" with VAXFLOW_KAFKA_SECURITY_PROTOCOL={protocol}"
+            )
+    elif s.kafka_sasl_username or s.kafka_sasl_password or s.kafka_sasl_password_file:
+        problems.append(f"SASL credentials are set but VAXFLOW_KAFKA_SECURITY_PROTOCOL={protocol} would not send them")
+    tls_files = {"CA": s.kafka_ssl_ca_file, "CERT": s.kafka_ssl_cert_file, "KEY": s.kafka_ssl_key_file}
+    if not protocol.endswith("SSL") and any(tls_files.values()):
+        problems.append(f"TLS files are set but VAXFLOW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS")
+    if (s.kafka_ssl_cert_file is None) != (s.kafka_ssl_key_file is None):
+        problems.append("VAXFLOW_KAFKA_SSL_CERT_FILE and VAXFLOW_KAFKA_SSL_KEY_FILE go together (mutual TLS)")
+    files = {**{f"SSL_{k}_FILE": v for k, v in tls_files.items()}, "SASL_PASSWORD_FILE": s.kafka_sasl_password_file}
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            problems.append(f"VAXFLOW_KAFKA_{name}: {path} is not a readable file")
+    if s.kafka_min_insync_replicas > s.kafka_replication_factor:
+        problems.append("VAXFLOW_KAFKA_MIN_INSYNC_REPLICAS cannot exceed VAXFLOW_KAFKA_REPLICATION_FACTOR")
+    return problems
 
 
 class TopicSettings(_VaxflowSettings):
@@ -77,6 +149,14 @@ class TopicSettings(_VaxflowSettings):
     def group(self, name: str) -> str:
         """A consumer group id under this process's namespace (groups are cluster-wide too)."""
         return f"{self.topic_namespace}.{name}" if self.topic_namespace else name
+
+    def groups_by_role(self) -> dict[str, str]:
+        """The consumer group of each worker that reads in a group (also its transactional-id prefix)."""
+        return {
+            "validator": self.group(self.validator_group),
+            "batcher": self.group(self.batcher_group),
+            "uploader": self.group(self.uploader_group),
+        }
 
 
 class WorkerSettings(_VaxflowSettings):
@@ -261,8 +341,11 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            var = "VAXFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"  {var}: {err['msg']}")
+            if err["loc"]:
+                var = "VAXFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
+                lines.append(f"  {var}: {err['msg']}")
+            else:  # a rule across settings: its message names them
+                lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
 
 

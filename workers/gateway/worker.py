@@ -34,13 +34,14 @@ from typing import Any, Final, Protocol
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from prometheus_client import Counter, Histogram
 
 from topics import headers as h
 from topics.catalogue import RAW
 from topics.headers import Headers
 from workers.base.kafka import idempotent_producer
+from workers.base.kafka_access import explain
 from workers.base.runtime import Health, health_app
 from workers.base.settings import Settings
 from workers.gateway import openapi
@@ -122,9 +123,15 @@ class KafkaSink:
             await producer.stop()
             raise
         # Warm the topic's metadata so the first request does not pay for it; best effort, because a
-        # missing topic is reported per request (503) rather than by refusing to start.
-        with contextlib.suppress(KafkaError):
+        # missing topic is reported per request (503) rather than by refusing to start. A topic this
+        # principal may not write is not best effort: it is why every request would fail.
+        try:
             await producer.partitions_for(self._topic)
+        except TopicAuthorizationFailedError:
+            await producer.stop()
+            raise
+        except KafkaError:
+            pass
         self._producer = producer
 
     async def connect(self, health: Health) -> None:
@@ -134,6 +141,11 @@ class KafkaSink:
             try:
                 await self.start()
             except (KafkaError, OSError) as exc:
+                refused = await explain(self._settings, exc)
+                if refused is not None:  # no retry can fix it: say why on /readyz and in the log
+                    health.detail["kafka"] = health.detail["reason"] = str(refused)
+                    log.error("Kafka refused the gateway; not retrying: %s", refused)
+                    return
                 health.detail["kafka"] = f"unavailable ({type(exc).__name__})"
                 log.warning("Kafka not reachable; retrying", extra={"error": type(exc).__name__, "in_s": delay})
                 await asyncio.sleep(delay)
