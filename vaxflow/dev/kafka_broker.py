@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -105,8 +106,9 @@ def _require(tool: str, hint: str) -> str:
 def provision_jars(layout: BrokerLayout) -> Path:
     """Copy kafka_2.13 and its runtime dependencies into the cache once; later calls reuse them."""
     marker = layout.libs / ".complete"
-    if marker.exists():
-        return layout.libs
+    wanted = f"{layout.version} {hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:16]}"
+    if marker.exists() and marker.read_text() == wanted:
+        return layout.libs  # resolved before, from this very pom
     mvn = _require("mvn", "install Apache Maven 3.8+ (Debian: `apt-get install maven`).")
     _require("java", "install a Java 17+ runtime (Debian: `apt-get install openjdk-17-jre-headless`).")
     layout.libs.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ def provision_jars(layout: BrokerLayout) -> Path:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ProvisionError(f"Maven could not resolve Kafka {layout.version}:\n{done.stdout}{done.stderr}")
-    marker.write_text(layout.version)
+    marker.write_text(wanted)
     return layout.libs
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -167,8 +168,13 @@ async def wait_cluster_ready(layout: ClusterLayout, pids: list[int], timeout: fl
 
 
 def stop_cluster(layout: ClusterLayout, timeout: float = 30.0) -> bool:
-    """Stop every node; True if any was running."""
-    return any([kafka_broker.stop_broker(node, timeout) for node in layout.nodes])
+    """Stop every node at once; True if any was running.
+
+    Together, not one by one: a node stopped last has no controller quorum left to hand its
+    partitions to, and its controlled shutdown would wait out the whole timeout.
+    """
+    with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+        return any(list(pool.map(lambda node: kafka_broker.stop_broker(node, timeout), layout.nodes)))
 
 
 async def grant_pipeline(layout: ClusterLayout, settings: Settings) -> int:
