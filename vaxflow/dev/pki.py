@@ -50,13 +50,24 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     pkcs8 = serialization.PrivateFormat.PKCS8
     return key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
 
 
-def make_pki(directory: Path) -> Pki:
-    """Create the CA and broker certificate once; an existing set is kept (brokers restart with it)."""
+def make_pki(directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pki:
+    """Create the CA and broker certificate once; an existing set is kept (brokers restart with it).
+
+    `hosts` are the names and addresses clients reach the brokers by (hostname verification is
+    on): 127.0.0.1 for the local cluster, the service names for docker-compose's.
+    """
     pki = Pki(directory)
     if pki.ca_file.exists() and pki.broker_keystore.exists():
         return pki
@@ -92,9 +103,7 @@ def make_pki(directory: Path) -> Pki:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALID_FOR)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([_alt_name(host) for host in hosts]),
             critical=False,
         )
         .add_extension(
@@ -106,3 +115,18 @@ def make_pki(directory: Path) -> Pki:
     write_private(pki.broker_keystore, _pem_key(broker_key) + cert_pem)
     pki.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return pki
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vaxflow.dev.pki DIR HOST...`: the same CA and broker keystore for docker-compose's
+    cluster profile, whose brokers are reached by their service names."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    pki = make_pki(Path(args[0]), tuple(args[1:]) or ("localhost", "127.0.0.1"))
+    print(pki.ca_file)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

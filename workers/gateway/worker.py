@@ -178,9 +178,17 @@ class KafkaSink:
         return coordinates
 
     async def close(self) -> None:
+        """Flush and close, bounded: with the cluster unable to take writes (two of three brokers
+        down), aiokafka would retry the pending records for as long as it took, and SIGTERM
+        would never end the process. Every record still pending by then was answered 503, so its
+        sender still has it; nothing answered 202 is pending."""
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.stop(), self._timeout + 5)
+        except TimeoutError:
+            log.warning("Kafka producer not flushed on close; its pending records were answered 503")
 
 
 class _TooLarge(Exception):
