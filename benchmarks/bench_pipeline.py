@@ -29,7 +29,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,6 +235,9 @@ async def pipeline_run(
     specs: Iterable[TopicSpec] = CATALOGUE,
     timestamps_ms: Sequence[int] | None = None,
     passthrough: bool = False,
+    broker_pids: Sequence[int] = (),
+    prepare: Callable[[Settings], Awaitable[object]] | None = None,
+    worker_env: Callable[[Settings, str], dict[str, str]] | None = None,
 ) -> RunResult:
     """One run in a fresh namespace: produce, then time the worker processes to completion.
 
@@ -243,6 +246,9 @@ async def pipeline_run(
     is committed. `specs` may change partition counts (benchmarks/bench_scaling.py); the records'
     ingestion times are `timestamps_ms` when given. With `passthrough`, the two stages of
     benchmarks/passthrough.py run instead of the workers: the same shape doing no work of its own.
+    A cluster's brokers are `broker_pids` (their CPU is summed as "broker"); `prepare` runs once the
+    namespace's topics exist (ACLs), and `worker_env` gives each worker its own environment (its
+    principal).
     """
     if passthrough:
         specs = [*specs, replace(VALID, name=passthrough_stages.SCRATCH)]
@@ -255,6 +261,8 @@ async def pipeline_run(
             min_insync_replicas=settings.kafka_min_insync_replicas,
             specs=specs,
         )
+    if prepare is not None:
+        await prepare(settings)
     await produce(settings, payloads, keys, timestamps_ms=timestamps_ms)
     baseline = await plain_consume(settings, settings.topic(RAW.name), len(payloads))
     env = {**os.environ, **settings.as_environment()}
@@ -263,13 +271,14 @@ async def pipeline_run(
     if passthrough:
         names = ["relay", "drain"]
         modules = ["benchmarks.passthrough"] * 2
-    broker_before = cpu_seconds(broker_pid) if broker_pid is not None else None
+    brokers = [*broker_pids, *((broker_pid,) if broker_pid is not None else ())]
+    brokers_before = [cpu_seconds(p) for p in brokers]
     jit_before = jit_threads(broker_pid) if broker_pid is not None else {}
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", module, *([n] if passthrough else [])],
-            env=env,
+            env=worker_env(settings, n) if worker_env is not None else env,
             stdout=subprocess.DEVNULL,
             stderr=open(home / f"{n}.log", "ab"),
         )
@@ -294,8 +303,9 @@ async def pipeline_run(
                 cpu[n] = cpu.get(n, 0.0) + used
             if (rss := peak_rss_mib(proc.pid)) is not None:
                 peak[n] = max(peak.get(n, 0.0), rss)
-        if broker_before is not None and broker_pid is not None and (after := cpu_seconds(broker_pid)) is not None:
-            cpu["broker"] = after - broker_before
+        brokers_after = [cpu_seconds(p) for p in brokers]
+        if brokers and None not in brokers_before and None not in brokers_after:
+            cpu["broker"] = sum(a - b for a, b in zip(brokers_after, brokers_before, strict=True))  # type: ignore[operator]
         if broker_pid is not None and (jit_after := jit_threads(broker_pid)):
             jit = jit_seconds_between(jit_before, jit_after) * 1e6 / len(payloads)
     finally:
@@ -418,7 +428,14 @@ async def main() -> None:
         default=1,
         help="validator processes in one group (the stage scales out by raw partition); default 1",
     )
+    parser.add_argument("--brokers", type=int, default=1, help="3: also run on a local cluster, paired (cluster_compare)")
+    parser.add_argument("--kafka-security", choices=["plaintext", "sasl_ssl"], default="plaintext")
     args = parser.parse_args()
+    if args.brokers > 1 or args.kafka_security != "plaintext":
+        from benchmarks.cluster_compare import compare
+
+        await compare(args.events, args.runs, args.warmup_events, args.brokers, args.kafka_security)
+        return
     home = Path(tempfile.mkdtemp(prefix="vaxflow-bench-"))
     layout, pid = start_broker(home, port=39092)
     mesh: mesh_sandbox.SandboxLayout | None = None
