@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.extended import EXTENDED_ROW
 
 from schemas.batchfile import render_file
 from schemas.checkfile import main
@@ -132,14 +133,7 @@ def test_header_only_file_passes_with_a_note(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_extended_attribute_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = ExtendedAttribute(
-        VACCINATION_UNIQUE_ID="c-1",
-        VACCINATION_UNIQUE_ID_URI="https://supplier.example/ids",
-        ACTION_FLAG="NEW",
-        ATTRIBUTE_ID="attr",
-        ATTRIBUTE_VALUE="Y",
-        RECORDED_DATE="20250801",
-    )
+    good = EXTENDED_ROW
     bad = ExtendedAttribute(VACCINATION_UNIQUE_ID="c-2", ACTION_FLAG="NEW", ATTRIBUTE_ID="a", RECORDED_DATE="20250801")
     path = tmp_path / extended_file_name("YGM41", NOW)
     path.write_bytes(render_extended([good, bad]))
