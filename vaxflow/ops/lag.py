@@ -40,16 +40,9 @@ from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict
 from workers.base.kafka import admin_client, offsets_probe, partitions_of, reader
 from workers.base.settings import OpsSettings, Settings, TopicSettings
 from workers.base.startable import Startable
+from workers.batcher.gauges import HELD_GAUGE, KEY_HELD_GAUGE, KEY_OPEN_GAUGE, OPEN_GAUGE
 
 log = logging.getLogger("vaxflow.ops.lag")
-
-# Gauges the batcher exposes on its /metrics (workers/batcher/worker.py).
-HELD_GAUGE = "vaxflow_batcher_held_events"
-OPEN_GAUGE = "vaxflow_batcher_open_windows"
-# Per (vaccine type, sender) gauges the dashboard shows when the batcher exports them
-# (docs/decisions/0008-lag-evaluation.md, "What the batcher should add").
-KEY_HELD_GAUGE = "vaxflow_batcher_key_held_events"
-KEY_OPEN_GAUGE = "vaxflow_batcher_key_open_windows"
 
 
 @dataclass(frozen=True, slots=True)
