@@ -22,6 +22,7 @@ from fixtures_kafka import KafkaHandle
 from mesh_pipeline_support import end_offsets
 from pipeline_support import ProcessWorker, TaskWorker, produce_paced, read_all, settings_env
 from support.placement import Fault, Placement, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
+from support.settings import scoped_settings
 from support.topics import ensure
 from support.workers import wait_for
 
@@ -43,16 +44,11 @@ pytestmark = pytest.mark.integration
 _READY = msgspec.json.Decoder(ReadyFile)
 
 
+_PIPELINE_DEFAULTS = {"window_seconds": 4, "grace_seconds": 1, "max_rows_per_file": 40}
+
+
 def pipeline_settings(base: Settings, tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "window_seconds": 4,
-        "grace_seconds": 1,
-        "max_rows_per_file": 40,
-        "archive_dir": tmp_path / "archive",
-        "dev_home": tmp_path,
-    }
-    values.update(overrides)
-    return base.model_copy(update=values)
+    return scoped_settings(base, tmp_path, _PIPELINE_DEFAULTS, overrides)
 
 
 async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, int]]]:
