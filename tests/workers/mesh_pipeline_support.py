@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from vaxflow.dev.samples import make_valid_record
 from workers.base.kafka import admin, idempotent_producer, offsets_probe, reader
 from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
+from workers.base.runtime import Health
 from workers.base.settings import Settings
 
 _ENCODE = msgspec.json.Encoder()
@@ -304,6 +306,20 @@ class MeshReadBack(NhsSimulator):
 
     async def message_count(self) -> int:
         return len(self.downloaded)
+
+
+@asynccontextmanager
+async def reading_back(settings: Settings) -> AsyncIterator[MeshReadBack]:
+    """A MeshReadBack polling the recipients' inboxes for the duration of the block (then stopped
+    and awaited, so what it downloaded is complete when the block ends)."""
+    sim = MeshReadBack(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sim.run(stop, Health()))
+    try:
+        yield sim
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
 
 
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
