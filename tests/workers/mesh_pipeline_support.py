@@ -21,6 +21,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import ConsumerRecord
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
+from support.workers import running
 
 from schemas.batchfile import render_file
 from schemas.batchkey import local_id_for
@@ -29,6 +30,7 @@ from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
 from schemas.validate import validate_record
+from topics.catalogue import READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
@@ -37,6 +39,7 @@ from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
 from workers.base.runtime import Health
 from workers.base.settings import Settings
+from workers.uploader import worker as uploader
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -325,6 +328,15 @@ async def reading_back(settings: Settings) -> AsyncIterator[MeshReadBack]:
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     """A `read_topic(..., until=)` condition: a receipt (keyed by file name) for every one of `names`."""
     return lambda recs: {r.key.decode() for r in recs} >= names
+
+
+async def upload(settings: Settings, names: set[str], timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Run the uploader until the sent topic has a receipt for each of `names` (or `timeout`) and
+    its group has committed the whole ready topic; the sent topic's records, read meanwhile."""
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=receipts_for(names), timeout=timeout)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    return records
 
 
 async def assert_each_delivered_once(
