@@ -102,19 +102,31 @@ def _compact_hour(hour: str, suffix: str) -> tuple[str, str, float] | str:
     hours, so the hour decides the rendering; caching it makes real traffic, whose timestamps
     cluster in recent hours, skip the time-zone arithmetic.
     """
+    tz = _PLUS_ONE if suffix == "01" else UTC
+    found = _in_london(tz, int(hour[:4]), int(hour[4:6]), int(hour[6:8]), int(hour[9:11]))
+    if isinstance(found, str):
+        return found
+    local, london_suffix, epoch = found
+    return f"{local.year:04d}{local.month:02d}{local.day:02d}T{local.hour:02d}", london_suffix, epoch
+
+
+def _in_london(
+    tz: timezone, year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0
+) -> tuple[datetime, str, float] | str:
+    """The instant these fields name in `tz`, as London wall time with London's suffix and epoch
+    seconds; or the failed rule: no such time, or a London offset the spec's suffixes cannot say.
+    The cached hour path and the rare-offset path both end here, so they cannot disagree on
+    which instants are accepted."""
     try:
-        start = datetime(
-            int(hour[:4]), int(hour[4:6]), int(hour[6:8]), int(hour[9:11]),
-            tzinfo=_PLUS_ONE if suffix == "01" else UTC,
-        )  # fmt: skip
-        local = start.astimezone(LONDON)
-        epoch = start.timestamp()
+        instant = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+        local = instant.astimezone(LONDON)
+        epoch = instant.timestamp()
     except (ValueError, OverflowError):
         return BAD_FORMAT
     london_suffix = _suffix(local)
     if london_suffix is None:
         return BAD_OFFSET
-    return f"{local.year:04d}{local.month:02d}{local.day:02d}T{local.hour:02d}", london_suffix, epoch
+    return local, london_suffix, epoch
 
 
 def _suffix(local: datetime) -> str | None:
@@ -132,15 +144,10 @@ def _iso_datetime(m: re.Match[str]) -> tuple[str, float] | str:
     tz = _offset_of(sign, oh, om)
     if tz is None:
         return BAD_FORMAT
-    try:
-        instant = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=tz)
-        local = instant.astimezone(LONDON)
-        epoch = instant.timestamp()
-    except (ValueError, OverflowError):
-        return BAD_FORMAT
-    london_suffix = _suffix(local)
-    if london_suffix is None:
-        return BAD_OFFSET
+    found = _in_london(tz, int(y), int(mo), int(d), int(h), int(mi), int(s))
+    if isinstance(found, str):
+        return found
+    local, london_suffix, epoch = found
     return render_london(local, london_suffix), epoch
 
 

@@ -21,13 +21,13 @@ from schemas.dates import Clock, canonical_date
 from schemas.delimited import read_table, render_table, width_reason
 from schemas.dialect import PIPE, Dialect
 from schemas.filenames import (
+    NameLayout,
     ParsedName,
     name_extension,
     name_timestamp,
     name_token,
-    require,
+    parsed_name,
     split_key,
-    timestamp_instant,
 )
 from schemas.record import Reason
 from schemas.validate import FORBIDDEN_CHARS
@@ -44,6 +44,7 @@ EXTENDED_COLUMNS: Final[tuple[str, ...]] = (
 EXTENDED_PREFIX: Final = "Vaccination_Extended_Attributes"  # the receiver routes on this, case-sensitively
 EXTENDED_VERSIONS: Final = frozenset({"V1_5"})
 EXTENDED_EXTENSIONS: Final = frozenset({"CSV", "DAT", "CTL"})
+EXTENDED_LAYOUT: Final = NameLayout(5, EXTENDED_EXTENSIONS, "extension must be .csv, .dat or .ctl")
 _KEY_FORMAT: Final = re.compile(r"^[^_.]*_[^_.]*_[^_.]*_[^_.]*_[^_.]*_[^_.]*_[^_.]*")
 _FORMAT_MESSAGE: Final = "Initial file validation failed: invalid extended attributes file key format"
 _REQUIRED: Final = ("VACCINATION_UNIQUE_ID", "VACCINATION_UNIQUE_ID_URI", "ATTRIBUTE_ID")
@@ -84,25 +85,11 @@ def is_extended_file_name(name: str) -> bool:
 def parse_extended_file_name(name: str, *, ods_codes: Collection[str] | None = None) -> ParsedName:
     """The receiver's extended-attributes name check; `vaccine_type` is always COVID, as there."""
     parts, extension = split_key(name, _KEY_FORMAT, _FORMAT_MESSAGE)
-    ods_code, timestamp = parts[5], parts[6]
-    instant = timestamp_instant(timestamp)
-    checks = (
+    family_checks = (
         ("_".join(parts[:3]) == EXTENDED_PREFIX.upper(), f"name must start {EXTENDED_PREFIX}"),
         ("_".join(parts[3:5]) in EXTENDED_VERSIONS, "version must be v1_5"),
-        (ods_codes is None or ods_code in ods_codes, f"ODS code {ods_code!r} maps to no supplier"),
-        (instant is not None, "timestamp must be YYYYMMDDThhmmss plus 00 (GMT) or 01 (BST), a real time"),
-        (extension in EXTENDED_EXTENSIONS, "extension must be .csv, .dat or .ctl"),
     )
-    require(checks)
-    assert instant is not None
-    return ParsedName(
-        vaccine_type="COVID",
-        ods_code=ods_code,
-        timestamp=timestamp,
-        instant=instant,
-        extension=extension,
-        extra=tuple(parts[7:]),
-    )
+    return parsed_name(EXTENDED_LAYOUT, parts, extension, "COVID", family_checks, ods_codes=ods_codes)
 
 
 def validate_extended(

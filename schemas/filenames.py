@@ -9,7 +9,7 @@ last guard against sending a file twice. docs/decisions/0004-file-names.md has t
 import re
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -21,6 +21,19 @@ _SUFFIX_ZONES: Final[dict[str, timezone]] = {"00": UTC, "01": BST}
 _KEY_FORMAT: Final = re.compile(r"^[^_.]*_[^_.]*_[^_.]*_[^_.]*_[^_.]*")
 _TOKEN: Final = re.compile(r"[A-Z0-9]+")
 BATCH_EXTENSIONS: Final = frozenset({"CSV", "DAT"})
+
+
+class NameLayout(NamedTuple):
+    """What sets a file family's names apart after its own leading parts: where the ODS code
+    stands (the timestamp follows it, then any extra parts the receiver ignores), and which
+    extensions the receiver accepts, with its wording when the extension is another."""
+
+    ods_part: int
+    extensions: frozenset[str]
+    extension_rule: str
+
+
+BATCH_LAYOUT: Final = NameLayout(3, BATCH_EXTENSIONS, "extension must be .csv or .dat")
 
 # The receiver's exact messages, so a checker's output can be matched against an InfAck's cause.
 FORMAT_MESSAGE: Final = "Initial file validation failed: invalid file key format"
@@ -156,17 +169,39 @@ def parse_batch_file_name(
     if vaccine_types is None:
         vaccine_types = default_permissions().vaccine_types
     parts, extension = split_key(name, _KEY_FORMAT, FORMAT_MESSAGE)
-    vaccine_type, vaccinations, version, ods_code, timestamp = parts[:5]
-    instant = timestamp_instant(timestamp)
-    checks = (
+    vaccine_type, vaccinations, version = parts[:3]
+    family_checks = (
         (vaccine_type in vaccine_types, f"vaccine type {vaccine_type!r} is not a known type"),
         (vaccinations == "VACCINATIONS", "second part must be 'Vaccinations'"),
         (version == "V5", "third part must be the version 'v5'"),
-        (ods_codes is None or ods_code in ods_codes, f"ODS code {ods_code!r} maps to no supplier"),
-        (instant is not None, "timestamp must be YYYYMMDDThhmmss plus 00 (GMT) or 01 (BST), a real time"),
-        (extension in BATCH_EXTENSIONS, "extension must be .csv or .dat"),
     )
-    require(checks)
+    return parsed_name(BATCH_LAYOUT, parts, extension, vaccine_type, family_checks, ods_codes=ods_codes)
+
+
+def parsed_name(
+    layout: NameLayout,
+    parts: list[str],
+    extension: str,
+    vaccine_type: str,
+    family_checks: Iterable[tuple[bool, str]],
+    *,
+    ods_codes: Collection[str] | None,
+) -> ParsedName:
+    """The checks every file family ends with, after its own: ODS code, timestamp, extension.
+
+    The receiver checks in that order for batch and extended-attribute names alike, and the first
+    failing check becomes the detail, so both parsers share this one copy of the tail.
+    """
+    ods_code, timestamp = parts[layout.ods_part], parts[layout.ods_part + 1]
+    instant = timestamp_instant(timestamp)
+    require(
+        (
+            *family_checks,
+            (ods_codes is None or ods_code in ods_codes, f"ODS code {ods_code!r} maps to no supplier"),
+            (instant is not None, "timestamp must be YYYYMMDDThhmmss plus 00 (GMT) or 01 (BST), a real time"),
+            (extension in layout.extensions, layout.extension_rule),
+        )
+    )
     assert instant is not None
     return ParsedName(
         vaccine_type=vaccine_type,
@@ -174,5 +209,5 @@ def parse_batch_file_name(
         timestamp=timestamp,
         instant=instant,
         extension=extension,
-        extra=tuple(parts[5:]),
+        extra=tuple(parts[layout.ods_part + 2 :]),
     )

@@ -10,11 +10,11 @@ fails does a per-field loop run to say which field failed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, wraps
 from operator import gt, itemgetter
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 
@@ -47,6 +47,9 @@ _get_required_delete: Final = itemgetter(*sorted(_REQUIRED_DELETE))
 _TEXT_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind is Kind.TEXT)
 _get_text: Final = itemgetter(*_TEXT_COLUMNS)
 _MAX_TEXT: Final = tuple(_MAX_LEN[i] for i in _TEXT_COLUMNS)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _format_checks() -> tuple[tuple[int, Checker], ...]:
@@ -277,18 +280,21 @@ def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checke
     return _Checked(event, values, changes, vt, ods)
 
 
-def _validate_event(raw: object, permissions: Permissions, now: datetime | None) -> ValidEvent | list[Reason]:
-    checked = _check_event(raw, permissions, Clock(now))
-    if isinstance(checked, list):
-        return checked
-    event = checked.event
-    return ValidEvent(
-        vaccine_type=checked.vaccine_type,
-        sender_ods=checked.sender_ods,
-        source_system=event.source_system,
-        received_at=event.received_at,
-        record=_rewritten(event.record, checked.changes),
-    )
+def _never_raises(validate: Callable[_P, _R]) -> Callable[_P, _R | list[Reason]]:
+    """The entry points' promise (see the module docstring): an exception in any check becomes
+    the single reason `event.internal`, so the input is rejected instead of stalling a consumer.
+
+    validate_event_row keeps the same guard inline: it is the validator's hot path, one call less.
+    """
+
+    @wraps(validate)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R | list[Reason]:
+        try:
+            return validate(*args, **kwargs)
+        except Exception:
+            return [reason("event", "internal")]
+
+    return guarded
 
 
 ValidRow = tuple[str, str, bytes]
@@ -327,6 +333,7 @@ def validate_event_row(
         return [reason("event", "internal")]
 
 
+@_never_raises
 def validate_event(raw: bytes, *, permissions: Permissions, now: datetime | None = None) -> ValidEvent | list[Reason]:
     """A ValidEvent with canonical values, or every reason (one per failing field) it was refused.
 
@@ -334,12 +341,20 @@ def validate_event(raw: bytes, *, permissions: Permissions, now: datetime | None
     A structurally broken event (not JSON, wrong types, unknown keys) gets a single reason,
     because nothing after the first structural error can be trusted.
     """
-    try:
-        return _validate_event(raw, permissions, now)
-    except Exception:
-        return [reason("event", "internal")]
+    checked = _check_event(raw, permissions, Clock(now))
+    if isinstance(checked, list):
+        return checked
+    event = checked.event
+    return ValidEvent(
+        vaccine_type=checked.vaccine_type,
+        sender_ods=checked.sender_ods,
+        source_system=event.source_system,
+        received_at=event.received_at,
+        record=_rewritten(event.record, checked.changes),
+    )
 
 
+@_never_raises
 def validate_record(
     vaccine_type: str,
     sender_ods: str,
@@ -352,19 +367,6 @@ def validate_record(
 
     None or a missing key means the column is empty, as the receiver treats short rows.
     """
-    try:
-        return _validate_record(vaccine_type, sender_ods, record, permissions, now)
-    except Exception:
-        return [reason("event", "internal")]
-
-
-def _validate_record(
-    vaccine_type: str,
-    sender_ods: str,
-    record: Mapping[str, str | None],
-    permissions: Permissions,
-    now: datetime | None,
-) -> Record | list[Reason]:
     values: dict[str, str] = {}
     typed: dict[int, Reason] = {}
     extra: list[Reason] = []

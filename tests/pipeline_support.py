@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support.placement import Fault
 
 from vaxflow.dev.loadgen import produce
 from workers.base.kafka import idempotent_producer
@@ -104,3 +109,31 @@ async def produce_paced(
     finally:
         await producer.stop()
     return coords
+
+
+def kill_schedule(names: Iterable[str], rng: random.Random, low: float, high: float) -> list[tuple[str, float]]:
+    """Three kills of each named worker, in a random order, each after a random pause of `low` to
+    `high` seconds: (worker, pause) in the order the kills come."""
+    order = sorted(names) * 3
+    rng.shuffle(order)
+    return [(name, rng.uniform(low, high)) for name in order]
+
+
+async def kill_and_restart(
+    workers: Mapping[str, ProcessWorker],
+    schedule: Iterable[tuple[str, float]],
+    sent: Sized,
+    measure: Callable[[str, float, int], Awaitable[Fault]],
+) -> list[Fault]:
+    """SIGKILL each scheduled worker after its pause and start it again at once. Each kill's Fault
+    comes from `measure(what, seconds since the first pause began, events produced by the kill)`,
+    `sent` being the produced events as produce_paced appends them."""
+    faults: list[Fault] = []
+    started = time.monotonic()
+    for name, pause in schedule:
+        await asyncio.sleep(pause)
+        produced, at = len(sent), time.monotonic() - started
+        workers[name].kill()
+        workers[name].start()
+        faults.append(await measure(f"kill {name}", at, produced))
+    return faults

@@ -6,24 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
+from support.settings import scoped_settings
 
 from vaxflow.ops.lag import group_lag
 from workers.base.kafka import admin, offsets_probe, refresh_metadata
 from workers.base.settings import Settings
 
+# Short windows and lag samples, so that files, lag and its verdicts change within seconds.
+_OPS_DEFAULTS: dict[str, Any] = {
+    "window_seconds": 2,
+    "grace_seconds": 1,
+    "max_rows_per_file": 200,
+    "ops_sample_seconds": 1.0,
+    "ops_window_samples": 5,
+}
+
 
 def ops_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "window_seconds": 2,
-        "grace_seconds": 1,
-        "max_rows_per_file": 200,
-        "archive_dir": tmp_path / "archive",
-        "dev_home": tmp_path,
-        "ops_sample_seconds": 1.0,
-        "ops_window_samples": 5,
-    }
-    values.update(overrides)
-    return base.model_copy(update=values)
+    return scoped_settings(base, tmp_path, _OPS_DEFAULTS, overrides)
 
 
 async def offsets(settings: Settings, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from support.burrow import history, s
 
-from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, evaluate, group_status
-
-
-def history(samples: list[Sample], window: int = 5) -> PartitionHistory:
-    h = PartitionHistory(window)
-    for s in samples:
-        h.add(s)
-    return h
-
-
-def s(at: float, committed: int, end: int, *, owned: bool | None = True, pending: bool = True,
-      lag_seconds: float | None = None) -> Sample:
-    return Sample(at=at, committed=committed, log_end=end, lag=end - committed, pending=pending,
-                  lag_seconds=lag_seconds, owned=owned)
-
+from vaxflow.ops.burrow import Policy, Sample, Status, evaluate, group_status
 
 POLICY = Policy(window=5, min_samples=3)
 

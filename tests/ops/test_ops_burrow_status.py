@@ -8,25 +8,13 @@ unknown record age), per docs/decisions/0008-lag-evaluation.md.
 from __future__ import annotations
 
 import pytest
+from support.burrow import history, s
 
-from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict, evaluate, group_status
+from vaxflow.ops.burrow import PartitionHistory, Policy, Status, Verdict, evaluate, group_status
 
 POLICY = Policy(window=5, min_samples=3)
 HOLD = 95.0
 HOLD_POLICY = Policy(window=6, hold_seconds=HOLD)
-
-
-def history(samples: list[Sample], window: int = 5) -> PartitionHistory:
-    h = PartitionHistory(window)
-    for sample in samples:
-        h.add(sample)
-    return h
-
-
-def s(at: float, committed: int, end: int, *, owned: bool | None = True, pending: bool = True,
-      lag_seconds: float | None = None) -> Sample:
-    return Sample(at=at, committed=committed, log_end=end, lag=end - committed, pending=pending,
-                  lag_seconds=lag_seconds, owned=owned)
 
 
 # --- the ordinary rules -------------------------------------------------------------------------

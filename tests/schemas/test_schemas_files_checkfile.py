@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.extended import EXTENDED_ROW
 
 from schemas.batchfile import render_file
 from schemas.checkfile import main
@@ -28,22 +29,30 @@ def _run(capsys: pytest.CaptureFixture[str], *paths: Path) -> tuple[int, list[st
     return code, capsys.readouterr().out.splitlines()
 
 
-def test_mod11_failure_in_row_3(capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines = _run(capsys, MMR_UTF8)
+@pytest.mark.parametrize(
+    ("path", "problem", "summary"),
+    [
+        pytest.param(
+            MMR_UTF8,
+            "3: NHS_NUMBER NHS_NUMBER.mod11 – NHS_NUMBER fails the NHS number mod-11 check digit",
+            "FAIL – 3 rows, 2 valid, 1 invalid, utf-8, delimiter '|'",
+            id="mod11_failure_in_row_3",
+        ),
+        pytest.param(
+            MMR_CP1252,
+            "7: NHS_NUMBER NHS_NUMBER.format – NHS_NUMBER is not exactly 10 digits",
+            "FAIL – 7 rows, 6 valid, 1 invalid, cp1252, delimiter '|'",
+            id="cp1252_file_and_too_short_nhs_number_in_row_7",
+        ),
+    ],
+)
+def test_one_invalid_row_fails_the_sample(
+    capsys: pytest.CaptureFixture[str], path: Path, problem: str, summary: str
+) -> None:
+    """Each reference sample with one bad row: that row's problem, then the file's summary line."""
+    code, lines = _run(capsys, path)
     assert code == 1
-    assert lines == [
-        f"{MMR_UTF8}:3: NHS_NUMBER NHS_NUMBER.mod11 – NHS_NUMBER fails the NHS number mod-11 check digit",
-        f"{MMR_UTF8}: FAIL – 3 rows, 2 valid, 1 invalid, utf-8, delimiter '|'",
-    ]
-
-
-def test_cp1252_file_and_too_short_nhs_number_in_row_7(capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines = _run(capsys, MMR_CP1252)
-    assert code == 1
-    assert lines == [
-        f"{MMR_CP1252}:7: NHS_NUMBER NHS_NUMBER.format – NHS_NUMBER is not exactly 10 digits",
-        f"{MMR_CP1252}: FAIL – 7 rows, 6 valid, 1 invalid, cp1252, delimiter '|'",
-    ]
+    assert lines == [f"{path}:{problem}", f"{path}: {summary}"]
 
 
 def test_valid_sample_passes_and_output_has_no_patient_values(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,14 +133,7 @@ def test_header_only_file_passes_with_a_note(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_extended_attribute_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = ExtendedAttribute(
-        VACCINATION_UNIQUE_ID="c-1",
-        VACCINATION_UNIQUE_ID_URI="https://supplier.example/ids",
-        ACTION_FLAG="NEW",
-        ATTRIBUTE_ID="attr",
-        ATTRIBUTE_VALUE="Y",
-        RECORDED_DATE="20250801",
-    )
+    good = EXTENDED_ROW
     bad = ExtendedAttribute(VACCINATION_UNIQUE_ID="c-2", ACTION_FLAG="NEW", ATTRIBUTE_ID="a", RECORDED_DATE="20250801")
     path = tmp_path / extended_file_name("YGM41", NOW)
     path.write_bytes(render_extended([good, bad]))

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.extended import EXTENDED_ROW as ROW
 
 from schemas.delimited import TableError
 from schemas.dialect import NOT_SIGN
@@ -23,15 +24,6 @@ from schemas.filenames import FileNameError
 from schemas.record import Reason
 
 NOW = datetime(2025, 7, 30, 12, tzinfo=UTC)
-ROW = ExtendedAttribute(
-    VACCINATION_UNIQUE_ID="COVID_0001",
-    VACCINATION_UNIQUE_ID_URI="https://supplier.example/ids",
-    ACTION_FLAG="NEW",
-    ATTRIBUTE_ID="1324681000000101",
-    ATTRIBUTE_DISPLAYED_TEXT='Eligibility: "clinically" at-risk | group',
-    ATTRIBUTE_VALUE="Y",
-    RECORDED_DATE="20250730",
-)
 
 
 def test_name_builder_and_receiver_check_agree() -> None:

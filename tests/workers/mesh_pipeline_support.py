@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import ConsumerRecord
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
+from support.workers import running
 
 from schemas.batchfile import render_file
 from schemas.batchkey import local_id_for
@@ -28,13 +30,16 @@ from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
 from schemas.validate import validate_record
+from topics.catalogue import READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
 from workers.base.kafka import admin, idempotent_producer, offsets_probe, reader
 from workers.base.ledger import topic_partitions
 from workers.base.mesh.client import InboxMessage, MeshClient
+from workers.base.runtime import Health
 from workers.base.settings import Settings
+from workers.uploader import worker as uploader
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -306,9 +311,32 @@ class MeshReadBack(NhsSimulator):
         return len(self.downloaded)
 
 
+@asynccontextmanager
+async def reading_back(settings: Settings) -> AsyncIterator[MeshReadBack]:
+    """A MeshReadBack polling the recipients' inboxes for the duration of the block (then stopped
+    and awaited, so what it downloaded is complete when the block ends)."""
+    sim = MeshReadBack(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sim.run(stop, Health()))
+    try:
+        yield sim
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     """A `read_topic(..., until=)` condition: a receipt (keyed by file name) for every one of `names`."""
     return lambda recs: {r.key.decode() for r in recs} >= names
+
+
+async def upload(settings: Settings, names: set[str], timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Run the uploader until the sent topic has a receipt for each of `names` (or `timeout`) and
+    its group has committed the whole ready topic; the sent topic's records, read meanwhile."""
+    async with running(uploader.run, settings):
+        records = await read_topic(settings, SENT.name, until=receipts_for(names), timeout=timeout)
+        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    return records
 
 
 async def assert_each_delivered_once(

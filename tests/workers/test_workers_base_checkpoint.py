@@ -90,17 +90,11 @@ async def _full_step(producer: RecordingProducer, *, fail: bool = False) -> None
             raise ValueError("boom")
 
 
-async def test_a_failed_delivery_aborts_instead_of_committing() -> None:
-    producer = RecordingProducer(fail_topic="valid")
-    with pytest.raises(RuntimeError, match="delivery to valid failed"):
-        await _full_step(producer)
-    assert producer.calls[-1] == ("abort",)
-    assert ("commit",) not in producer.calls
-
-
-async def test_a_failed_state_delivery_aborts_too() -> None:
-    producer = RecordingProducer(fail_topic="state")
-    with pytest.raises(RuntimeError, match="delivery to state failed"):
+@pytest.mark.parametrize("topic", ["valid", "state"])
+async def test_a_failed_delivery_aborts_instead_of_committing(topic: str) -> None:
+    """An output record or the state record: either one failing aborts the whole step."""
+    producer = RecordingProducer(fail_topic=topic)
+    with pytest.raises(RuntimeError, match=f"delivery to {topic} failed"):
         await _full_step(producer)
     assert producer.calls[-1] == ("abort",)
     assert ("commit",) not in producer.calls

@@ -24,8 +24,8 @@ import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import MeshReadBack, empty_inbox, empty_recipient_inboxes, pipeline_settings
-from pipeline_support import ProcessWorker, produce_paced, settings_env
+from mesh_pipeline_support import empty_inbox, empty_recipient_inboxes, pipeline_settings, reading_back
+from pipeline_support import ProcessWorker, kill_and_restart, kill_schedule, produce_paced, settings_env
 from support.placement import Fault, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
 from support.topics import ensure
 from support.workers import running_all
@@ -33,12 +33,11 @@ from support.workers import running_all
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
 from topics.catalogue import DEADLETTER, REJECTED
-from vaxflow.dev.demo import outcome
+from vaxflow.dev.demo import outcome, settled_outcome
 from vaxflow.dev.loadgen import generate, produce
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import PROCESSED, kept_file
 from workers.ackreader import worker as ackreader
-from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
 from workers.batcher import worker as batcher
@@ -77,29 +76,16 @@ async def test_fifty_thousand_events_end_in_exactly_one_place(
     print(f"\n[e2e] acknowledged {await empty_recipient_inboxes(mesh_sandbox)} messages earlier tests left")
     load = generate(EVENTS, invalid_fraction=0.05, seed=50)
     sent = SentLoad(load.payloads, load.invalid)
-    sim = MeshReadBack(settings)
-    sim_stop = asyncio.Event()
-    sim_task = asyncio.create_task(sim.run(sim_stop, Health()))
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
+    async with reading_back(settings) as sim:
+        started = loop.time()
         async with running_all(settings, validator.run, batcher.run, uploader.run, ackreader.run):
             origins = set(await produce(settings, load.payloads, load.keys))
             assert len(origins) == EVENTS
-            deadline = loop.time() + 600
-            while True:
-                result = await outcome(settings, origins)
-                placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
-                acked = all(rc.file_name in result["infacks"] for rc in result["files"])
-                if placed >= origins and acked:
-                    break
-                assert loop.time() < deadline, f"{len(origins - placed)} events unplaced after 600 s"
-                await asyncio.sleep(2)
+            # every event placed and every sent file acknowledged within 600 s, or TimeoutError
+            result = await settled_outcome(settings, origins, 600)
             settle = settle_seconds(settings)
             await nothing_more_arrives(sim.message_count, settle, "MESH messages")
-    finally:
-        sim_stop.set()
-        await asyncio.wait_for(sim_task, 60)
     print(f"\n[e2e] {EVENTS} events placed and acknowledged in {loop.time() - started:.0f}s; "
           f"{len(result['files'])} files; nothing more arrived in MESH for {settle:.0f}s")
     dead_files = await dead_lettered(settings)
@@ -157,49 +143,42 @@ async def test_sigkill_every_worker_with_mesh(
     sent_load = SentLoad(load.payloads, load.invalid)
     env = settings_env(settings)
     workers = {n: ProcessWorker(n, env, tmp_path / f"{n}.log").start() for n in ("validator", "batcher", "uploader")}
-    sim = MeshReadBack(settings)
-    sim_stop = asyncio.Event()
-    sim_task = asyncio.create_task(sim.run(sim_stop, Health()))
-    rng = random.Random(11)
-    order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
-    rng.shuffle(order)
-    pauses = [rng.uniform(0.5, 3.0) for _ in order]
     sent: list[tuple[int, int]] = []
-    faults: list[Fault] = []
     faults_done = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
-        seconds = sum(pauses) + len(order)  # each kill's measurement takes a moment too
-        produce_task = asyncio.create_task(
-            produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
-        )
-        started = loop.time()
-        for name, pause in zip(order, pauses, strict=True):
-            await asyncio.sleep(pause)
-            produced, at = len(sent), loop.time() - started
-            workers[name].kill()
-            workers[name].start()
-            placed = sent_load.placed(sim.downloaded.values(), await rejected_values(settings))
-            faults.append(Fault(f"kill {name}", at, produced, len(set(range(produced)) - placed)))
-        faults_done.set()
-        origins = set(await produce_task)
-        deadline = loop.time() + 400
-        while True:
-            result = await outcome(settings, origins)
-            placed_origins = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
-            received = {r.file_name for r in sim if r.outcome == PROCESSED}
-            if placed_origins >= origins and {rc.file_name for rc in result["files"]} <= received:
-                break
-            assert loop.time() < deadline, f"{len(origins - placed_origins)} events unplaced"
-            await asyncio.sleep(2)
-        settle = settle_seconds(settings)
-        await nothing_more_arrives(sim.message_count, settle, "MESH messages")
+        async with reading_back(settings) as sim:
+
+            async def in_flight(what: str, at: float, produced: int) -> Fault:
+                placed = sent_load.placed(sim.downloaded.values(), await rejected_values(settings))
+                return Fault(what, at, produced, len(set(range(produced)) - placed))
+
+            try:
+                schedule = kill_schedule(workers, random.Random(11), 0.5, 3.0)
+                # each kill's measurement takes a moment too
+                seconds = sum(pause for _, pause in schedule) + len(schedule)
+                produce_task = asyncio.create_task(
+                    produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
+                )
+                faults = await kill_and_restart(workers, schedule, sent, in_flight)
+                faults_done.set()
+                origins = set(await produce_task)
+                deadline = loop.time() + 400
+                while True:
+                    result = await outcome(settings, origins)
+                    placed_origins = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
+                    received = {r.file_name for r in sim if r.outcome == PROCESSED}
+                    if placed_origins >= origins and {rc.file_name for rc in result["files"]} <= received:
+                        break
+                    assert loop.time() < deadline, f"{len(origins - placed_origins)} events unplaced"
+                    await asyncio.sleep(2)
+                settle = settle_seconds(settings)
+                await nothing_more_arrives(sim.message_count, settle, "MESH messages")
+            finally:
+                faults_done.set()
+                for worker in workers.values():
+                    worker.terminate()
     finally:
-        faults_done.set()
-        for worker in workers.values():
-            worker.terminate()
-        sim_stop.set()
-        await asyncio.wait_for(sim_task, 60)
         async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
             left = await empty_inbox(ours)  # the simulator's ack files: no ack reader runs here
     print(f"[kill-mesh] acknowledged {left} ack files the simulator sent back")

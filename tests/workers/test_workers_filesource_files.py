@@ -92,13 +92,18 @@ async def test_unreadable_file_goes_to_rejected_with_the_table_rule(
     assert [r.rule for r in reasons_of(tmp_path, name).reasons] == [rule]
 
 
-async def test_same_content_under_another_name_is_a_duplicate(tmp_path: Path) -> None:
-    source = FileSource(settings(), tmp_path)
-    path = drop(tmp_path, "MMR_Vaccinations_v5_X8E5B_20250731T11525001.csv")
+def published_as_mmr(source: FileSource, path: Path) -> None:
+    """Put `path`'s content in the source's ledger as already published under the name MMR."""
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     source._ledger[sha] = SourceFile(
         sha256=sha, file_name=MMR, source="x", rows=3, published=3, rejected=0, processed_at="2025-07-30T12:00:00+00:00"
     )
+
+
+async def test_same_content_under_another_name_is_a_duplicate(tmp_path: Path) -> None:
+    source = FileSource(settings(), tmp_path)
+    path = drop(tmp_path, "MMR_Vaccinations_v5_X8E5B_20250731T11525001.csv")
+    published_as_mmr(source, path)
     outcome = await source.process(path)
     assert outcome is not None
     assert outcome.outcome == "duplicate"
@@ -111,10 +116,7 @@ async def test_same_name_and_content_in_the_ledger_is_only_moved(tmp_path: Path)
     """The crash-after-commit case, at unit level: no Kafka is touched (the source is not started)."""
     source = FileSource(settings(), tmp_path)
     path = drop(tmp_path, MMR)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    source._ledger[sha] = SourceFile(
-        sha256=sha, file_name=MMR, source="x", rows=3, published=3, rejected=0, processed_at="2025-07-30T12:00:00+00:00"
-    )
+    published_as_mmr(source, path)
     outcome = await source.process(path)
     assert outcome is not None
     assert outcome.outcome == "replayed"

@@ -20,8 +20,17 @@ import orjson
 import pytest
 from fixtures_kafka import KafkaHandle
 from mesh_pipeline_support import end_offsets
-from pipeline_support import ProcessWorker, TaskWorker, produce_paced, read_all, settings_env
+from pipeline_support import (
+    ProcessWorker,
+    TaskWorker,
+    kill_and_restart,
+    kill_schedule,
+    produce_paced,
+    read_all,
+    settings_env,
+)
 from support.placement import Fault, Placement, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
+from support.settings import scoped_settings
 from support.topics import ensure
 from support.workers import wait_for
 
@@ -31,7 +40,7 @@ from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
 from topics import headers as h
 from topics.catalogue import READY, REJECTED, VALID
-from vaxflow.dev.loadgen import generate, produce
+from vaxflow.dev.loadgen import Generated, generate, produce
 from workers.base.kafka import idempotent_producer
 from workers.base.runtime import WorkerMain
 from workers.base.settings import Settings
@@ -43,16 +52,11 @@ pytestmark = pytest.mark.integration
 _READY = msgspec.json.Decoder(ReadyFile)
 
 
+_PIPELINE_DEFAULTS = {"window_seconds": 4, "grace_seconds": 1, "max_rows_per_file": 40}
+
+
 def pipeline_settings(base: Settings, tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "window_seconds": 4,
-        "grace_seconds": 1,
-        "max_rows_per_file": 40,
-        "archive_dir": tmp_path / "archive",
-        "dev_home": tmp_path,
-    }
-    values.update(overrides)
-    return base.model_copy(update=values)
+    return scoped_settings(base, tmp_path, _PIPELINE_DEFAULTS, overrides)
 
 
 async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, int]]]:
@@ -105,6 +109,22 @@ async def check_placed(
 async def settled(settings: Settings, total: int) -> bool:
     files, rejected = await outcome(settings)
     return sum(f.rows for f in files) + len(rejected) >= total
+
+
+async def all_placed(settings: Settings, total: int, timeout: float) -> None:
+    """All `total` events in files or rejected within `timeout` s, and then nothing more arrives."""
+    await wait_for(partial(settled, settings, total), timeout, "all events in files or rejected")
+    await no_more_output(settings)
+
+
+async def check_after_faults(
+    label: str, faults: list[Fault], settings: Settings, load: Generated, coords: list[tuple[int, int]]
+) -> None:
+    """After a run with faults injected: each fault landed mid-stream, and every event of `load`
+    is in exactly one place (check_placed)."""
+    print(f"\n[{label}] {'; '.join(map(str, faults))}")
+    assert_mid_stream(faults, len(load.payloads))
+    await check_placed(settings, load.payloads, load.invalid, coords)
 
 
 async def run_batcher_until_settled(settings: Settings, total: int, timeout: float = 60) -> None:
@@ -188,36 +208,23 @@ async def test_sigkill_validator_and_batcher(kafka_settings: Settings, tmp_path:
     workers = {
         name: ProcessWorker(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "batcher")
     }
-    rng = random.Random(7)
-    order = sorted(workers) * 3  # three kills of each worker, in a random order and at random instants
-    rng.shuffle(order)
-    pauses = [rng.uniform(1.0, 4.0) for _ in order]
+    schedule = kill_schedule(workers, random.Random(7), 1.0, 4.0)
     sent: list[tuple[int, int]] = []
-    seconds = sum(pauses) + 2 * len(order)  # each kill's measurement takes a moment too
+    seconds = sum(pause for _, pause in schedule) + 2 * len(schedule)  # each kill's measurement takes a moment too
     faults_done = asyncio.Event()
     produce_task = asyncio.create_task(
         produce_paced(settings, load.payloads, load.keys, seconds=seconds, sent=sent, hold_last=faults_done)
     )
-    faults: list[Fault] = []
     try:
-        started = time.monotonic()
-        for name, pause in zip(order, pauses, strict=True):
-            await asyncio.sleep(pause)
-            produced, at = len(sent), time.monotonic() - started
-            workers[name].kill()
-            workers[name].start()
-            faults.append(await measured(f"kill {name}", at, produced, settings, sent_load))
+        faults = await kill_and_restart(workers, schedule, sent, partial(measured, settings=settings, load=sent_load))
         faults_done.set()
         coords = await produce_task
-        await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
-        await no_more_output(settings)
+        await all_placed(settings, len(coords), 240)
     finally:
         faults_done.set()
         for worker in workers.values():
             worker.terminate()
-    print(f"\n[kill-test] {'; '.join(map(str, faults))}")
-    assert_mid_stream(faults, len(load.payloads))
-    await check_placed(settings, load.payloads, load.invalid, coords)
+    await check_after_faults("kill-test", faults, settings, load, coords)
 
 
 async def check_hand_over_midstream(
@@ -262,17 +269,14 @@ async def check_hand_over_midstream(
         faults.append(await measured("first leaves", at, produced, settings, sent_load))
         faults_done.set()
         coords = await produce_task
-        await wait_for(partial(settled, settings, len(coords)), 180, "all events in files or rejected")
-        await no_more_output(settings)
+        await all_placed(settings, len(coords), 180)
     finally:
         faults_done.set()
         await other.close()
         await first.close()
         if second is not None:
             await second.close()
-    print(f"\n[hand-over] {'; '.join(map(str, faults))}")
-    assert_mid_stream(faults, len(load.payloads))
-    await check_placed(settings, load.payloads, load.invalid, coords)
+    await check_after_faults("hand-over", faults, settings, load, coords)
 
 
 async def test_two_batchers_rebalance_midstream(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -316,14 +320,11 @@ async def test_broker_restart_midstream(kafka: KafkaHandle, kafka_settings: Sett
         fault = await measured("broker restart", at, len(coords), settings, sent_load)
         await asyncio.to_thread(kafka.restart)
         coords += await produce(settings, load.payloads[5000:], load.keys[5000:])
-        await wait_for(partial(settled, settings, len(coords)), 240, "all events in files or rejected")
-        await no_more_output(settings)
+        await all_placed(settings, len(coords), 240)
     finally:
         for worker in workers:
             worker.terminate()
-    print(f"\n[broker-restart] {fault}")
-    assert_mid_stream([fault], len(load.payloads))
-    await check_placed(settings, load.payloads, load.invalid, coords)
+    await check_after_faults("broker-restart", [fault], settings, load, coords)
 
 
 async def validated_some(settings: Settings) -> bool:

@@ -23,6 +23,7 @@ from mesh_pipeline_support import (
     produce_ready,
     read_topic,
     receipts_for,
+    upload,
     wait_committed,
 )
 from support.topics import ensure
@@ -38,6 +39,7 @@ from workers.base.kafka import idempotent_producer
 from workers.base.ledger import SentLedger, encode_receipt
 from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
+from workers.base.settings import Settings
 from workers.uploader import worker as uploader
 from workers.uploader.outcomes import local_id_generation
 
@@ -46,12 +48,17 @@ pytestmark = pytest.mark.integration
 IMMS, DPS = "X26OT303", "X26DPS001"
 
 
+@pytest.fixture
+async def settings(kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle) -> Settings:
+    """The usual uploader settings (the test sandbox, quick retries), with the test's topics created."""
+    configured = pipeline_settings(kafka, namespace, mesh_sandbox)
+    await ensure(configured)
+    return configured
+
 
 async def test_files_arrive_in_the_routed_mailbox_byte_identical(
-    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
+    settings: Settings, mesh_sandbox: MeshSandboxHandle
 ) -> None:
-    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
-    await ensure(settings)
     make = FileFactory()
     rsv, flu, mmr = make.ready("RSV", 5), make.ready("FLU", 3), make.ready("MMR", 2)
     # Over the 5 MiB chunk size and incompressible: goes as two gzip chunks.
@@ -59,9 +66,7 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
     files = [rsv, flu, mmr, big]
     await produce_ready(settings, files)
 
-    async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    records = await upload(settings, {f.file_name for f in files}, timeout=60)
 
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == len(files)  # one receipt per file, no more
@@ -104,9 +109,7 @@ async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(
             in_flight -= 1
 
     monkeypatch.setattr(MeshClient, "send", slow_send)
-    async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    records = await upload(settings, {f.file_name for f in files}, timeout=60)
     assert len(records) == len(files)
     # One file per partition at a time would allow at most one in flight per partition.
     assert len(per_partition) < most <= 3 * len(per_partition)
@@ -118,10 +121,8 @@ async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(
 
 
 async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
-    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
-    await ensure(settings)
     make = FileFactory()
 
     # (a) The file went to MESH (under its local id) and then the uploader died: simulated by
@@ -153,9 +154,7 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
     assert (await read_topic(settings, SENT.name, timeout=1)) == []
 
     await produce_ready(settings, [pre])
-    async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=receipts_for({pre.file_name, killed.file_name}))
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    records = await upload(settings, {pre.file_name, killed.file_name})
     receipts = {r.file_name: r for r in decoded(records, SentReceipt)}
     assert len(records) == 2
     assert receipts[pre.file_name].recovered
@@ -170,12 +169,10 @@ async def test_crash_after_mesh_send_before_receipt_recovers_by_tracking(
 
 
 async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
-    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunk 1 of 3 reached MESH, then the uploader died: the restart finishes that message (one
     message, the same id, byte-identical) instead of starting a new one under another local id."""
-    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
-    await ensure(settings)
     big = FileFactory().ready("COVID", 2, content=random.Random(5).randbytes(11 * 1024 * 1024))  # 3 chunks of 5 MiB
     await produce_ready(settings, [big])
 
@@ -199,9 +196,7 @@ async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
         assert not half.complete
         assert (half.message_id, half.total_chunks) == (first_ids[0], 3)
 
-    async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=receipts_for({big.file_name}), timeout=60)
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    records = await upload(settings, {big.file_name}, timeout=60)
     [receipt] = decoded(records, SentReceipt)
     assert (receipt.message_id, receipt.local_id, receipt.recovered) == (first_ids[0], big.local_id, True)
     async with mesh_sandbox.client(MailboxRole.SENDER) as ours:
@@ -215,16 +210,12 @@ async def test_an_upload_killed_between_chunks_is_resumed_as_the_same_message(
 
 
 async def test_restart_and_replay_over_sent_files_send_nothing_new(
-    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
+    settings: Settings, namespace: str, mesh_sandbox: MeshSandboxHandle
 ) -> None:
-    settings = pipeline_settings(kafka, namespace, mesh_sandbox)
-    await ensure(settings)
     make = FileFactory()
     first = [make.ready("RSV", 2), make.ready("HPV", 2)]
     await produce_ready(settings, first)
-    async with running(uploader.run, settings):
-        await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in first}))
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    await upload(settings, {f.file_name for f in first})
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         found = await inbox_messages(imms, [f.file_name for f in first])
         assert all(len(m) == 1 for m in found.values())

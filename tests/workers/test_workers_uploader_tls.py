@@ -40,8 +40,7 @@ from mesh_pipeline_support import (
     pipeline_settings,
     produce_ready,
     read_topic,
-    receipts_for,
-    wait_committed,
+    upload,
 )
 from mesh_tls_support import make_pki
 from support.ports import free_port
@@ -135,9 +134,7 @@ async def test_uploader_delivers_over_mutual_tls_from_settings_alone(
     files = [rsv, flu, big]
     await produce_ready(settings, files)
 
-    async with running(uploader.run, settings):
-        records = await read_topic(settings, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
-        await wait_committed(settings, settings.group(settings.uploader_group), READY.name)
+    records = await upload(settings, {f.file_name for f in files}, timeout=60)
 
     assert len(records) == len(files)  # one receipt per file, no more
     assert await read_topic(settings, DEADLETTER.name, timeout=0.5) == []
@@ -208,9 +205,7 @@ async def test_a_tls_failure_records_nothing_and_commits_nothing_until_fixed(
             assert await ours.track_by_local_id(f.local_id) is None
 
     # The operator fixes the settings; the same group picks the files up and sends each once.
-    async with running(uploader.run, good):
-        records = await read_topic(good, SENT.name, until=receipts_for({f.file_name for f in files}), timeout=60)
-        await wait_committed(good, group, READY.name)
+    records = await upload(good, {f.file_name for f in files}, timeout=60)
     assert len(records) == len(files)
     assert all(not r.recovered for r in decoded(records, SentReceipt))
     assert await read_topic(good, DEADLETTER.name, timeout=0.5) == []

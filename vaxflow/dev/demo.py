@@ -112,6 +112,33 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
     }
 
 
+async def settled_outcome(
+    settings: Settings, origins: set[tuple[int, int]], timeout: float, *, progress: bool = False
+) -> dict[str, Any]:
+    """`outcome` once every origin is placed (in a sent file, rejected or dead-lettered) and every
+    sent file has its InfAck, read again every 2 s; TimeoutError naming what is missing after
+    `timeout` s. The demo and the end-to-end test wait for the same thing; with `progress`, each
+    wait is reported on stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await outcome(settings, origins)
+        placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
+        unacked = sum(rc.file_name not in result["infacks"] for rc in result["files"])
+        if placed >= origins and not unacked:
+            return result
+        if progress:
+            print(
+                f"waiting: {len(placed & origins)}/{len(origins)} events placed, "
+                f"{len(result['files']) - unacked}/{len(result['files'])} files acknowledged",
+                file=sys.stderr,
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"after {timeout:.0f}s: {len(origins - placed)} events not yet placed, {unacked} files not acknowledged"
+            )
+        await asyncio.sleep(2)
+
+
 async def run_demo(
     settings: Settings, events: int, invalid_fraction: float, timeout: float, seed: int
 ) -> dict[str, Any]:
@@ -119,25 +146,7 @@ async def run_demo(
     submitted = await submit(settings, events, invalid_fraction, seed)
     submit_seconds = time.monotonic() - started
     origins = submitted.origins
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await outcome(settings, origins)
-        placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
-        all_acked = all(rc.file_name in result["infacks"] for rc in result["files"])
-        if placed >= origins and all_acked:
-            break
-        acked = sum(rc.file_name in result["infacks"] for rc in result["files"])
-        print(
-            f"waiting: {len(placed & origins)}/{len(origins)} events placed, "
-            f"{acked}/{len(result['files'])} files acknowledged",
-            file=sys.stderr,
-        )
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"after {timeout:.0f}s: {len(origins - placed)} events not yet placed, "
-                f"{sum(rc.file_name not in result['infacks'] for rc in result['files'])} files not acknowledged"
-            )
-        await asyncio.sleep(2)
+    result = await settled_outcome(settings, origins, timeout, progress=True)
     lag = await group_lag(settings)
     duplicates = sum(1 for n in result["in_files"].values() if n > 1)
     per_recipient = Counter(rc.mailbox_to for rc in result["files"])

@@ -39,16 +39,10 @@ from topics.catalogue import RAW, READY, VALID
 from vaxflow.ops.burrow import PartitionHistory, Policy, Sample, Status, Verdict, evaluate, group_status
 from workers.base.kafka import admin_client, offsets_probe, partitions_of, reader
 from workers.base.settings import OpsSettings, Settings, TopicSettings
+from workers.base.startable import Startable
+from workers.batcher.gauges import HELD_GAUGE, KEY_HELD_GAUGE, KEY_OPEN_GAUGE, OPEN_GAUGE
 
 log = logging.getLogger("vaxflow.ops.lag")
-
-# Gauges the batcher exposes on its /metrics (workers/batcher/worker.py).
-HELD_GAUGE = "vaxflow_batcher_held_events"
-OPEN_GAUGE = "vaxflow_batcher_open_windows"
-# Per (vaccine type, sender) gauges the dashboard shows when the batcher exports them
-# (docs/decisions/0008-lag-evaluation.md, "What the batcher should add").
-KEY_HELD_GAUGE = "vaxflow_batcher_key_held_events"
-KEY_OPEN_GAUGE = "vaxflow_batcher_key_open_windows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +137,7 @@ async def describe_group(admin: AIOKafkaAdminClient, group: str) -> GroupMembers
     return GroupMembers(state="Dead", members=0)
 
 
-class LagProbe:
+class LagProbe(Startable):
     """Long-lived clients for repeated lag samples (the ops service samples every few seconds).
 
     Two consumers, because the two questions need different isolation: log end offsets are read
@@ -165,13 +159,6 @@ class LagProbe:
         self._first: dict[TopicPartition, tuple[int, int, bool, int | None]] = {}
         """tp -> (committed, last stable offset, pending, timestamp ms of the first waiting record)."""
         self._started = False
-
-    async def __aenter__(self) -> LagProbe:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.admin.start()
@@ -412,7 +399,7 @@ class LagSnapshot:
         }
 
 
-class LagMonitor:
+class LagMonitor(Startable):
     """Samples every group, keeps each partition's sliding window and judges it.
 
     `sample(at=...)` takes the sample time from the caller, so tests can space samples minutes
@@ -435,13 +422,6 @@ class LagMonitor:
         self.probe = LagProbe(settings)
         self.histories: dict[tuple[str, str, int], PartitionHistory] = {}
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> LagMonitor:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.probe.start()

@@ -34,6 +34,7 @@ from schemas.pipeline import SentReceipt
 from topics.catalogue import SENT
 from workers.base.kafka import admin
 from workers.base.settings import Settings
+from workers.base.startable import Startable
 from workers.base.topic_reader import TopicFollower
 
 log = logging.getLogger("vaxflow.ledger")
@@ -70,7 +71,7 @@ async def topic_partitions(settings: Settings, topic: str, within: float = 15.0)
             await asyncio.sleep(0.2)
 
 
-class SentLedger:
+class SentLedger(Startable):
     """File name -> SentReceipt, as the ledger topic says after the last `catch_up`.
 
     Use as `async with SentLedger(settings) as ledger: await ledger.catch_up()`. A tombstone
@@ -84,13 +85,6 @@ class SentLedger:
         self._receipts: dict[str, SentReceipt] = {}
         self._by_local_id: dict[str, str] = {}
         self._follower: TopicFollower | None = None
-
-    async def __aenter__(self) -> SentLedger:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def start(self, metadata_wait: float = 15.0) -> None:
         """Assign every partition of the topic, waiting up to `metadata_wait` for a just-created one."""

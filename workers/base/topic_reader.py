@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from workers.base.kafka import offsets_probe, partitions_of, reader
 from workers.base.settings import KafkaSettings
+from workers.base.startable import Startable
 
 
 async def _high_watermarks(settings: KafkaSettings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -55,7 +56,7 @@ async def settled_ends(
 Apply = Callable[[ConsumerRecord[bytes, bytes]], None]
 
 
-class TopicFollower:
+class TopicFollower(Startable):
     """Reads `topics` to their end on each `catch_up`, applying every record in offset order per
     partition. Use as `async with TopicFollower(settings, [topic], apply) as f: await f.catch_up()`.
 
@@ -84,13 +85,6 @@ class TopicFollower:
         # An assignment callback and a poll loop may both ask for a catch-up: one read at a time,
         # or they would interleave their positions.
         self._lock = asyncio.Lock()
-
-    async def __aenter__(self) -> TopicFollower:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.consumer.start()

@@ -40,6 +40,7 @@ from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.base.state_store import load_states
 from workers.batcher.archive import archive_path
+from workers.batcher.gauges import HELD_GAUGE, KEY_HELD_GAUGE, KEY_OPEN_GAUGE, OPEN_GAUGE
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 
 log = logging.getLogger("vaxflow.batcher")
@@ -48,14 +49,10 @@ FILES = Counter("vaxflow_batcher_files_total", "Files produced", ["vaccine_type"
 ROWS = Counter("vaxflow_batcher_rows_total", "Rows written into files", ["vaccine_type"])
 BYTES = Counter("vaxflow_batcher_bytes_total", "Bytes of file content produced", ["vaccine_type"])
 SKIPPED = Counter("vaxflow_batcher_replay_skipped_total", "Events skipped as already in a file")
-HELD = Gauge("vaxflow_batcher_held_events", "Events held in open windows", ["partition"])
-OPEN = Gauge("vaxflow_batcher_open_windows", "Open windows", ["partition"])
-KEY_OPEN = Gauge(
-    "vaxflow_batcher_key_open_windows", "Open windows per key", ["partition", "vaccine_type", "sender_ods"]
-)
-KEY_HELD = Gauge(
-    "vaxflow_batcher_key_held_events", "Events held per key", ["partition", "vaccine_type", "sender_ods"]
-)
+HELD = Gauge(HELD_GAUGE, "Events held in open windows", ["partition"])
+OPEN = Gauge(OPEN_GAUGE, "Open windows", ["partition"])
+KEY_OPEN = Gauge(KEY_OPEN_GAUGE, "Open windows per key", ["partition", "vaccine_type", "sender_ods"])
+KEY_HELD = Gauge(KEY_HELD_GAUGE, "Events held per key", ["partition", "vaccine_type", "sender_ods"])
 POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
 
 _LEGACY = msgspec.json.Decoder(ValidEvent)
