@@ -72,6 +72,7 @@ def topics_acls(
         str, typer.Option(help="The admin client properties file kafka-acls is run with")
     ] = "admin.properties",
     as_json: Annotated[bool, typer.Option("--json", help="The grants as JSON instead of commands")] = False,
+    apply: Annotated[bool, typer.Option("--apply", help="Create them now, as this (admin) principal")] = False,
 ) -> None:
     """Print the ACLs every worker needs, least privilege, as `kafka-acls` commands (Kafka's own
     tool): its topics, its consumer group and its transactional-id prefix, for this namespace."""
@@ -79,6 +80,15 @@ def topics_acls(
 
     settings = settings_or_exit()
     wanted = grants(settings.groups_by_role(), namespace=settings.topic_namespace, prefix=principal_prefix)
+    if apply:
+        from workers.base.kafka import admin, create_acls
+
+        async def create() -> int:
+            async with admin(settings) as client:
+                return await create_acls(client, wanted)
+
+        typer.echo(f"{asyncio.run(create())} ACL bindings created (existing ones are kept)")
+        return
     if as_json:
         print_json([dataclasses.asdict(g) for g in wanted])
         return

@@ -70,6 +70,7 @@ class BrokerLayout:
     voters: str = ""  # the controller quorum, "id@host:port,..."; empty: this node alone
     security: BrokerSecurity | None = None
     replicas: int = 1  # replication of Kafka's own topics (offsets, transaction state)
+    host: str = "127.0.0.1"  # what clients and peers reach it by; any other name listens on all interfaces
 
     @property
     def libs(self) -> Path:
@@ -93,7 +94,7 @@ class BrokerLayout:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 def _require(tool: str, hint: str) -> str:
@@ -130,20 +131,22 @@ def _classpath(layout: BrokerLayout) -> str:
 
 def _listener_props(layout: BrokerLayout) -> dict[str, str]:
     """Plaintext for a lone dev node; else clients on SASL_SSL and nodes among themselves on mutual TLS."""
-    controller = f"CONTROLLER://127.0.0.1:{layout.controller_port}"
+    host = layout.host
+    bind = host if host == "127.0.0.1" else "0.0.0.0"  # noqa: S104 - docker-compose: reached by service name
+    controller = f"CONTROLLER://{bind}:{layout.controller_port}"
     if layout.security is None:
         return {
-            "listeners": f"PLAINTEXT://127.0.0.1:{layout.port},{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{layout.port}",
+            "listeners": f"PLAINTEXT://{bind}:{layout.port},{controller}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{layout.port}",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         }
     sec = layout.security
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-    internal = f"INTERNAL://127.0.0.1:{sec.internal_port}"
+    internal = f"INTERNAL://{{}}:{sec.internal_port}"
     return {
-        "listeners": f"CLIENT://127.0.0.1:{layout.port},{internal},{controller}",
-        "advertised.listeners": f"CLIENT://127.0.0.1:{layout.port},{internal}",
+        "listeners": f"CLIENT://{bind}:{layout.port},{internal.format(bind)},{controller}",
+        "advertised.listeners": f"CLIENT://{host}:{layout.port},{internal.format(host)}",
         "inter.broker.listener.name": "INTERNAL",
         "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
         "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
@@ -162,14 +165,14 @@ def _listener_props(layout: BrokerLayout) -> dict[str, str]:
     }
 
 
-def _write_config(layout: BrokerLayout) -> None:
+def write_config(layout: BrokerLayout) -> None:
     layout.home.mkdir(parents=True, exist_ok=True)
     replicas = str(layout.replicas)
     min_isr = str(min(2, layout.replicas))
     props = {
         "process.roles": "broker,controller",
         "node.id": str(layout.node_id),
-        "controller.quorum.voters": layout.voters or f"{layout.node_id}@127.0.0.1:{layout.controller_port}",
+        "controller.quorum.voters": layout.voters or f"{layout.node_id}@{layout.host}:{layout.controller_port}",
         "controller.listener.names": "CONTROLLER",
         **_listener_props(layout),
         "log.dirs": str(layout.data),
@@ -222,18 +225,20 @@ def format_storage(layout: BrokerLayout, cluster_id: str | None = None) -> None:
     if (layout.data / "meta.properties").exists():
         return
     java = _require("java", "install a Java 17+ runtime.")
+    cmd = [java, "-cp", _classpath(layout), "kafka.tools.StorageTool", *format_arguments(layout, cluster_id)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ProvisionError(f"kafka StorageTool format failed:\n{done.stdout}{done.stderr}")
+
+
+def format_arguments(layout: BrokerLayout, cluster_id: str | None = None) -> list[str]:
+    """`kafka-storage format` arguments for this node (also written out for docker-compose's nodes)."""
     scram = [] if layout.security is None else [
         arg for user, password in layout.security.scram_users.items()
         for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
         for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
     ]
-    cmd = [
-        java, "-cp", _classpath(layout), "kafka.tools.StorageTool", "format",
-        "-t", cluster_id or new_cluster_id(), "-c", str(layout.config), *scram,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ProvisionError(f"kafka StorageTool format failed:\n{done.stdout}{done.stderr}")
+    return ["format", "-t", cluster_id or new_cluster_id(), "-c", str(layout.config), *scram]
 
 
 def read_pid(layout: BrokerLayout) -> int | None:
@@ -256,7 +261,7 @@ def start_broker(layout: BrokerLayout, cluster_id: str | None = None) -> int:
     if running is not None:
         return running
     provision_jars(layout)
-    _write_config(layout)
+    write_config(layout)
     format_storage(layout, cluster_id)
     cmd = broker_command(layout, _require("java", "install a Java 17+ runtime."))
     with open(layout.log, "ab") as log:

@@ -120,7 +120,12 @@ def _credentials(home: Path) -> dict[str, str]:
 
 
 def cluster_layout(
-    base: kafka_broker.BrokerLayout, home: Path, ports: list[tuple[int, int, int]], *, secured: bool
+    base: kafka_broker.BrokerLayout,
+    home: Path,
+    ports: list[tuple[int, int, int]],
+    *,
+    secured: bool,
+    hosts: list[str] | None = None,
 ) -> ClusterLayout:
     """Nodes like `base` (version, heap, JVM), one per (client, controller, internal) port triple.
 
@@ -128,17 +133,19 @@ def cluster_layout(
     a `nobody` user with no grants is there to show that authentication alone grants nothing.
     """
     home.mkdir(parents=True, exist_ok=True)
-    voters = ",".join(f"{i}@127.0.0.1:{controller}" for i, (_, controller, _) in enumerate(ports, start=1))
+    names = hosts or ["127.0.0.1"] * len(ports)
+    voters = ",".join(f"{i}@{names[i - 1]}:{controller}" for i, (_, controller, _) in enumerate(ports, start=1))
     security = None
     if secured:
         security = kafka_broker.BrokerSecurity(
-            pki=make_pki(home / "pki"), internal_port=0, scram_users=_credentials(home),
+            pki=make_pki(home / "pki", tuple(dict.fromkeys([*names, "localhost", "127.0.0.1"]))),
+            internal_port=0, scram_users=_credentials(home),
             super_users=(f"User:{ADMIN_USER}",),
         )  # fmt: skip
     nodes = tuple(
         replace(
             base, home=home / f"node-{i}", port=client, controller_port=controller, node_id=i, voters=voters,
-            replicas=min(3, len(ports)),
+            replicas=min(3, len(ports)), host=names[i - 1],
             security=replace(security, internal_port=internal) if security is not None else None,
         )
         for i, (client, controller, internal) in enumerate(ports, start=1)
@@ -185,3 +192,34 @@ async def grant_pipeline(layout: ClusterLayout, settings: Settings) -> int:
     async with admin(layout.connection()) as client:
         return await create_acls(client, wanted)
 
+
+
+def compose_init(directory: Path, hosts: list[str]) -> ClusterLayout:
+    """docker-compose's cluster profile, from this same code: a node directory per host (its
+    server.properties and `kafka-storage` arguments), the CA, the credentials and password files.
+    Every node listens on 9092 (clients, SASL_SSL), 9093 (controllers) and 9094 (brokers)."""
+    settings = Settings()
+    base = kafka_broker.BrokerLayout(
+        version=settings.kafka_version, cache_dir=settings.cache_dir, home=directory, port=9092, controller_port=9093
+    )
+    layout = cluster_layout(base, directory, [(9092, 9093, 9094)] * len(hosts), secured=True, hosts=hosts)
+    ident = cluster_id(layout)
+    for node in layout.nodes:
+        kafka_broker.write_config(node)
+        (node.home / "format-args").write_text(" ".join(kafka_broker.format_arguments(node, ident)) + "\n")
+        (node.home / "format-args").chmod(0o600)
+    return layout
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vaxflow.dev.kafka_cluster DIR HOST...`: what compose_init writes (docker-compose.yml)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    layout = compose_init(Path(args[0]), args[1:])
+    print(layout.bootstrap)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
