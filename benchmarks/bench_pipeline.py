@@ -44,7 +44,7 @@ from schemas.event import ValidEvent
 from schemas.permissions import default_permissions
 from schemas.validate import validate_event
 from topics.catalogue import CATALOGUE, DEADLETTER, RAW, READY, SENT, VALID, TopicSpec
-from topics.ensure import ensure_topics
+from topics.ensure import ensure_for
 from vaxflow.dev import kafka_broker, mesh_sandbox
 from vaxflow.dev.loadgen import generate, produce
 from workers.base.kafka import admin, admin_client, reader, refresh_metadata
@@ -254,13 +254,7 @@ async def pipeline_run(
         specs = [*specs, replace(VALID, name=passthrough_stages.SCRATCH)]
     settings = base.model_copy(update={"topic_namespace": f"b{uuid.uuid4().hex[:8]}"})
     async with admin(settings) as client:
-        await ensure_topics(
-            client,
-            namespace=settings.topic_namespace,
-            replication_factor=settings.kafka_replication_factor,
-            min_insync_replicas=settings.kafka_min_insync_replicas,
-            specs=specs,
-        )
+        await ensure_for(client, settings, specs=specs)
     if prepare is not None:
         await prepare(settings)
     await produce(settings, payloads, keys, timestamps_ms=timestamps_ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -185,3 +186,25 @@ async def ensure_topics(
             reports[name].altered = sorted(drifted)
             reports[name].drift = [d for d in reports[name].drift if d.startswith(layout_drift)]
     return list(reports.values())
+
+
+class Placement(Protocol):
+    """Where the catalogue goes and how it is replicated (a part of the process settings)."""
+
+    @property
+    def topic_namespace(self) -> str: ...
+    @property
+    def kafka_replication_factor(self) -> int: ...
+    @property
+    def kafka_min_insync_replicas(self) -> int: ...
+
+
+async def ensure_for(admin: AIOKafkaAdminClient, settings: Placement, **options: Any) -> list[TopicReport]:
+    """`ensure_topics` in the settings' namespace with their replication (what every caller wants)."""
+    return await ensure_topics(
+        admin,
+        namespace=settings.topic_namespace,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync_replicas=settings.kafka_min_insync_replicas,
+        **options,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from topics.ensure import ensure_topics
+from topics.ensure import ensure_for
 from workers.base.kafka import admin
 from workers.base.settings import Settings
 
@@ -10,10 +10,5 @@ from workers.base.settings import Settings
 async def ensure(settings: Settings) -> None:
     """Create (or check) every catalogue topic in `settings.topic_namespace`; fail on any drift."""
     async with admin(settings) as client:
-        reports = await ensure_topics(
-            client,
-            namespace=settings.topic_namespace,
-            replication_factor=settings.kafka_replication_factor,
-            min_insync_replicas=settings.kafka_min_insync_replicas,
-        )
+        reports = await ensure_for(client, settings)
     assert all(r.ok for r in reports), [r.drift for r in reports if not r.ok]

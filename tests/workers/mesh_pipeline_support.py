@@ -31,8 +31,9 @@ from schemas.pipeline import ReadyFile, SentReceipt
 from schemas.record import Record
 from schemas.validate import validate_record
 from topics.catalogue import READY, SENT
+from vaxflow.dev.demo import outcome
 from vaxflow.dev.mesh_sandbox import MailboxRole
-from vaxflow.dev.nhs_sim.worker import NhsSimulator, ReceivedFile
+from vaxflow.dev.nhs_sim.worker import PROCESSED, NhsSimulator, ReceivedFile
 from vaxflow.dev.samples import make_valid_record
 from workers.base.kafka import admin, idempotent_producer, offsets_probe, reader
 from workers.base.ledger import topic_partitions
@@ -323,6 +324,23 @@ async def reading_back(settings: Settings) -> AsyncIterator[MeshReadBack]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def until_received(
+    settings: Settings, origins: set[tuple[int, int]], sim: MeshReadBack, timeout: float
+) -> dict[str, Any]:
+    """`outcome` once every origin is placed and every sent file has reached the simulated NHS
+    England (tests without an ack reader wait for that, not for InfAcks); fails after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await outcome(settings, origins)
+        placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
+        received = {r.file_name for r in sim if r.outcome == PROCESSED}
+        if placed >= origins and {rc.file_name for rc in result["files"]} <= received:
+            return result
+        unplaced = len(origins - placed)
+        assert asyncio.get_running_loop().time() < deadline, f"{unplaced} events unplaced after {timeout:.0f} s"
+        await asyncio.sleep(2)
 
 
 def receipts_for(names: set[str]) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:

@@ -30,7 +30,7 @@ from cluster_support import (
 )
 from fixtures_kafka import ClusterHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import MeshReadBack, empty_inbox, empty_recipient_inboxes
+from mesh_pipeline_support import MeshReadBack, empty_inbox, empty_recipient_inboxes, until_received
 from support.placement import Fault, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
 from support.ports import free_port
 from support.topics import ensure
@@ -38,7 +38,6 @@ from support.topics import ensure
 from schemas.pipeline import UploadFailure
 from topics.catalogue import CATALOGUE, DEADLETTER, READY, REJECTED, VALID
 from topics.catalogue import RAW as RAW_SPEC
-from vaxflow.dev.demo import outcome
 from vaxflow.dev.loadgen import generate
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import PROCESSED
@@ -125,15 +124,7 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_double_nothing(
         await asyncio.gather(post_all(), inject())
         accepted = sorted(posted.origins)
         origins = set(posted.origins.values())
-        deadline = loop.time() + 600
-        while True:
-            result = await outcome(settings, origins)
-            placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
-            received = {r.file_name for r in sim if r.outcome == PROCESSED}
-            if placed >= origins and {rc.file_name for rc in result["files"]} <= received:
-                break
-            assert loop.time() < deadline, f"{len(origins - placed)} events unplaced after 600 s"
-            await asyncio.sleep(2)
+        result = await until_received(settings, origins, sim, 600)
         elapsed = loop.time() - started
         await nothing_more_arrives(sim.message_count, settle_seconds(settings), "MESH messages")
     finally:

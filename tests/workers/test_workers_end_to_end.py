@@ -24,7 +24,13 @@ import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
-from mesh_pipeline_support import empty_inbox, empty_recipient_inboxes, pipeline_settings, reading_back
+from mesh_pipeline_support import (
+    empty_inbox,
+    empty_recipient_inboxes,
+    pipeline_settings,
+    reading_back,
+    until_received,
+)
 from pipeline_support import ProcessWorker, kill_and_restart, kill_schedule, produce_paced, settings_env
 from support.placement import Fault, SentLoad, assert_mid_stream, nothing_more_arrives, settle_seconds
 from support.topics import ensure
@@ -33,7 +39,7 @@ from support.workers import running_all
 from schemas.checkfile import main as check_file
 from schemas.pipeline import UploadFailure
 from topics.catalogue import DEADLETTER, REJECTED
-from vaxflow.dev.demo import outcome, settled_outcome
+from vaxflow.dev.demo import settled_outcome
 from vaxflow.dev.loadgen import generate, produce
 from vaxflow.dev.mesh_sandbox import MailboxRole
 from vaxflow.dev.nhs_sim.worker import PROCESSED, kept_file
@@ -145,7 +151,6 @@ async def test_sigkill_every_worker_with_mesh(
     workers = {n: ProcessWorker(n, env, tmp_path / f"{n}.log").start() for n in ("validator", "batcher", "uploader")}
     sent: list[tuple[int, int]] = []
     faults_done = asyncio.Event()
-    loop = asyncio.get_running_loop()
     try:
         async with reading_back(settings) as sim:
 
@@ -163,15 +168,7 @@ async def test_sigkill_every_worker_with_mesh(
                 faults = await kill_and_restart(workers, schedule, sent, in_flight)
                 faults_done.set()
                 origins = set(await produce_task)
-                deadline = loop.time() + 400
-                while True:
-                    result = await outcome(settings, origins)
-                    placed_origins = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
-                    received = {r.file_name for r in sim if r.outcome == PROCESSED}
-                    if placed_origins >= origins and {rc.file_name for rc in result["files"]} <= received:
-                        break
-                    assert loop.time() < deadline, f"{len(origins - placed_origins)} events unplaced"
-                    await asyncio.sleep(2)
+                result = await until_received(settings, origins, sim, 400)
                 settle = settle_seconds(settings)
                 await nothing_more_arrives(sim.message_count, settle, "MESH messages")
             finally:

@@ -19,20 +19,14 @@ def topics_ensure(
     fix_configs: Annotated[bool, typer.Option("--fix-configs", help="Alter drifted topic configs.")] = False,
 ) -> None:
     """Create missing topics; report drift in partitions or configs (exit 1 on drift)."""
-    from topics.ensure import ensure_topics
+    from topics.ensure import ensure_for
     from workers.base.kafka import admin
 
     settings = settings_or_exit()
 
     async def run() -> list[dict[str, object]]:
         async with admin(settings) as client:
-            reports = await ensure_topics(
-                client,
-                namespace=settings.topic_namespace,
-                replication_factor=settings.kafka_replication_factor,
-                min_insync_replicas=settings.kafka_min_insync_replicas,
-                fix_configs=fix_configs,
-            )
+            reports = await ensure_for(client, settings, fix_configs=fix_configs)
         return [
             {"topic": r.name, "created": r.created, "drift": r.drift, "altered": r.altered} for r in reports
         ]

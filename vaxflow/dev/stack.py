@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from topics.access import ROLES
-from topics.ensure import ensure_topics
+from topics.ensure import ensure_for
 from vaxflow.dev import kafka_broker, kafka_cluster, mesh_sandbox
 from vaxflow.dev.processes import alive, stop_pid
 from vaxflow.dev.state import Service, StackState, load_state, save_state
@@ -137,12 +137,7 @@ async def up(
     report["mesh_sandbox"] = {"url": sandbox.url, "ready_seconds": round(time.monotonic() - started, 1)}
 
     async with admin(admin_settings) as client:
-        topics = await ensure_topics(
-            client,
-            namespace=settings.topic_namespace,
-            replication_factor=admin_settings.kafka_replication_factor,
-            min_insync_replicas=admin_settings.kafka_min_insync_replicas,
-        )
+        topics = await ensure_for(client, admin_settings)
     report["acl_bindings"] = await kafka_cluster.grant_pipeline(cluster, settings)
     report["topics"] = {r.name: ("created" if r.created else "ok" if r.ok else r.drift) for r in topics}
 
