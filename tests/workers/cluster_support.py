@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from aiokafka.errors import KafkaError
 from fixtures_kafka import ClusterHandle, KafkaHandle
 from fixtures_mesh import MeshSandboxHandle
 from mesh_pipeline_support import pipeline_settings
@@ -18,6 +20,8 @@ from pipeline_support import ProcessWorker, settings_env
 
 from workers.base.kafka import admin, offsets_probe, partitions_of
 from workers.base.settings import Settings
+
+T = TypeVar("T")
 
 
 def cluster_pipeline_settings(
@@ -96,19 +100,38 @@ def gateway_env(port: int, send_timeout: float) -> dict[str, str]:
     }
 
 
+async def asking_again(call: Callable[[], Awaitable[T]], tries: int = 40) -> T:
+    """`call` again while the cluster answers with a Kafka error: an admin client asks a random
+    node, and one restarted a moment ago may not take connections yet."""
+    for _ in range(tries - 1):
+        try:
+            return await call()
+        except KafkaError:
+            await asyncio.sleep(0.5)
+    return await call()
+
+
 async def leader_of_busiest(settings: Settings, topic: str) -> tuple[int, int]:
     """(partition, leader node id) of `topic`'s partition with the most records."""
-    async with admin(settings) as client:
-        described = (await client.describe_topics([topic]))[0]
-        leaders = {p["partition"]: p["leader"] for p in described["partitions"]}
-    probe = offsets_probe(settings)
-    await probe.start()
-    try:
-        ends = await probe.end_offsets(await partitions_of(probe, topic))
-    finally:
-        await probe.stop()
-    busiest = max(ends, key=lambda tp: ends[tp]).partition
-    return busiest, leaders[busiest]
+
+    async def leaders() -> dict[int, int]:
+        async with admin(settings) as client:
+            described = (await client.describe_topics([topic]))[0]
+        return {p["partition"]: p["leader"] for p in described["partitions"]}
+
+    async def ends() -> dict[int, int]:
+        probe = offsets_probe(settings)
+        await probe.start()
+        try:
+            offsets = await probe.end_offsets(await partitions_of(probe, topic))
+        finally:
+            await probe.stop()
+        return {tp.partition: end for tp, end in offsets.items()}
+
+    led = await asking_again(leaders)
+    written = await asking_again(ends)
+    busiest = max(written, key=lambda p: written[p])
+    return busiest, led[busiest]
 
 
 async def wait_fully_replicated(settings: Settings, topics: list[str], timeout: float = 120.0) -> float:

@@ -19,8 +19,15 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
-from cluster_support import Posted, gateway_env, post_chunk, start_workers, wait_fully_replicated, wait_ready
+from cluster_support import (
+    Posted,
+    asking_again,
+    gateway_env,
+    post_chunk,
+    start_workers,
+    wait_fully_replicated,
+    wait_ready,
+)
 from fixtures_kafka import ClusterHandle
 from support.ports import free_port
 from support.topics import ensure
@@ -37,15 +44,14 @@ CHUNK = 50
 
 
 async def _leaders(settings: Settings) -> set[int]:
-    """The raw topic's partition leaders (a metadata call that meets the dead broker is asked again)."""
-    for _ in range(20):
-        try:
-            async with admin(settings) as client:
-                described = await client.describe_topics([settings.topic(RAW.name)])
-            return {p["leader"] for p in described[0]["partitions"]}
-        except KafkaError:
-            await asyncio.sleep(0.5)
-    raise AssertionError("no metadata from the cluster")
+    """The raw topic's partition leaders (a call that meets the dead broker is asked again)."""
+
+    async def ask() -> set[int]:
+        async with admin(settings) as client:
+            described = await client.describe_topics([settings.topic(RAW.name)])
+        return {p["leader"] for p in described[0]["partitions"]}
+
+    return await asking_again(ask)
 
 
 async def _set_min_insync(settings: Settings, value: int) -> None:
