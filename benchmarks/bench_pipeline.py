@@ -297,9 +297,13 @@ async def pipeline_run(
                 cpu[n] = cpu.get(n, 0.0) + used
             if (rss := peak_rss_mib(proc.pid)) is not None:
                 peak[n] = max(peak.get(n, 0.0), rss)
-        brokers_after = [cpu_seconds(p) for p in brokers]
-        if brokers and None not in brokers_before and None not in brokers_after:
-            cpu["broker"] = sum(a - b for a, b in zip(brokers_after, brokers_before, strict=True))  # type: ignore[operator]
+        used = [
+            after - before
+            for before, after in zip(brokers_before, (cpu_seconds(p) for p in brokers), strict=True)
+            if before is not None and after is not None
+        ]
+        if brokers and len(used) == len(brokers):
+            cpu["broker"] = sum(used)
         if broker_pid is not None and (jit_after := jit_threads(broker_pid)):
             jit = jit_seconds_between(jit_before, jit_after) * 1e6 / len(payloads)
     finally:

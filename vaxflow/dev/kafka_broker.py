@@ -143,10 +143,9 @@ def _listener_props(layout: BrokerLayout) -> dict[str, str]:
         }
     sec = layout.security
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-    internal = f"INTERNAL://{{}}:{sec.internal_port}"
     return {
-        "listeners": f"CLIENT://{bind}:{layout.port},{internal.format(bind)},{controller}",
-        "advertised.listeners": f"CLIENT://{host}:{layout.port},{internal.format(host)}",
+        "listeners": f"CLIENT://{bind}:{layout.port},INTERNAL://{bind}:{sec.internal_port},{controller}",
+        "advertised.listeners": f"CLIENT://{host}:{layout.port},INTERNAL://{host}:{sec.internal_port}",
         "inter.broker.listener.name": "INTERNAL",
         "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
         "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
