@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011); 5: replication from
-# settings, writers/readers per worker principal for ACLs (0017)
-CATALOGUE_VERSION: Final[int] = 5
+# settings, writers/readers per worker principal for ACLs (0017); 6: ready keyed by batch key so a
+# key's files keep window order, the batcher's identity changelog, the batcher writes rejected (0018)
+CATALOGUE_VERSION: Final[int] = 6
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -81,17 +82,17 @@ REJECTED = TopicSpec(
     partitions=3,
     key="SENDER_ODS (or empty when undecodable)",
     value="Rejection: original bytes + reasons; Connect-style vaxflow.dlq.* headers",
-    producers=("validator", "filesource"),
+    producers=("validator", "filesource", "batcher (repeats of a remembered event, undecodable valid records)"),
     consumers=("ops redrive", "sender feedback"),
     retention_ms=30 * DAY_MS,
     max_message_bytes=2 * MIB,
-    writers=("validator", "filesource"),
+    writers=("validator", "filesource", "batcher"),
     readers=("ops",),
 )
 READY = TopicSpec(
     name="vaccination.batches.ready",
     partitions=3,
-    key="file name",
+    key="VACCINE_TYPE|SENDER_ODS (the batch key: one key's files stay in one partition, in window order)",
     value="ReadyFile: name, content (bytes), rows, origins covered",
     producers=("batcher",),
     consumers=("uploader",),
@@ -163,6 +164,21 @@ BATCHER_STATE = TopicSpec(
     writers=("batcher",),
     readers=("batcher",),
 )
+BATCHER_IDENTITIES = TopicSpec(
+    name="vaccination.batcher.identities",
+    partitions=VALID.partitions,  # identities seen in valid partition P live in partition P
+    key="8-byte hash of UNIQUE_ID_URI|UNIQUE_ID|ACTION_FLAG",
+    value="RememberedIdentity: content digest, origin and valid offset of the first submission, when seen",
+    producers=("batcher",),
+    consumers=("batcher (on assignment)",),
+    # compact keeps one record per identity; delete forgets identities older than the horizon
+    # (VAXFLOW_DEDUPE_HORIZON_DAYS; `topics ensure` sets retention.ms from it)
+    cleanup_policy="compact,delete",
+    retention_ms=35 * DAY_MS,
+    extra={"segment.ms": str(DAY_MS)},
+    writers=("batcher",),
+    readers=("batcher",),
+)
 
 SOURCE_FILES = TopicSpec(
     name="vaccination.sources.files",
@@ -200,6 +216,7 @@ CATALOGUE: Final[tuple[TopicSpec, ...]] = (
     ACKS,
     VALIDATOR_STATE,
     BATCHER_STATE,
+    BATCHER_IDENTITIES,
     SOURCE_FILES,
     REDRIVE_LEDGER,
 )
