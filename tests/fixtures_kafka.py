@@ -59,6 +59,20 @@ class KafkaHandle:
         self.stop()
         return self.start()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed host: no flush, no controlled shutdown (start() brings it back)."""
+        if self.layout is None:
+            pytest.skip("the reused broker cannot be killed by tests")
+        pid = kafka_broker.read_pid(self.layout)
+        assert pid is not None, "the test broker is not running"
+        os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)  # started by this process: reap it, or its pid stays "alive"
+        except ChildProcessError:
+            deadline = time.monotonic() + 30
+            while kafka_broker.read_pid(self.layout) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:

@@ -6,7 +6,7 @@ topic, operators replay these topics. Change it only with a CATALOGUE_VERSION bu
 in docs/decisions/. `vaxflow topics ensure` applies it and reports drift.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011); 5: replication from
@@ -174,7 +174,7 @@ BATCHER_IDENTITIES = TopicSpec(
     # compact keeps one record per identity; delete forgets identities older than the horizon
     # (VAXFLOW_DEDUPE_HORIZON_DAYS; `topics ensure` sets retention.ms from it)
     cleanup_policy="compact,delete",
-    retention_ms=35 * DAY_MS,
+    retention_ms=36 * DAY_MS,  # the default horizon of 35 days + 1 (catalogue_for)
     extra={"segment.ms": str(DAY_MS)},
     writers=("batcher",),
     readers=("batcher",),
@@ -228,3 +228,13 @@ def by_name(name: str) -> TopicSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+def catalogue_for(*, dedupe_horizon_days: int) -> tuple[TopicSpec, ...]:
+    """The catalogue with the identity changelog kept for the batcher's dedupe horizon plus a day
+    (its records are deleted a segment at a time, so they may outlive the horizon by segment.ms;
+    one more day keeps the topic from forgetting an identity the batcher still remembers)."""
+    retention = (dedupe_horizon_days + 1) * DAY_MS
+    return tuple(
+        replace(spec, retention_ms=retention) if spec.name == BATCHER_IDENTITIES.name else spec for spec in CATALOGUE
+    )

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from topics.catalogue import CATALOGUE, TopicSpec
+from topics.catalogue import CATALOGUE, TopicSpec, catalogue_for
 
 
 @dataclass(slots=True)
@@ -197,10 +197,14 @@ class Placement(Protocol):
     def kafka_replication_factor(self) -> int: ...
     @property
     def kafka_min_insync_replicas(self) -> int: ...
+    @property
+    def dedupe_horizon_days(self) -> int: ...
 
 
 async def ensure_for(admin: AIOKafkaAdminClient, settings: Placement, **options: Any) -> list[TopicReport]:
-    """`ensure_topics` in the settings' namespace with their replication (what every caller wants)."""
+    """`ensure_topics` in the settings' namespace with their replication and the identity changelog's
+    retention from the dedupe horizon (what every caller wants)."""
+    options.setdefault("specs", catalogue_for(dedupe_horizon_days=settings.dedupe_horizon_days))
     return await ensure_topics(
         admin,
         namespace=settings.topic_namespace,

@@ -25,6 +25,8 @@ DLQ_REASONS: Final = "vaxflow.dlq.reasons"
 REDRIVE_COUNT: Final = "vaxflow.redrive.count"
 # Where a redriven record was taken from (`topic:partition:offset` of the dead letter).
 REDRIVE_FROM: Final = "vaxflow.redrive.from"
+# A refused repeat's first submission (`partition:offset` of its raw record), as ORIGIN is written.
+FIRST_ORIGIN: Final = "vaxflow.dlq.first.origin"
 # An upload dead letter's MESH HTTP status (absent when MESH never answered or was not asked).
 DLQ_MESH_STATUS: Final = "vaxflow.dlq.mesh.status"
 

@@ -432,7 +432,8 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
     raw = msgspec.json.encode({"vaccine_type": "FLU", "sender_ods": "YGM41", "source_system": "test", "record": record})
     event = validate_event(raw, permissions=default_permissions())
     assert isinstance(event, ValidEvent), event
-    row = render_row(event.record)
+    # distinct events (one UNIQUE_ID each): the batcher refuses repeats of one event
+    rows = [render_row(msgspec.structs.replace(event.record, UNIQUE_ID=f"backlog-{i}")) for i in range(300)]
     first_window_ms = (int(time.time() * 1000) - 3_600_000) // 2000 * 2000
     stamps = [first_window_ms + i * 20 for i in range(300)]  # 100 events in each of three 2 s windows
     producer = idempotent_producer(settings)
@@ -441,7 +442,7 @@ async def test_a_backlog_is_cut_into_files_by_window_not_by_poll(kafka_settings:
         sent = [
             await producer.send(
                 settings.topic(VALID.name),
-                row,
+                rows[i],
                 key=b"FLU|YGM41",
                 partition=0,
                 timestamp_ms=stamp,

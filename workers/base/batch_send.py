@@ -50,10 +50,19 @@ class BatchSender:
         return known
 
     async def add(
-        self, topic: str, value: bytes, *, key: bytes, timestamp_ms: int, headers: Sequence[tuple[str, bytes]]
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes,
+        timestamp_ms: int,
+        headers: Sequence[tuple[str, bytes]],
+        partition: int | None = None,
     ) -> None:
-        partitions = self._partitions.get(topic) or await self._partitions_of(topic)
-        partition = partition_for(key, partitions)
+        """One record, to `partition` if given (a partition-aligned state topic), else by its key."""
+        if partition is None:
+            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
+            partition = partition_for(key, partitions)
         slot = (topic, partition)
         builder = self._builders.get(slot)
         if builder is None:

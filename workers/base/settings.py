@@ -181,6 +181,10 @@ class WindowSettings(_VaxflowSettings):
     max_buffered_events: int = Field(default=500_000, ge=1000, description="Backpressure bound per process")
     batcher_max_records: int = Field(default=5000, ge=1, description="Records the batcher takes per poll")
     line_ending: str = Field(default="crlf", pattern="^(crlf|lf)$")
+    dedupe_horizon_days: int = Field(
+        default=35, ge=1, le=3650,
+        description="How long the batcher remembers an event's identity to refuse a repeat (>= 30 days)",
+    )
 
 
 class MeshSettings(_VaxflowSettings):
@@ -228,6 +232,12 @@ class GatewaySettings(_VaxflowSettings):
     gateway_retry_after_seconds: int = Field(default=5, ge=1)
     gateway_read_timeout_seconds: float = Field(default=30.0, gt=0, description="Slow request bodies -> 408")
     gateway_max_inflight_requests: int = Field(default=32, ge=1, description="Bounds buffered bodies; more -> 503")
+    gateway_idempotency_ttl_seconds: float = Field(
+        default=86_400.0, gt=0, description="How long a 202 is kept for a retry with the same Idempotency-Key"
+    )
+    gateway_idempotency_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="Memory for remembered 202 answers (oldest dropped first)"
+    )
 
 
 class FileSettings(_VaxflowSettings):

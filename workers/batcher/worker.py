@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,8 +31,10 @@ from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
 from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
+from schemas.record import Reason
 from topics import headers as h
-from topics.catalogue import BATCHER_STATE, READY, REJECTED, VALID
+from topics.catalogue import BATCHER_IDENTITIES, BATCHER_STATE, READY, REJECTED, VALID
+from workers.base.batch_send import BatchSender
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
 from workers.base.partition_producers import PartitionProducers, PartitionState, rewind
@@ -41,6 +44,8 @@ from workers.base.settings import Settings
 from workers.base.state_store import load_states
 from workers.batcher.archive import archive_path
 from workers.batcher.gauges import HELD_GAUGE, KEY_HELD_GAUGE, KEY_OPEN_GAUGE, OPEN_GAUGE
+from workers.batcher.identities import DUPLICATE, Entry, IdentityTable, Refusal
+from workers.batcher.identity_log import restore_all
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 
 log = logging.getLogger("vaxflow.batcher")
@@ -54,12 +59,29 @@ OPEN = Gauge(OPEN_GAUGE, "Open windows", ["partition"])
 KEY_OPEN = Gauge(KEY_OPEN_GAUGE, "Open windows per key", ["partition", "vaccine_type", "sender_ods"])
 KEY_HELD = Gauge(KEY_HELD_GAUGE, "Events held per key", ["partition", "vaccine_type", "sender_ods"])
 POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
+REPEATS = Counter(
+    "vaxflow_batcher_repeats_total", "Events refused as a repeat of a remembered identity", ["rule"]
+)
+IDENTITIES = Gauge("vaxflow_batcher_identities", "Identities remembered (dedupe horizon)", ["partition"])
+IDENTITY_BYTES = Gauge("vaxflow_batcher_identity_bytes", "Memory held by the identity tables", ["partition"])
 
 _LEGACY = msgspec.json.Decoder(ValidEvent)
 _ENCODE = msgspec.json.Encoder()
 # How long a partition read to its end must go without records before the wall clock may close its
 # windows (or the grace period, if longer): longer than the validator's usual gap between commits.
 IDLE_BEFORE_WALL_CLOCK_MS = 1000
+# Identity-table slots looked at per partition per poll for expired identities: a ten-million table
+# is swept in minutes, a few milliseconds at a time.
+EXPIRE_SLOTS_PER_POLL = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A valid record refused because its identity is remembered (identities.IdentityTable.judge)."""
+
+    record: ConsumerRecord[bytes, bytes]
+    refusal: Refusal
+    sender_ods: str
 
 
 def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
@@ -92,6 +114,12 @@ class Batcher(PartitionState):
         self.archive = settings.archive_dir or settings.dev_home / "archive"
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
         self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.identities_topic = settings.topic(BATCHER_IDENTITIES.name)
+        self.horizon_ms = settings.dedupe_horizon_days * 86_400_000
+        self.identities: dict[TopicPartition, IdentityTable] = {}
+        # Identities remembered since the partition's last transaction, written with the next one.
+        self.remembered: dict[TopicPartition, list[Entry]] = {}
+        self.repeats: dict[TopicPartition, list[Repeat]] = {}
         self.producers = PartitionProducers(
             settings, prefix=self.group, state=self,
             max_request_size=2 * settings.max_bytes_per_file + 4 * 1024 * 1024,
@@ -143,6 +171,16 @@ class Batcher(PartitionState):
                     self.poison.setdefault(tp, []).append(rec)
                 windows.position = max(windows.position, rec.offset + 1)
                 continue
+            if not windows.guard.already_emitted(rec.offset):  # a replayed record is the guard's to skip
+                refusal, entry = self.identities[tp].judge(
+                    row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
+                )
+                if entry is not None:
+                    self.remembered.setdefault(tp, []).append(entry)
+                if refusal is not None:
+                    self.repeats.setdefault(tp, []).append(Repeat(rec, refusal, sender_ods))
+                    windows.position = max(windows.position, rec.offset + 1)
+                    continue
             due.extend(
                 windows.add(
                     offset=rec.offset,
@@ -191,9 +229,12 @@ class Batcher(PartitionState):
         if files:
             await asyncio.to_thread(self.archive_all, files)
         poison = self.poison.pop(tp, [])
+        repeats = self.repeats.pop(tp, [])
+        remembered = self.remembered.pop(tp, [])
         windows.record_emitted(due)
-        if poison:
-            windows.guard.add(offsets_to_ranges([r.offset for r in poison]))
+        if poison or repeats:
+            taken_out = [r.offset for r in poison] + [r.record.offset for r in repeats]
+            windows.guard.add(offsets_to_ranges(sorted(taken_out)))
             windows.guard.advance(windows.low_watermark())
         closed, parts = windows.snapshot()
         state = BatcherState(
@@ -223,8 +264,30 @@ class Batcher(PartitionState):
                     ),
                 )
                 POISON.inc()
+            out = step.sink(BatchSender(self.producers.producers[tp]))
+            for repeat in repeats:
+                await out.add(
+                    self.rejected_topic,
+                    repeat.record.value or b"",
+                    key=repeat.sender_ods.encode(),
+                    timestamp_ms=repeat.record.timestamp,
+                    headers=_repeat_headers(repeat),
+                )
+            for entry in remembered:
+                key, value = entry.record()
+                await out.add(
+                    self.identities_topic, value, key=key, timestamp_ms=int(time.time() * 1000),
+                    headers=(), partition=tp.partition,
+                )
             step.state(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(), partition=tp.partition)
             step.consumed({tp: windows.guard.watermark})
+        for repeat in repeats:
+            REPEATS.labels(repeat.refusal.rule).inc()
+            log.warning(
+                "repeat submission refused",
+                extra={"rule": repeat.refusal.rule, "partition": tp.partition, "offset": repeat.record.offset,
+                       "first_origin": encode_origin(repeat.refusal.first_origin).decode()},
+            )
         for f in files:
             FILES.labels(f.vaccine_type).inc()
             ROWS.labels(f.vaccine_type).inc(f.rows)
@@ -233,6 +296,12 @@ class Batcher(PartitionState):
 
     def total_held(self) -> int:
         return sum(w.held for w in self.partitions.values())
+
+    def expire_identities(self, wall_ms: int) -> None:
+        for tp, table in self.identities.items():
+            table.expire(wall_ms - self.horizon_ms, budget=EXPIRE_SLOTS_PER_POLL)
+            IDENTITIES.labels(str(tp.partition)).set(len(table))
+            IDENTITY_BYTES.labels(str(tp.partition)).set(table.nbytes())
 
     def publish_gauges(self) -> None:
         """Per-partition and per-key window gauges for the ops dashboard; labels of keys whose
@@ -259,7 +328,10 @@ class Batcher(PartitionState):
         return tp in self.partitions
 
     async def load(self, assigned: set[TopicPartition]) -> None:
-        """Each new partition's windows, restored from its last committed state."""
+        """Each new partition's windows and remembered identities, restored from what is committed."""
+        self.identities.update(
+            await restore_all(self.settings, self.identities_topic, sorted(assigned), horizon_ms=self.horizon_ms)
+        )
         for tp, state in (await load_states(self.settings, self.state_topic, assigned, BatcherState)).items():
             self.partitions[tp] = self.new_windows(state)
             log.info(
@@ -272,9 +344,33 @@ class Batcher(PartitionState):
             self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
             self.poison.pop(tp, None)
             self.records_at.pop(tp, None)
-            for gauge in (HELD, OPEN):
+            # uncommitted identities go with the windows; the next owner restores the committed ones
+            self.identities.pop(tp, None)
+            self.remembered.pop(tp, None)
+            self.repeats.pop(tp, None)
+            for gauge in (HELD, OPEN, IDENTITIES, IDENTITY_BYTES):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(tp.partition))
+
+
+def _repeat_headers(repeat: Repeat) -> h.Headers:
+    """Connect-style headers of a refused repeat, naming the first submission's origin."""
+    rec, rule = repeat.record, repeat.refusal.rule
+    first = encode_origin(repeat.refusal.first_origin)
+    message = (
+        "the same event (UNIQUE_ID_URI, UNIQUE_ID, ACTION_FLAG and content) was already taken"
+        if rule == DUPLICATE
+        else "a NEW with this UNIQUE_ID_URI and UNIQUE_ID was already taken with different content;"
+        " send an UPDATE to change it"
+    )
+    headers = h.dead_letter_headers(
+        topic=rec.topic, partition=rec.partition, offset=rec.offset, stage="batch",
+        exc_class="RepeatSubmission", exc_message=f"{rule}: {message} (first: raw {first.decode()})",
+        origin=h.header(rec.headers, h.ORIGIN) or b"",
+        reasons=[Reason(field="UNIQUE_ID", rule=rule, message=message)],
+    )
+    headers.append((h.FIRST_ORIGIN, first))
+    return headers
 
 
 async def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
@@ -325,13 +421,14 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                     due.extend(batcher.partitions[tp].due(clock))
                     if paused and not due:
                         due.extend(batcher.partitions[tp].largest())
-                    if due or batcher.poison.get(tp):
+                    if due or batcher.poison.get(tp) or batcher.repeats.get(tp):
                         emits.append(batcher.emit(tp, due))
                 # one transaction per partition, on its own producer: let the commits overlap
                 await asyncio.gather(*emits)
                 if wall_ms - gauges_at >= 1000:
                     gauges_at = wall_ms
                     batcher.publish_gauges()
+                    batcher.expire_identities(wall_ms)
                 health.detail = {
                     "held_events": batcher.total_held(),
                     "open_windows": sum(len(w.windows) for w in batcher.partitions.values()),

@@ -40,7 +40,11 @@ token may not submit for (403), nothing of the request is written, so a caller c
 the whole request without creating duplicates of the good lines. 202 is answered only after Kafka
 acknowledged every event on all in-sync replicas; the body gives each event's origin (partition,
 offset), its identity through the pipeline. A 503 means Kafka did not acknowledge every event in
-time: some events of that request may have been written, so a retry can duplicate them.
+time: some events of that request may have been written. Retry it: vaxflow remembers every event
+it has taken (UNIQUE_ID_URI, UNIQUE_ID, ACTION_FLAG and content, for at least 30 days) and refuses
+a second copy as `duplicate.submission` on `vaccination.events.rejected`, so NHS England receives
+one row. Send an `Idempotency-Key` header to have a retry answered with the first 202 (same
+coordinates) when it reaches the same gateway instance while the key is remembered (24 hours).
 
 Authentication: `Authorization: Bearer <token>`. Each token is configured with the sender ODS codes
 it may submit for. The development token of the local stack may submit for every sender and exists
@@ -71,6 +75,19 @@ def build() -> dict[str, Any]:
         "operationId": "postEvents",
         "summary": "Submit one event (JSON) or many (NDJSON)",
         "security": [{"bearer": []}],
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Optional, 1-255 visible ASCII characters, unique per request body (a UUID). "
+                "A retry with the same key and body is answered with the first 202 (header "
+                "Idempotent-Replayed: true) and publishes nothing; the same key with another body is 422; "
+                "while the first request is still in progress, 409. Only 202 answers are remembered, per "
+                "gateway instance, for gateway_idempotency_ttl_seconds (default 24 h).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -87,10 +104,21 @@ def build() -> dict[str, Any]:
         "responses": {
             "202": {
                 "description": "Every event is on vaccination.events.raw, acknowledged by Kafka (acks=all)",
-                "headers": request_id,
+                "headers": {
+                    **request_id,
+                    "Idempotent-Replayed": {
+                        "description": "`true` when this is the remembered answer to an earlier request with "
+                        "the same Idempotency-Key",
+                        "schema": {"type": "string"},
+                    },
+                },
                 "content": {"application/json": {"schema": accepted_ref}},
             },
-            "400": _problem("Malformed input; `lines` says which line, field and rule. Nothing written.", problem_ref),
+            "400": _problem(
+                "Malformed input; `lines` says which line, field and rule (or the Idempotency-Key is "
+                "malformed). Nothing written.",
+                problem_ref,
+            ),
             "401": _problem(
                 "No bearer token, or an unknown one",
                 problem_ref,
@@ -98,8 +126,10 @@ def build() -> dict[str, Any]:
             ),
             "403": _problem("A line names a sender_ods this token may not submit for. Nothing written.", problem_ref),
             "408": _problem("The body did not arrive in time. Nothing written.", problem_ref),
+            "409": _problem("A request with this Idempotency-Key is still in progress. Nothing written.", problem_ref),
             "413": _problem("The body is larger than the configured limit. Nothing written.", problem_ref),
             "415": _problem("Content-Type is not application/json or application/x-ndjson (UTF-8)", problem_ref),
+            "422": _problem("This Idempotency-Key was used with a different body. Nothing written.", problem_ref),
             "503": _problem(
                 "Kafka is unavailable or did not acknowledge in time, or the gateway is at capacity",
                 problem_ref,

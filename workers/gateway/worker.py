@@ -15,8 +15,10 @@ Why it is shaped this way:
   through the pipeline (docs/architecture.md, "Identity"). Kafka being down or slow is a 503 with
   Retry-After. A 503 after some deliveries succeeded cannot be undone (the gateway does not use a
   transaction per request, which would serialise all requests through one producer), so a retried
-  request may duplicate events; callers that need exactly-once should produce to Kafka directly
-  with a transactional producer.
+  request publishes some events twice; the batcher remembers every event it has taken and refuses
+  the second copy as `duplicate.submission` (docs/decisions/0018), so NHS England gets one row. An
+  `Idempotency-Key` header lets this process answer a retry with the first 202 instead
+  (workers/gateway/idempotency.py).
 - **Bounded memory.** The body limit is checked against Content-Length and again while reading,
   and at most `gateway_max_inflight_requests` bodies are buffered at once (503 beyond that).
 """
@@ -46,6 +48,7 @@ from workers.base.runtime import Health, health_app
 from workers.base.settings import Settings
 from workers.gateway import openapi
 from workers.gateway.api import Accepted, Coordinate, LineError, Problem
+from workers.gateway.idempotency import IdempotencyCache, KeyInUse, KeyReused, body_digest, valid_key
 from workers.gateway.intake import MAX_LISTED, Line, parse_body
 from workers.gateway.tokens import Grant, TokenTable, load_tokens
 
@@ -61,6 +64,7 @@ NDJSON: Final = "application/x-ndjson"
 _UTF8: Final = frozenset({"utf-8", "utf8"})
 _ENCODER: Final = msgspec.json.Encoder()
 _MAX_CONNECT_BACKOFF: Final = 30.0
+IDEMPOTENCY_KEY: Final = "Idempotency-Key"
 
 Outgoing = tuple[bytes, bytes, Headers]
 """(key, value, headers) of one record."""
@@ -207,6 +211,9 @@ class Gateway:
         self._retry_after = str(settings.gateway_retry_after_seconds)
         self._slots = settings.gateway_max_inflight_requests
         self._inflight = 0
+        self._answers = IdempotencyCache(
+            ttl_seconds=settings.gateway_idempotency_ttl_seconds, max_bytes=settings.gateway_idempotency_max_bytes
+        )
 
     @property
     def inflight(self) -> int:
@@ -244,6 +251,10 @@ class Gateway:
             return self._problem(415, "unsupported_media_type", f"send {JSON} or {NDJSON}, UTF-8")
         if request.content_length is not None and request.content_length > self._limit:
             return self._too_large()
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        if key is not None and not valid_key(key):
+            message = "Idempotency-Key must be 1-255 visible ASCII characters"
+            return self._problem(400, "invalid_idempotency_key", message)
         if self._inflight >= self._slots:
             return self._problem(503, "unavailable", "the gateway is at capacity; retry later")
         self._inflight += 1
@@ -276,6 +287,32 @@ class Gateway:
             response = self._problem(408, "request_timeout", "the body did not arrive in time")
             response.force_close()
             return response
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        if key is None:
+            return await self._decide(request, body, request_id, grant)
+        try:
+            first = self._answers.begin(grant.client, key, body_digest(body))
+        except KeyReused:
+            return self._problem(422, "idempotency_key_reused", "this Idempotency-Key was used with another body")
+        except KeyInUse:
+            return self._problem(409, "idempotency_key_in_use", "a request with this Idempotency-Key is in progress")
+        if first is not None:
+            log.info("answered again for its Idempotency-Key", extra={"client": grant.client, "request_id": request_id})
+            response = web.Response(status=202, body=first, content_type=JSON)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            response = await self._decide(request, body, request_id, grant)
+        except BaseException:
+            self._answers.abandon(grant.client, key)
+            raise
+        if response.status == 202 and isinstance(response.body, bytes):
+            self._answers.finish(grant.client, key, response.body)
+        else:
+            self._answers.abandon(grant.client, key)
+        return response
+
+    async def _decide(self, request: web.Request, body: bytes, request_id: str, grant: Grant) -> web.Response:
         parsed = parse_body(body, ndjson=request.content_type == NDJSON)
         if parsed.errors:
             return self._refused(400, "invalid_events", parsed.errors, parsed.truncated, grant, request_id)
