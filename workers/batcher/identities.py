@@ -53,8 +53,8 @@ _MIN_SLOTS: Final = 1024
 _MAX_LOAD: Final = 0.75
 _REHASH_LOAD: Final = 0.55
 _NO_ORIGIN: Final = (1 << 64) - 1
-_HOUR_BITS: Final = 24
-_HOUR_MASK: Final = (1 << _HOUR_BITS) - 1
+HOUR_BITS: Final = 24
+_HOUR_MASK: Final = (1 << HOUR_BITS) - 1
 # Hours are counted from 2020-01-01: 24 bits last until the year 3934.
 _EPOCH_HOURS: Final = 438_288
 
@@ -99,7 +99,7 @@ def hour_of(timestamp_ms: int) -> int:
 
 
 def pack_seen(valid_offset: int, timestamp_ms: int) -> int:
-    return (valid_offset << _HOUR_BITS) | hour_of(timestamp_ms)
+    return (valid_offset << HOUR_BITS) | hour_of(timestamp_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ class Entry:
 
     @property
     def valid_offset(self) -> int:
-        return self.seen >> _HOUR_BITS
+        return self.seen >> HOUR_BITS
 
     @property
     def hour(self) -> int:
