@@ -30,8 +30,9 @@ def row(unique_id: str = "A1", action: str = "new", **fields: str) -> bytes:
                              **fields))
 
 
-def judge(table: IdentityTable, data: bytes, offset: int, origin: tuple[int, int] = (0, 0), ts: int = NOW_MS):
-    return table.judge(data, valid_offset=offset, origin=origin, timestamp_ms=ts)
+def judge(table: IdentityTable, data: bytes, offset: int, origin: tuple[int, int] | None = None, ts: int = NOW_MS):
+    """Each valid offset its own submission (raw offset = valid offset) unless `origin` says otherwise."""
+    return table.judge(data, valid_offset=offset, origin=origin or (0, offset), timestamp_ms=ts)
 
 
 def test_identity_is_read_from_the_row_even_when_a_value_holds_quotes_and_the_separator() -> None:
@@ -56,6 +57,17 @@ def test_the_same_record_read_again_after_a_restart_is_not_a_repeat() -> None:
     table = IdentityTable()
     judge(table, row(), offset=5)
     assert judge(table, row(), offset=5) == (None, None)
+
+
+def test_the_same_submission_validated_again_is_a_resend_not_a_repeat() -> None:
+    """`vaxflow replay --resend` of the validator: the same raw record, a new valid offset."""
+    table = IdentityTable()
+    judge(table, row(), offset=5, origin=(2, 99))
+    refusal, entry = judge(table, row(), offset=9, origin=(2, 99))
+    assert refusal is None
+    assert entry is not None and entry.valid_offset == 9
+    refusal, _ = judge(table, row(), offset=12, origin=(3, 99))
+    assert refusal is not None and refusal.first_origin == (2, 99)
 
 
 def test_an_exact_repeat_is_a_duplicate_naming_the_first_origin() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pipeline_support import TaskWorker
 from support.topics import ensure
 from test_workers_pipeline import outcome, pipeline_settings, run_batcher_until_settled
@@ -23,7 +23,7 @@ from schemas.validate import validate_record
 from topics import headers as h
 from topics.catalogue import REJECTED, VALID
 from vaxflow.dev.samples import make_valid_record
-from workers.base.kafka import connection, idempotent_producer
+from workers.base.kafka import group_committer, idempotent_producer
 from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
 from workers.batcher.identities import CONFLICT, DUPLICATE
@@ -71,9 +71,7 @@ async def rejected_by_rule(settings: Settings) -> dict[str, list[tuple[bytes, by
 
 async def rewind_group(settings: Settings) -> None:
     """What `vaxflow replay --to-offset 0` does to the batcher's group (the batcher is stopped)."""
-    consumer = AIOKafkaConsumer(
-        **connection(settings), group_id=settings.group(settings.batcher_group), enable_auto_commit=False
-    )
+    consumer = group_committer(settings, settings.group(settings.batcher_group))
     await consumer.start()
     try:
         tps = [TopicPartition(settings.topic(VALID.name), p) for p in range(VALID.partitions)]

@@ -14,6 +14,9 @@ read the same way have the same digest. What to do with a second sighting (`Iden
 - the same valid-topic offset as the first: the same record read again (a restart re-reads from
   the committed offset, which may lie before records whose identities are already remembered) —
   taken, it is not a repeat;
+- the same origin (raw-topic coordinates) as the first, at another valid offset: the same
+  submission validated again, which only an operator's `vaxflow replay --resend` of the
+  validator's group does — taken, it is a resend, not a repeat;
 - same content: `duplicate.submission`, with the origin of the first;
 - different content, ACTION_FLAG new: `conflict.new`, refused; it must neither replace the first
   silently nor be dropped silently;
@@ -239,6 +242,12 @@ class IdentityTable:
         if known is not None:
             if known.valid_offset == valid_offset:
                 return None, None
+            if known.origin != _NO_ORIGIN and known.origin == pack_origin(origin):
+                # The same raw record validated again (`vaxflow replay --resend` of the
+                # validator's group): the same submission, deliberately processed once more.
+                entry = Entry(key, digest, known.origin, pack_seen(valid_offset, timestamp_ms))
+                self.put(entry)
+                return None, entry
             if known.digest == digest:
                 return Refusal(DUPLICATE, unpack_origin(known.origin)), None
             if is_new:
