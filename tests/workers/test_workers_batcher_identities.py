@@ -65,9 +65,11 @@ def test_the_same_submission_validated_again_is_a_resend_not_a_repeat() -> None:
     judge(table, row(), offset=5, origin=(2, 99))
     refusal, entry = judge(table, row(), offset=9, origin=(2, 99))
     assert refusal is None
-    assert entry is not None and entry.valid_offset == 9
+    assert entry is not None
+    assert entry.valid_offset == 9
     refusal, _ = judge(table, row(), offset=12, origin=(3, 99))
-    assert refusal is not None and refusal.first_origin == (2, 99)
+    assert refusal is not None
+    assert refusal.first_origin == (2, 99)
 
 
 def test_an_exact_repeat_is_a_duplicate_naming_the_first_origin() -> None:
