@@ -362,11 +362,12 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 intake = MeshIntake(mesh, Path(settings.filesource_dir))
             intake_due = 0.0
             while not stop.is_set():
+                health.progress(busy=True)  # a poll under way: a hung disk or MESH call is a stall
                 if intake is not None and loop.time() >= intake_due:
                     await _poll_intake(intake, health)
                     intake_due = loop.time() + settings.filesource_mesh_poll_seconds
                 await source.poll_once(stop)
-                health.progress()
+                health.progress(busy=False)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.filesource_poll_seconds)
     finally:
