@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import signal
+import sys
+from pathlib import Path
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,6 +20,7 @@ from workers.base.runtime import Health, health_app, supervise
 from workers.base.settings import Settings
 
 NHS_NUMBER = "9434765919"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
@@ -136,3 +141,68 @@ def test_causes_are_described_and_only_infrastructure_messages_kept() -> None:
     assert described["caused_by"][0]["exc"] == "ValueError"
     assert "exc_message" not in described["caused_by"][0]
     assert NHS_NUMBER not in orjson.dumps(described).decode()
+
+
+_PROCESS = """
+import asyncio, sys
+from prometheus_client import REGISTRY
+from workers.base.runtime import run_worker
+
+calls = 0
+
+async def main(settings, stop, health):
+    global calls
+    calls += 1
+    if calls == 1:
+        int("NHS number 9434765919 is not a date")  # ValueError quoting a patient value
+    health.ready = True
+    health.progress(busy=sys.argv[1] == "hung")
+    print("RESTARTS", REGISTRY.get_sample_value("vaxflow_worker_restarts_total", {"worker": "probe"}), flush=True)
+    await stop.wait()
+
+sys.exit(run_worker("probe", main))
+"""
+
+
+async def _healthz(port: int) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    return response.status, (await response.json())["status"]
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    raise AssertionError("no /healthz")
+
+
+async def test_a_worker_process_logs_frames_not_values_and_reports_a_stall_on_healthz(tmp_path: Path) -> None:
+    """`run_worker` as a worker process runs it: VAXFLOW_STALL_SECONDS and the JSON log's formatter."""
+    from support.ports import free_port
+
+    outcomes = {}
+    for mode in ("hung", "idle"):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VAXFLOW_")}
+        env |= {"VAXFLOW_HEALTH_PORT": str(port), "VAXFLOW_STALL_SECONDS": "1", "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PROCESS, mode, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)  # type: ignore[union-attr]
+            assert line.decode().split() == ["RESTARTS", "1.0"]
+            assert await _healthz(port) == (200, "ok")
+            await asyncio.sleep(1.5)
+            outcomes[mode] = await _healthz(port)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        log = err.decode()
+        assert "9434765919" not in log
+        failure = next(orjson.loads(x) for x in log.splitlines() if "worker failed" in x)
+        assert failure["exc"] == "ValueError"
+        raising = next(n for n, x in enumerate(_PROCESS.splitlines(), 1) if x.strip().startswith("int("))
+        assert failure["frames"][-1] == f"<string>:{raising} main"
+    assert outcomes == {"hung": (503, "stalled"), "idle": (200, "ok")}
