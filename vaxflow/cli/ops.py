@@ -16,13 +16,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vaxflow.cli.lag_view import full_width, lag_view
 from vaxflow.cli.support import print_json, settings_or_exit
 from workers.base.settings import OpsSettings
 
 app = typer.Typer()
-
-STATUS_STYLE = {"OK": "green", "WARN": "yellow", "ERR": "red", "STOP": "red", "STALL": "magenta", "REWIND": "cyan"}
-
 
 _settings = settings_or_exit
 _print_json = print_json
@@ -44,45 +42,20 @@ async def _from_service(settings: OpsSettings) -> dict[str, Any] | None:
         return None
 
 
-def lag_table(snapshot: dict[str, Any]) -> Table:
-    """The `vaxflow lag` table: one row per partition, group status on the group's first row."""
-    table = Table(title=f"consumer lag ({snapshot.get('source', 'sampled here')})", title_justify="left")
-    for column, justify in (
-        ("group", "left"), ("status", "left"), ("partition", "right"), ("committed", "right"), ("log end", "right"),
-        ("lag", "right"), ("lag s", "right"), ("held", "right"), ("owner", "left"), ("partition status", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for group in snapshot["groups"]:
-        first = True
-        for p in group["partitions"]:
-            style = STATUS_STYLE.get(p["status"], "white")
-            gstyle = STATUS_STYLE.get(group["status"], "white")
-            table.add_row(
-                group["group"] if first else "",
-                f"[{gstyle}]{group['status']}[/]" if first else "",
-                str(p["partition"]),
-                "-" if p["committed"] is None else str(p["committed"]),
-                str(p["log_end"]),
-                str(p["lag"]),
-                f"{p['lag_seconds']:.1f}",
-                "" if p["held"] is None else str(p["held"]),
-                p["owner"] or "-",
-                f"[{style}]{p['status']}[/] {p['reason']}",
-            )
-            first = False
-    return table
-
-
 @app.command("lag")
 def lag(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column as one table, however wide the terminal.")
+    ] = False,
 ) -> None:
     """Lag per group and partition (offsets, seconds, held in windows) with Burrow-style status.
 
     Asks the ops service when it runs (its statuses rest on a full window of samples);
-    otherwise samples here, and statuses firm up as --watch collects samples.
+    otherwise samples here, and statuses firm up as --watch collects samples. Laid out for the
+    terminal: the full table where it fits (or with --wide), else one block per group.
     """
     from vaxflow.ops.lag import LagMonitor
 
@@ -104,12 +77,17 @@ def lag(
                 if as_json:
                     _print_json(snapshot)
                 elif watch:
+                    if wide:
+                        console.width = max(console.width, full_width(snapshot))
+                    view = lag_view(snapshot, console.width, wide=wide)
                     if live is None:
-                        live = Live(lag_table(snapshot), console=console, auto_refresh=False)
+                        live = Live(view, console=console, auto_refresh=False)
                         live.start()
-                    live.update(lag_table(snapshot), refresh=True)
+                    live.update(view, refresh=True)
                 else:
-                    console.print(lag_table(snapshot))
+                    if wide:  # every column whole, however wide: the terminal or `less -S` copes
+                        console.width = max(console.width, full_width(snapshot))
+                    console.print(lag_view(snapshot, console.width, wide=wide))
                 if not watch:
                     return
                 await asyncio.sleep(interval)

@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 from vaxflow.ops.activity import ActivityReader
 from vaxflow.ops.burrow import SEVERITY, Status
 from vaxflow.ops.lag import LagMonitor, LagSnapshot
-from workers.base.runtime import Health
+from workers.base.runtime import RESTARTS, Health
 from workers.base.settings import Settings
 
 log = logging.getLogger("vaxflow.ops")
@@ -65,8 +65,9 @@ class OpsService:
         self.last_error: str | None = None
         self.started = time.time()
         self.registry = CollectorRegistry(auto_describe=False)
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            # the same collectors the default registry has, in this service's own registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, RESTARTS):
+            # the same collectors the default registry has (the runtime's restarts included), in
+            # this service's own registry
             with contextlib.suppress(ValueError):
                 self.registry.register(collector)
         self.registry.register(_OpsCollector(self))

@@ -206,6 +206,7 @@ class AckReader:
     async def run(self, stop: asyncio.Event) -> None:
         self.health.ready = True
         while not stop.is_set():
+            self.health.progress(busy=True)  # a poll under way: a hung MESH call is a stall
             try:
                 done = await self.poll_once()
                 self.health.detail = {"last_poll_done": done, "waiting_for_receipt": len(self.first_seen)}
@@ -213,7 +214,7 @@ class AckReader:
                 # Transient or not, the next poll tries again: an unacknowledged message is redone.
                 POLL_ERRORS.labels(type(exc).__name__).inc()
                 log.warning("inbox poll failed", extra={"error": str(exc)[:300]})
-            self.health.progress()
+            self.health.progress(busy=False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.ack_poll_seconds)
         self.health.ready = False

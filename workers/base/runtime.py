@@ -4,6 +4,11 @@ A worker is an async function `run(settings, stop, health)` that returns when `s
 runtime sets it on SIGTERM or SIGINT so the worker can finish or hand back its work and commit
 what is done (brief: Standards). A second signal, or a worker that does not return within the
 grace period, ends the process hard — Kafka's transactions make that safe, only slower.
+
+Supervision is visible: every restart of a failed worker counts in `vaxflow_worker_restarts_total`
+and logs the failure's frames (workers/base/logs.py), and `/healthz` answers 503 when the worker's
+loop has not turned for `VAXFLOW_STALL_SECONDS` while it holds work (`Health.progress`), so a hung
+worker is restarted by whatever watches it instead of reporting "ok" for ever.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from workers.base import logs
 from workers.base.kafka_access import KafkaAccessError, explain
@@ -29,17 +34,45 @@ from workers.base.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("vaxflow.runtime")
 
+RESTARTS = Counter("vaxflow_worker_restarts_total", "Times the worker's main failed and was started again", ["worker"])
+
+DEFAULT_STALL_SECONDS: Final = 300.0
+
 
 @dataclass
 class Health:
-    """Liveness (the loop turns) and readiness (the worker's clients are up)."""
+    """Liveness (the loop turns while there is work) and readiness (the worker's clients are up).
+
+    A worker calls `progress(busy=...)` each time its loop turns: `busy` says whether it now holds
+    work it has not finished (records just polled, a poll under way, events in open windows). A
+    worker is *stalled* when it holds work and its loop has not turned for `stall_seconds`: a hung
+    MESH call or a stuck transaction. An idle worker is never stalled, however long it waits, so a
+    quiet night does not restart anything. `clock` is injectable so tests need not wait.
+    """
 
     ready: bool = False
-    last_progress: float = field(default_factory=time.monotonic)
     detail: dict[str, object] = field(default_factory=dict)
+    stall_seconds: float = DEFAULT_STALL_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    busy: bool = False
+    last_progress: float = field(init=False)
 
-    def progress(self) -> None:
-        self.last_progress = time.monotonic()
+    def __post_init__(self) -> None:
+        self.last_progress = self.clock()
+
+    def progress(self, *, busy: bool | None = None) -> None:
+        """The loop turned (or work advanced); `busy`: it now holds work it has not finished
+        (None: as before, for progress inside a piece of work, e.g. a retry attempt)."""
+        self.last_progress = self.clock()
+        if busy is not None:
+            self.busy = busy
+
+    def stalled_for(self) -> float | None:
+        """Seconds since the loop last turned, if it holds work and that is over `stall_seconds`."""
+        if not self.busy:
+            return None
+        quiet = self.clock() - self.last_progress
+        return quiet if quiet > self.stall_seconds else None
 
 
 WorkerMain = Callable[[Settings, asyncio.Event, Health], Awaitable[None]]
@@ -47,6 +80,11 @@ WorkerMain = Callable[[Settings, asyncio.Event, Health], Awaitable[None]]
 
 def health_app(health: Health, name: str) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
+        stalled = health.stalled_for()
+        if stalled is not None:
+            body = {"worker": name, "status": "stalled", "pid": os.getpid(), "stalled_seconds": round(stalled, 1),
+                    "stall_seconds": health.stall_seconds}
+            return web.json_response(body, status=503)
         return web.json_response({"worker": name, "status": "ok", "pid": os.getpid()})
 
     async def readyz(_: web.Request) -> web.Response:
@@ -79,7 +117,7 @@ async def serve_worker(name: str, main: WorkerMain, settings: Settings, health_p
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    health = Health()
+    health = Health(stall_seconds=settings.stall_seconds)
     runner: web.AppRunner | None = None
     if health_port is not None:
         runner = web.AppRunner(health_app(health, name), access_log=None)
@@ -98,8 +136,10 @@ async def supervise(name: str, main: WorkerMain, settings: Settings, stop: async
 
     Every worker keeps its durable state in Kafka and rebuilds the rest on start, so re-running
     `main` with fresh clients is the same as a process restart, only faster; the backoff keeps a
-    persistent fault from spinning.
+    persistent fault from spinning. Each restart counts in `vaxflow_worker_restarts_total{worker}`
+    (created at 0, so a first restart is an increase Prometheus can see).
     """
+    restarts = RESTARTS.labels(name)
     delay = 1.0
     while not stop.is_set():
         started = time.monotonic()
@@ -108,11 +148,14 @@ async def supervise(name: str, main: WorkerMain, settings: Settings, stop: async
             return
         except Exception as exc:
             health.ready = False
+            health.busy = False  # backing off is not a stall; the next start reports progress again
             refused = await explain(settings, exc)
             if refused is not None:
                 await refuse(name, refused, stop, health)
                 return
+            # exc_info: the formatter logs the exception's type and frames, never its message
             log.error("worker failed; restarting", extra={"worker": name, "error": type(exc).__name__}, exc_info=True)
+            restarts.inc()
         if time.monotonic() - started > 60:
             delay = 1.0
         with contextlib.suppress(TimeoutError):

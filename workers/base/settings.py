@@ -163,6 +163,9 @@ class WorkerSettings(_VaxflowSettings):
     """What every worker process shares: health endpoint, log level, supplier permissions, validation."""
 
     health_port: int | None = Field(default=None, ge=1, le=65535, description="/healthz /readyz /metrics")
+    stall_seconds: float = Field(
+        default=300.0, gt=0, description="/healthz turns 503 when the loop has not turned this long while it has work"
+    )
     log_level: str = "INFO"
     permissions_file: Path | None = Field(default=None, description="Supplier permissions JSON; default: prod")
     validator_max_batch: int = Field(default=12000, ge=1, description="Records per poll, one txn per partition")

@@ -404,7 +404,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         while not stop.is_set():
             paused = batcher.total_held() >= settings.max_buffered_events
             batch = {} if paused else await consumer.getmany(timeout_ms=500, max_records=settings.batcher_max_records)
-            health.progress()
+            health.progress(busy=bool(batch) or batcher.total_held() > 0)
             async with batcher.producers.lock:
                 wall_ms = int(time.time() * 1000)
                 for tp, records in batch.items():

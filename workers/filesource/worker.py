@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -164,12 +164,17 @@ class FileSource:
                     found.append((mtime, entry.name, Path(entry.path)))
         return [path for _, _, path in sorted(found)]
 
-    async def poll_once(self, stop: asyncio.Event | None = None) -> list[Outcome]:
-        """Process every ready file; stops between files when `stop` is set."""
+    async def poll_once(
+        self, stop: asyncio.Event | None = None, on_file: Callable[[], None] | None = None
+    ) -> list[Outcome]:
+        """Process every ready file; stops between files when `stop` is set. `on_file` is called
+        before each file (the runtime's progress: a poll of many files is not a stall)."""
         outcomes: list[Outcome] = []
         for path in await asyncio.to_thread(self.candidates):
             if stop is not None and stop.is_set():
                 break
+            if on_file is not None:
+                on_file()
             try:
                 outcome = await self.process(path)
             except FileNotFoundError:
@@ -362,11 +367,12 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 intake = MeshIntake(mesh, Path(settings.filesource_dir))
             intake_due = 0.0
             while not stop.is_set():
+                health.progress(busy=True)  # a poll under way: a hung disk or MESH call is a stall
                 if intake is not None and loop.time() >= intake_due:
                     await _poll_intake(intake, health)
                     intake_due = loop.time() + settings.filesource_mesh_poll_seconds
-                await source.poll_once(stop)
-                health.progress()
+                await source.poll_once(stop, on_file=health.progress)
+                health.progress(busy=False)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.filesource_poll_seconds)
     finally:

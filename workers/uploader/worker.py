@@ -152,7 +152,7 @@ class Uploader:
                 batch = await consumer.getmany(
                     timeout_ms=500, max_records=RECORDS_PER_POLL_PER_SLOT * self.settings.uploader_concurrency
                 )
-                self.health.progress()
+                self.health.progress(busy=bool(batch))
                 self.health.detail = {"ledger_files": len(self.ledger), "partitions": len(self.halts)}
                 if not batch:
                     continue

@@ -207,7 +207,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                 if free or not in_flight
                 else {}
             )
-            health.progress()
+            health.progress(busy=bool(batch) or bool(in_flight))
             for tp, records in batch.items():
                 in_flight[tp] = asyncio.create_task(
                     _one_partition(stage, consumer, tp, records)
