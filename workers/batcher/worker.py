@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -204,14 +205,16 @@ class Batcher(PartitionState):
                 origin_header = h.header(rec.headers, h.ORIGIN)
                 origin = decode_origin(origin_header) if origin_header else (-1, -1)
             except (msgspec.DecodeError, ValueError) as exc:  # ValueError includes UnicodeError
-                if not windows.guard.already_emitted(rec.offset):
-                    self.poison.setdefault(tp, []).append(Poison(rec, type(exc).__name__, _why(exc)))
-                windows.position = max(windows.position, rec.offset + 1)
+                self._set_aside(tp, rec, exc)
                 continue
             if not windows.guard.already_emitted(rec.offset):  # a replayed record is the guard's to skip
-                refusal, entry = self.identities[tp].judge(
-                    row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
-                )
+                try:  # judge reads the row's identity first and changes nothing when it cannot
+                    refusal, entry = self.identities[tp].judge(
+                        row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
+                    )
+                except (IndexError, ValueError, csv.Error):  # a quoted value that is not a file row
+                    self._set_aside(tp, rec, PoisonError("file row without the 34 quoted fields of a row"))
+                    continue
                 if entry is not None:
                     self.remembered.setdefault(tp, []).append(entry)
                 if refusal is not None:
@@ -232,6 +235,14 @@ class Batcher(PartitionState):
         if windows.skipped > skipped:
             SKIPPED.inc(windows.skipped - skipped)
         return due
+
+    def _set_aside(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Poison, sent to the rejected topic with the partition's next transaction (emit); the
+        offset counts as done from then on (the replay guard's emitted ranges)."""
+        windows = self.partitions[tp]
+        if not windows.guard.already_emitted(rec.offset):
+            self.poison.setdefault(tp, []).append(Poison(rec, type(exc).__name__, _why(exc)))
+        windows.position = max(windows.position, rec.offset + 1)
 
     def render(self, due: DueFile, partition: int) -> ReadyFile:
         """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it consumed)."""
