@@ -9,7 +9,8 @@ our inbox, downloads each message and recognises it by its mex-filename (schemas
 - anything else -> kind "unknown" (with `error`), so nothing that reached our mailbox disappears
   without a trace;
 - an ack that cannot be read (bad gzip, not UTF-8, a row number like `²` or of 5,000 digits, a
-  CSV field over csv's limit, any other parse fault) -> kind "unreadable": quarantined (issue 16).
+  CSV field over csv's limit, any other parse fault), or whose outcome is too large for the acks
+  topic -> kind "unreadable": quarantined (issue 16).
 
 Quarantine: an unreadable message used to raise out of the poll, so the worker crash-looped on
 it and never acknowledged it, and every acknowledgement behind it waited for ever. Now it is
@@ -48,7 +49,7 @@ from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Counter
 
 from schemas.acks import (
@@ -82,6 +83,7 @@ STAGE: Final = "ack"
 # Reasons of a quarantine besides AckFormatError's own (schemas.acks.AckFormatReason).
 DOWNLOAD: Final = "download"  # MESH's answer could not be undone (not valid gzip)
 UNEXPECTED: Final = "unexpected"  # any other fault while reading this one message
+TOO_LARGE: Final = "too_large"  # its outcome is larger than the acks topic takes
 # The most of a quarantined message's bytes kept in its outcome (the acks topic takes 8 MiB a
 # record; base64 in JSON adds a third).
 QUARANTINE_MAX_BYTES: Final = 4 * 1024 * 1024
@@ -269,7 +271,16 @@ class AckReader:
             await self.quarantine(message_id, unreadable(meta, ack_file, data, receipt, name, exc, received_at))
             self.first_seen.pop(message_id, None)
             return True
-        await self.publish(outcome)
+        try:
+            await self.publish(outcome)
+        except MessageSizeTooLargeError:  # would fail on every poll, and hold up the acks behind it
+            await self.quarantine(message_id, quarantined(
+                message_id=outcome.mesh_message_id, ack_file=ack_file, file_name=outcome.file_name, data=data,
+                reason=TOO_LARGE, exc_class="MessageSizeTooLargeError", received_at=received_at,
+                message=f"{outcome.kind} outcome of {len(outcome.failed_rows)} rows is over the acks topic's limit",
+            ))
+            self.first_seen.pop(message_id, None)
+            return True
         await self.mesh.acknowledge(message_id)  # only after the outcome is safely in Kafka
         self.first_seen.pop(message_id, None)
         log.info(
@@ -283,7 +294,12 @@ class AckReader:
     async def quarantine(self, message_id: str, q: Quarantine) -> None:
         """Publish an unreadable message's record, then acknowledge it in MESH (the same order, and
         the same at-least-once, as an outcome); count and log it without its content."""
-        await self.publish(q.outcome, q.headers)
+        try:
+            await self.publish(q.outcome, q.headers)
+        except MessageSizeTooLargeError:  # only when the topic takes less than QUARANTINE_MAX_BYTES
+            size = len(q.outcome.content or b"")
+            without = msgspec.structs.replace(q.outcome, content=b"")
+            await self.publish(without, [*q.headers, (h.SOURCE_TRUNCATED, str(size).encode())])
         await self.mesh.acknowledge(message_id)
         QUARANTINED.labels(q.reason).inc()
         log.warning(
