@@ -7,8 +7,6 @@ topic) and what MESH still holds (our inbox), not from the worker's logs.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 import pytest
 from fixtures_kafka import KafkaHandle
@@ -32,13 +30,13 @@ TO, WORKFLOW = "X26VXF001", "VACCINATIONS_1_ACK"
 CREATED = "20250101T12050000"
 
 
-def busack_with_row(batch: str, row: str) -> bytes:
+def busack_with_row(row: str) -> bytes:
     good = render_busack_csv([busack_failure("h", 2, "ID^https://x", CREATED, "bad")])
     return good.replace(b"h^2", f"h^{row}".encode())
 
 
 async def test_unreadable_acks_are_quarantined_acknowledged_and_the_next_ack_is_read(
-    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+    kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
 ) -> None:
     settings = pipeline_settings(kafka, namespace, mesh_sandbox, ack_match_grace_seconds=0.0)
     await ensure(settings)
@@ -46,8 +44,8 @@ async def test_unreadable_acks_are_quarantined_acknowledged_and_the_next_ack_is_
     infack_name = ack_file_name(batch, "InfAck", CREATED)
     busack_name = ack_file_name(batch, "BusAck", CREATED)
     huge_field = render_infack_success("h", CREATED).replace(b"Success", b"S" * 200_000, 1)
-    superscript = busack_with_row(batch, "\u00b2")
-    digits = busack_with_row(batch, "9" * 5000)
+    superscript = busack_with_row("\u00b2")
+    digits = busack_with_row("9" * 5000)
     sent: dict[str, tuple[str, bytes]] = {}  # message id -> (what, bytes)
     async with mesh_sandbox.client(MailboxRole.IMMUNISATION) as imms:
         for what, name, data in (
