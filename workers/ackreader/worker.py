@@ -304,8 +304,11 @@ class AckReader:
         QUARANTINED.labels(q.reason).inc()
         log.warning(
             "unreadable ack quarantined",
-            extra={"reason": q.reason, "error": q.outcome.error, "ack_file": q.outcome.ack_file,
-                   "mesh_message_id": q.outcome.mesh_message_id, "bytes": len(q.outcome.content or b"")},
+            # the reason word and the exception class only: a parser's message may quote a byte or
+            # two of the file (gzip's does); the full `error` is in the record on the acks topic
+            extra={"reason": q.reason, "exception": (h.header(q.headers, h.DLQ_EXC_CLASS) or b"").decode(),
+                   "ack_file": q.outcome.ack_file, "mesh_message_id": q.outcome.mesh_message_id,
+                   "bytes": len(q.outcome.content or b"")},
         )
 
     async def publish(self, outcome: AckOutcome, headers: h.Headers | None = None) -> None:
