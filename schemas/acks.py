@@ -45,8 +45,24 @@ _BOOLS: Final[dict[str, bool]] = {"True": True, "False": False}
 AckKind = Literal["InfAck", "BusAck"]
 
 
+# The largest row number read: a batch file has fewer than a billion rows, and int() of a longer
+# digit string costs time (beyond 4,300 digits Python refuses it with a plain ValueError).
+MAX_ROW_NUMBER_DIGITS: Final = 9
+
+AckFormatReason = Literal["encoding", "format", "row_number", "field_too_large", "json"]
+
+
 class AckFormatError(ValueError):
-    """The bytes are not an acknowledgement in the receiver's format."""
+    """The bytes are not an acknowledgement in the receiver's format.
+
+    Every fault of an acknowledgement's bytes is raised as this and nothing else, so the ack
+    reader can quarantine the one message and go on (issue 16). `reason` is one of a few fixed
+    words (a metric label); the message says where, never with the file's values.
+    """
+
+    def __init__(self, message: str, reason: AckFormatReason = "format") -> None:
+        super().__init__(message)
+        self.reason: AckFormatReason = reason
 
 
 class _AckColumns(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,8 +156,14 @@ def split_local_id(local_id: str) -> tuple[str, str]:
 def row_number_from_header_id(header_id: str) -> int:
     """`uuid^3` → 3: the 1-based data row of the batch file, as the receiver numbers it."""
     _, caret, number = header_id.rpartition("^")
-    if not caret or not number.isdigit() or int(number) < 1:
-        raise AckFormatError("MESSAGE_HEADER_ID must end in '^' and a row number")
+    # isdigit() alone takes '²' and other digits int() refuses; the length bound keeps int() cheap
+    if not caret or not (number.isascii() and number.isdigit()) or len(number) > MAX_ROW_NUMBER_DIGITS:
+        raise AckFormatError(
+            f"MESSAGE_HEADER_ID must end in '^' and a row number of 1 to {MAX_ROW_NUMBER_DIGITS} digits",
+            "row_number",
+        )
+    if int(number) < 1:
+        raise AckFormatError("MESSAGE_HEADER_ID row numbers start at 1", "row_number")
     return int(number)
 
 
@@ -180,11 +202,16 @@ def _text(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise AckFormatError(f"acknowledgement is not UTF-8 (offset {error.start})") from None
+        raise AckFormatError(f"acknowledgement is not UTF-8 (offset {error.start})", "encoding") from None
 
 
 def parse_infack(data: bytes) -> InfAck:
-    rows = [row for row in csv.reader(io.StringIO(_text(data), newline=""), delimiter="|") if row]
+    try:  # csv refuses a field over csv.field_size_limit() (128 KiB) and a NUL with csv.Error
+        rows = [row for row in csv.reader(io.StringIO(_text(data), newline=""), delimiter="|") if row]
+    except csv.Error as error:
+        too_large = "field larger than field limit" in str(error)
+        reason: AckFormatReason = "field_too_large" if too_large else "format"
+        raise AckFormatError(f"InfAck is not readable as CSV: {error}", reason) from None
     if not rows or tuple(rows[0]) != INFACK_COLUMNS:
         raise AckFormatError("InfAck header is not the receiver's 12 columns")
     if len(rows) != 2 or len(rows[1]) != len(INFACK_COLUMNS):
@@ -208,7 +235,12 @@ def parse_busack_csv(data: bytes) -> list[BusAckRow]:
             raise AckFormatError(f"BusAck line {number} has {len(fields)} fields, expected 14")
         fields[12:-1] = ["|".join(fields[12:-1])]
         values = dict(zip(BUSACK_COLUMNS[:13], fields, strict=False))
-        rows.append(BusAckRow(**values, MESSAGE_DELIVERY=_bool(fields[-1], "MESSAGE_DELIVERY")))
+        row = BusAckRow(**values, MESSAGE_DELIVERY=_bool(fields[-1], "MESSAGE_DELIVERY"))
+        try:
+            row.row_number  # noqa: B018 - checked here, so a bad one is a parse error, not a later crash
+        except AckFormatError as error:
+            raise AckFormatError(f"BusAck line {number}: {error}", error.reason) from None
+        rows.append(row)
     return rows
 
 
@@ -216,9 +248,9 @@ def parse_busack_json(data: bytes) -> BusAckReport:
     try:
         return msgspec.json.decode(data, type=BusAckReport)
     except msgspec.ValidationError as error:
-        raise AckFormatError(f"BusAck JSON: {error}") from None
+        raise AckFormatError(f"BusAck JSON: {error}", "json") from None
     except msgspec.DecodeError as error:
-        raise AckFormatError(f"BusAck JSON is not valid JSON: {error}") from None
+        raise AckFormatError(f"BusAck JSON is not valid JSON: {error}", "json") from None
 
 
 # --- writers (the development NHS simulator) ---

@@ -136,4 +136,8 @@ class AckOutcome(msgspec.Struct, frozen=True, kw_only=True):
     failed_rows: list[RowOutcome] = msgspec.field(default_factory=list)
     received_at: str
     error: str | None = None
-    """Why the ack could not be read or matched (kind "unknown", or no sent receipt); never file content."""
+    """Why the ack could not be read or matched (kind "unknown" or "unreadable", or no sent receipt);
+    never file content."""
+    content: bytes | None = None
+    """Kind "unreadable" only: the message's own bytes (up to a bound; header vaxflow.source.truncated
+    says when cut), kept because acknowledging it in MESH deletes MESH's copy (issue 16)."""

@@ -29,6 +29,8 @@ REDRIVE_FROM: Final = "vaxflow.redrive.from"
 FIRST_ORIGIN: Final = "vaxflow.dlq.first.origin"
 # An upload dead letter's MESH HTTP status (absent when MESH never answered or was not asked).
 DLQ_MESH_STATUS: Final = "vaxflow.dlq.mesh.status"
+# The MESH message a quarantined inbox message was (acknowledged, so gone from MESH).
+DLQ_MESH_MESSAGE_ID: Final = "vaxflow.dlq.mesh.message.id"
 
 # Where a record came from, on raw events and dead letters alike: sender feedback maps an outcome
 # back to the provider's file and row (file source) or request and line (gateway) with these.
@@ -49,6 +51,29 @@ def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | No
         if key == name:
             return value
     return None
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: undecodable bytes (surrogate escapes, as aiohttp and os give them
+    for a header or file name that is not UTF-8) become U+FFFD. JSON, headers and logs cannot
+    carry lone surrogates; encoding one raised and crash-looped the worker (issue 16)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def quarantine_headers(
+    *, stage: str, exc_class: str, exc_message: str, reasons: Sequence[Reason], mesh_message_id: str, file_name: str
+) -> Headers:
+    """Connect-style headers of a MESH inbox message set aside as unreadable: no topic, partition or
+    offset (it never was in Kafka), but the MESH message id and the file name it arrived under."""
+    listed = [{"field": r.field, "rule": r.rule, "message": r.message} for r in reasons]
+    return [
+        (DLQ_STAGE, stage.encode()),
+        (DLQ_EXC_CLASS, exc_class.encode()),
+        (DLQ_EXC_MESSAGE, printable(exc_message).encode()[:4000]),
+        (DLQ_REASONS, orjson.dumps(listed)),
+        (DLQ_MESH_MESSAGE_ID, printable(mesh_message_id).encode()),
+        (SOURCE_FILE, printable(file_name).encode()),
+    ]
 
 
 def dead_letter_headers(

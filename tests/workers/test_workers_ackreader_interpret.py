@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+import pytest
+
 from schemas.acks import (
+    AckFormatError,
     ack_file_kind,
     ack_file_name,
     busack_failure,
@@ -14,14 +18,19 @@ from schemas.acks import (
     render_infack_failure,
     render_infack_success,
 )
-from schemas.pipeline import SentReceipt
+from schemas.pipeline import AckOutcome, SentReceipt
+from topics import headers as h
 from workers.ackreader.worker import (
     KIND_BUSACK,
     KIND_BUSACK_REPORT,
     KIND_INFACK,
     KIND_UNKNOWN,
+    KIND_UNREADABLE,
+    QUARANTINE_MAX_BYTES,
     interpret,
     origin_of,
+    quarantined,
+    unreadable,
 )
 from workers.base.mesh.client import InboxMessage
 
@@ -81,7 +90,48 @@ def test_unknown_and_unreadable_messages_are_published_as_unknown() -> None:
     assert (stray.kind, stray.accepted, stray.file_name) == (KIND_UNKNOWN, False, "notes.txt")
     nameless = interpret(_meta(None, "MID"), b"", None, None, "t")
     assert nameless.file_name == "MID"
-    broken = _outcome("InfAck", b"not|an|infack\r\n")
-    assert broken.kind == KIND_UNKNOWN
-    assert broken.error
-    assert "InfAck" in broken.error
+
+
+def test_an_unreadable_ack_raises_and_is_quarantined_with_its_reason_and_bytes() -> None:
+    """interpret raises AckFormatError; the worker's quarantine keeps the bytes, the reason and
+    the MESH message id (issue 16)."""
+    name = ack_file_name(FILE, "InfAck", CREATED)
+    data = b"not|an|infack\r\n"
+    with pytest.raises(AckFormatError) as caught:
+        interpret(_meta(name), data, RECEIPT, ack_file_kind(name), "t")
+    q = unreadable(_meta(name, "MID7"), name, data, RECEIPT, ack_file_kind(name), caught.value, "t")
+    assert (q.outcome.kind, q.outcome.accepted, q.outcome.content, q.reason) == (KIND_UNREADABLE, False, data, "format")
+    assert q.outcome.file_name == FILE  # keyed by the batch file it answers, as its other acks are
+    assert q.outcome.error is not None
+    assert "InfAck" in q.outcome.error
+    assert h.header(q.headers, h.DLQ_MESH_MESSAGE_ID) == b"MID7"
+    assert h.header(q.headers, h.SOURCE_FILE) == name.encode()
+    assert h.header(q.headers, h.DLQ_EXC_CLASS) == b"AckFormatError"
+
+
+def test_an_unforeseen_fault_is_quarantined_by_class_and_place_only() -> None:
+    name = ack_file_name(FILE, "BusAck", CREATED)
+    try:
+        int("\u00b2secret")
+    except ValueError as exc:
+        q = unreadable(_meta(name), name, b"x", None, ack_file_kind(name), exc, "t")
+    assert q.reason == "unexpected"
+    assert q.outcome.error is not None
+    assert "ValueError at test_workers_ackreader_interpret.py:" in q.outcome.error
+    assert "secret" not in q.outcome.error
+    assert b"secret" not in b"".join(v for _, v in q.headers)
+
+
+def test_a_big_message_is_kept_up_to_the_bound_and_marked_truncated() -> None:
+    data = b"x" * (QUARANTINE_MAX_BYTES + 5)
+    q = quarantined(message_id="M", ack_file="a", file_name="a", data=data, reason="format", exc_class="E",
+                    message="m", received_at="t")
+    assert q.outcome.content == data[:QUARANTINE_MAX_BYTES]
+    assert h.header(q.headers, h.SOURCE_TRUNCATED) == str(len(data)).encode()
+
+
+def test_a_file_name_of_non_utf8_bytes_is_made_printable() -> None:
+    odd = b"RSV\xff_InfAck".decode("utf-8", "surrogateescape")
+    outcome = interpret(_meta(odd), b"hello", None, None, "t")
+    assert outcome.ack_file == "RSV\ufffd_InfAck"
+    assert msgspec.json.decode(msgspec.json.encode(outcome), type=AckOutcome) == outcome

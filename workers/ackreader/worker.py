@@ -6,8 +6,20 @@ our inbox, downloads each message and recognises it by its mex-filename (schemas
 - `…_InfAck_….csv`  -> kind "InfAck": the file-level verdict (accepted = header and permissions ok);
 - `…_BusAck_….csv`  -> kind "BusAck": one RowOutcome per failed row;
 - `…_BusAck_….json` -> kind "BusAckReport": the same failures plus the receiver's row totals;
-- anything else, or an ack that cannot be parsed -> kind "unknown" (with `error`), so nothing that
-  reached our mailbox disappears without a trace.
+- anything else -> kind "unknown" (with `error`), so nothing that reached our mailbox disappears
+  without a trace;
+- an ack that cannot be read (bad gzip, not UTF-8, a row number like `²` or of 5,000 digits, a
+  CSV field over csv's limit, any other parse fault), or whose outcome is too large for the acks
+  topic -> kind "unreadable": quarantined (issue 16).
+
+Quarantine: an unreadable message used to raise out of the poll, so the worker crash-looped on
+it and never acknowledged it, and every acknowledgement behind it waited for ever. Now it is
+published to vaccination.acks as kind "unreadable" with its reason (`error`), its own bytes
+(`content`, as acknowledging deletes MESH's copy) and Connect-style headers (vaxflow.dlq.stage
+"ack", reasons, exception class, MESH message id, file name), then acknowledged, counted in
+`vaxflow_ackreader_quarantined_total{reason}` and logged without its content; the worker goes on.
+The acks topic is the one the catalogue lets the ack reader write: the rejected topic holds events
+and the dead-letter topic files to redrive to MESH, neither of which an acknowledgement is.
 
 Each ack names the batch file it answers; the sent-files ledger (workers.base.ledger, the same reader
 the uploader uses) gives that file's receipt, whose `origins[n-1]` is the origin of data row n, so
@@ -30,12 +42,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Counter
 
 from schemas.acks import (
@@ -48,6 +62,8 @@ from schemas.acks import (
     parse_infack,
 )
 from schemas.pipeline import AckOutcome, Origin, RowOutcome, SentReceipt
+from schemas.record import Reason
+from topics import headers as h
 from topics.catalogue import ACKS
 from workers.base.kafka import idempotent_producer
 from workers.base.ledger import SentLedger
@@ -62,12 +78,25 @@ KIND_INFACK: Final = "InfAck"
 KIND_BUSACK: Final = "BusAck"
 KIND_BUSACK_REPORT: Final = "BusAckReport"
 KIND_UNKNOWN: Final = "unknown"
+KIND_UNREADABLE: Final = "unreadable"
+STAGE: Final = "ack"
+# Reasons of a quarantine besides AckFormatError's own (schemas.acks.AckFormatReason).
+DOWNLOAD: Final = "download"  # MESH's answer could not be undone (not valid gzip)
+UNEXPECTED: Final = "unexpected"  # any other fault while reading this one message
+TOO_LARGE: Final = "too_large"  # its outcome is larger than the acks topic takes
+# The most of a quarantined message's bytes kept in its outcome (the acks topic takes 8 MiB a
+# record; base64 in JSON adds a third).
+QUARANTINE_MAX_BYTES: Final = 4 * 1024 * 1024
 
 OUTCOMES = Counter("vaxflow_ackreader_outcomes_total", "Ack outcomes published", ["kind", "accepted"])
 FAILED_ROWS = Counter("vaxflow_ackreader_failed_rows_total", "Rows NHS England reported as failed")
 DEFERRED = Counter("vaxflow_ackreader_deferred_total", "Acks left in the inbox to wait for their sent receipt")
 UNMATCHED = Counter("vaxflow_ackreader_unmatched_total", "Acks published without a sent receipt")
 POLL_ERRORS = Counter("vaxflow_ackreader_poll_errors_total", "Inbox polls that failed", ["kind"])
+QUARANTINED = Counter(
+    "vaxflow_ackreader_quarantined_total", "Unreadable inbox messages published as kind unreadable and acknowledged",
+    ["reason"],
+)
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -84,11 +113,68 @@ def origin_of(receipt: SentReceipt | None, row: int) -> Origin | None:
     return partition, offset
 
 
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """An unreadable message as it is published: its outcome, headers and the metric's reason."""
+
+    outcome: AckOutcome
+    headers: h.Headers
+    reason: str
+
+
+def quarantined(
+    *, message_id: str, ack_file: str, file_name: str, data: bytes, reason: str, exc_class: str, message: str,
+    received_at: str,
+) -> Quarantine:
+    """The quarantine record of one message (module docstring); pure. `message` holds no content."""
+    kept = data[:QUARANTINE_MAX_BYTES]
+    outcome = AckOutcome(
+        file_name=file_name, ack_file=ack_file, kind=KIND_UNREADABLE, mesh_message_id=message_id, accepted=False,
+        received_at=received_at, error=h.printable(message)[:1000], content=kept,
+    )
+    headers = h.quarantine_headers(
+        stage=STAGE, exc_class=exc_class, exc_message=message, mesh_message_id=message_id, file_name=ack_file,
+        reasons=[Reason(field="file", rule=f"ack.{reason}", message=h.printable(message)[:1000])],
+    )
+    if len(kept) < len(data):
+        headers.append((h.SOURCE_TRUNCATED, str(len(data)).encode()))
+    return Quarantine(outcome, headers, reason)
+
+
+def unreadable(
+    meta: InboxMessage, ack_file: str, data: bytes, receipt: SentReceipt | None, name: AckName | None,
+    exc: Exception, received_at: str,
+) -> Quarantine:
+    """The quarantine of a message `interpret` failed on: AckFormatError with its own reason and
+    message (which hold no values); anything else as "unexpected", named by class and place only."""
+    what = f"{name.kind} ({name.format})" if name is not None else "message"
+    reason: str
+    if isinstance(exc, AckFormatError):
+        reason, message = exc.reason, f"unreadable {what}: {exc}"
+    else:
+        reason, message = UNEXPECTED, f"unreadable {what}: {type(exc).__name__} at {_where(exc)}"
+    file_name = receipt.file_name if receipt else name.batch_file_key if name else ack_file or meta.message_id
+    return quarantined(
+        message_id=h.printable(meta.message_id), ack_file=ack_file, file_name=file_name, data=data, reason=reason,
+        exc_class=type(exc).__name__, message=message, received_at=received_at,
+    )
+
+
+def _where(exc: BaseException) -> str:
+    """`file:line` of the innermost frame: where an unforeseen fault arose, without its message
+    (which may quote the file's values)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename.rpartition('/')[2]}:{frames[-1].lineno}" if frames else "?"
+
+
 def interpret(
     meta: InboxMessage, data: bytes, receipt: SentReceipt | None, name: AckName | None, received_at: str
 ) -> AckOutcome:
-    """One MESH message as an AckOutcome; pure, so the mapping is testable without MESH or Kafka."""
-    ack_file = meta.filename or ""
+    """One MESH message as an AckOutcome; pure, so the mapping is testable without MESH or Kafka.
+
+    Raises AckFormatError (with its reason) when the bytes are not the ack the name says.
+    """
+    ack_file = h.printable(meta.filename or "")
     if name is None:
         return AckOutcome(
             file_name=ack_file or meta.message_id, ack_file=ack_file, kind=KIND_UNKNOWN,
@@ -97,39 +183,33 @@ def interpret(
         )
     file_name = receipt.file_name if receipt is not None else name.batch_file_key
     error = None if receipt is not None else "no sent receipt for this file: origins unknown"
-    try:
-        if name.kind == "InfAck":
-            infack = parse_infack(data)
-            return AckOutcome(
-                file_name=file_name, ack_file=ack_file, kind=KIND_INFACK, mesh_message_id=meta.message_id,
-                accepted=infack.success, total_rows=receipt.rows if receipt else None,
-                received_at=received_at, error=error,
-            )
-        if name.format == "csv":
-            rows = parse_busack_csv(data)
-            return AckOutcome(
-                file_name=file_name, ack_file=ack_file, kind=KIND_BUSACK, mesh_message_id=meta.message_id,
-                accepted=not rows, total_rows=receipt.rows if receipt else None,
-                failed_rows=[_row_outcome(receipt, row) for row in rows], received_at=received_at, error=error,
-            )
-        report = parse_busack_json(data)
-        failed = [
-            RowOutcome(
-                row=f.row_id, origin=origin_of(receipt, f.row_id), local_id=f.local_id,
-                response_code=f.response_code, severity=f.severity, message=f.operation_outcome,
-            )
-            for f in report.failures
-        ]
+    if name.kind == "InfAck":
+        infack = parse_infack(data)
         return AckOutcome(
-            file_name=file_name, ack_file=ack_file, kind=KIND_BUSACK_REPORT, mesh_message_id=meta.message_id,
-            accepted=report.summary.failed == 0 and not failed, total_rows=report.summary.total_records,
-            failed_rows=failed, received_at=received_at, error=error,
+            file_name=file_name, ack_file=ack_file, kind=KIND_INFACK, mesh_message_id=meta.message_id,
+            accepted=infack.success, total_rows=receipt.rows if receipt else None,
+            received_at=received_at, error=error,
         )
-    except AckFormatError as exc:
+    if name.format == "csv":
+        rows = parse_busack_csv(data)
         return AckOutcome(
-            file_name=file_name, ack_file=ack_file, kind=KIND_UNKNOWN, mesh_message_id=meta.message_id,
-            accepted=False, received_at=received_at, error=f"unreadable {name.kind} ({name.format}): {exc}",
+            file_name=file_name, ack_file=ack_file, kind=KIND_BUSACK, mesh_message_id=meta.message_id,
+            accepted=not rows, total_rows=receipt.rows if receipt else None,
+            failed_rows=[_row_outcome(receipt, row) for row in rows], received_at=received_at, error=error,
         )
+    report = parse_busack_json(data)
+    failed = [
+        RowOutcome(
+            row=f.row_id, origin=origin_of(receipt, f.row_id), local_id=f.local_id,
+            response_code=f.response_code, severity=f.severity, message=f.operation_outcome,
+        )
+        for f in report.failures
+    ]
+    return AckOutcome(
+        file_name=file_name, ack_file=ack_file, kind=KIND_BUSACK_REPORT, mesh_message_id=meta.message_id,
+        accepted=report.summary.failed == 0 and not failed, total_rows=report.summary.total_records,
+        failed_rows=failed, received_at=received_at, error=error,
+    )
 
 
 def _row_outcome(receipt: SentReceipt | None, row: BusAckRow) -> RowOutcome:
@@ -169,25 +249,38 @@ class AckReader:
         received_at = _now_iso()
         try:
             meta, data = await self.mesh.download(message_id)
-        except MeshPermanentError as exc:  # e.g. not valid gzip: publish why, then let it go
-            outcome = AckOutcome(
-                file_name=message_id, ack_file="", kind=KIND_UNKNOWN, mesh_message_id=message_id,
-                accepted=False, received_at=received_at, error=f"download failed: {exc}"[:1000],
-            )
-            await self.publish(outcome)
-            await self.mesh.acknowledge(message_id)
+        except MeshPermanentError as exc:  # e.g. not valid gzip: set aside with why, then let it go
+            await self.quarantine(message_id, quarantined(
+                message_id=message_id, ack_file="", file_name=message_id, data=b"", reason=DOWNLOAD,
+                exc_class=type(exc).__name__, message=f"download failed: {exc}", received_at=received_at,
+            ))
             return True
-        name = ack_file_kind(meta.filename or "")
+        ack_file = h.printable(meta.filename or "")  # a name of non-UTF-8 bytes could not be encoded
+        name = ack_file_kind(ack_file)
         receipt = self.ledger.find(name.batch_file_key) if name is not None else None
         if name is not None and receipt is None:
             first = self.first_seen.setdefault(message_id, time.monotonic())
             if time.monotonic() - first < self.settings.ack_match_grace_seconds:
                 DEFERRED.inc()
-                log.info("ack waits for its sent receipt", extra={"ack_file": meta.filename})
+                log.info("ack waits for its sent receipt", extra={"ack_file": ack_file})
                 return False
             UNMATCHED.inc()
-        outcome = interpret(meta, data, receipt, name, received_at)
-        await self.publish(outcome)
+        try:
+            outcome = interpret(meta, data, receipt, name, received_at)
+        except Exception as exc:  # any fault of this one message: set it aside and go on
+            await self.quarantine(message_id, unreadable(meta, ack_file, data, receipt, name, exc, received_at))
+            self.first_seen.pop(message_id, None)
+            return True
+        try:
+            await self.publish(outcome)
+        except MessageSizeTooLargeError:  # would fail on every poll, and hold up the acks behind it
+            await self.quarantine(message_id, quarantined(
+                message_id=outcome.mesh_message_id, ack_file=ack_file, file_name=outcome.file_name, data=data,
+                reason=TOO_LARGE, exc_class="MessageSizeTooLargeError", received_at=received_at,
+                message=f"{outcome.kind} outcome of {len(outcome.failed_rows)} rows is over the acks topic's limit",
+            ))
+            self.first_seen.pop(message_id, None)
+            return True
         await self.mesh.acknowledge(message_id)  # only after the outcome is safely in Kafka
         self.first_seen.pop(message_id, None)
         log.info(
@@ -198,8 +291,30 @@ class AckReader:
         )
         return True
 
-    async def publish(self, outcome: AckOutcome) -> None:
-        await self.producer.send_and_wait(self.topic, _ENCODE.encode(outcome), key=outcome.file_name.encode())
+    async def quarantine(self, message_id: str, q: Quarantine) -> None:
+        """Publish an unreadable message's record, then acknowledge it in MESH (the same order, and
+        the same at-least-once, as an outcome); count and log it without its content."""
+        try:
+            await self.publish(q.outcome, q.headers)
+        except MessageSizeTooLargeError:  # only when the topic takes less than QUARANTINE_MAX_BYTES
+            size = len(q.outcome.content or b"")
+            without = msgspec.structs.replace(q.outcome, content=b"")
+            await self.publish(without, [*q.headers, (h.SOURCE_TRUNCATED, str(size).encode())])
+        await self.mesh.acknowledge(message_id)
+        QUARANTINED.labels(q.reason).inc()
+        log.warning(
+            "unreadable ack quarantined",
+            # the reason word and the exception class only: a parser's message may quote a byte or
+            # two of the file (gzip's does); the full `error` is in the record on the acks topic
+            extra={"reason": q.reason, "exception": (h.header(q.headers, h.DLQ_EXC_CLASS) or b"").decode(),
+                   "ack_file": q.outcome.ack_file, "mesh_message_id": q.outcome.mesh_message_id,
+                   "bytes": len(q.outcome.content or b"")},
+        )
+
+    async def publish(self, outcome: AckOutcome, headers: h.Headers | None = None) -> None:
+        await self.producer.send_and_wait(
+            self.topic, _ENCODE.encode(outcome), key=outcome.file_name.encode(), headers=headers or None
+        )
         OUTCOMES.labels(outcome.kind, str(outcome.accepted).lower()).inc()
         FAILED_ROWS.inc(len(outcome.failed_rows))
 

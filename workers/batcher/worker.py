@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from schemas.batchfile import assemble_file, render_row
-from schemas.batchkey import decode_key, local_id_for
+from schemas.batchkey import decode_key, encode_key, local_id_for
 from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
@@ -59,6 +60,8 @@ OPEN = Gauge(OPEN_GAUGE, "Open windows", ["partition"])
 KEY_OPEN = Gauge(KEY_OPEN_GAUGE, "Open windows per key", ["partition", "vaccine_type", "sender_ods"])
 KEY_HELD = Gauge(KEY_HELD_GAUGE, "Events held per key", ["partition", "vaccine_type", "sender_ods"])
 POISON = Counter("vaxflow_batcher_poison_total", "Undecodable valid records sent to the rejected topic")
+# The reason rule of a valid record the batcher cannot place (on the rejected topic, stage "batch").
+UNDECODABLE = "valid.undecodable"
 REPEATS = Counter(
     "vaxflow_batcher_repeats_total", "Events refused as a repeat of a remembered identity", ["rule"]
 )
@@ -76,6 +79,31 @@ EXPIRE_SLOTS_PER_POLL = 50_000
 
 
 @dataclass(frozen=True, slots=True)
+class Poison:
+    """A valid record that is neither a file row nor a v3 ValidEvent with a usable envelope.
+
+    `message` says why without record values (msgspec's messages name paths, not values; the
+    others are fixed texts), as it goes into a header and a log line.
+    """
+
+    record: ConsumerRecord[bytes, bytes]
+    exc_class: str
+    message: str
+
+
+class PoisonError(ValueError):
+    """A valid record's own fault, with a reason that holds no record values."""
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, msgspec.DecodeError):
+        return f"v3 ValidEvent JSON: {exc}"[:500]
+    if isinstance(exc, UnicodeError):
+        return "text is not valid UTF-8"
+    return str(exc)[:500] if isinstance(exc, PoisonError) else "valid record could not be decoded"
+
+
+@dataclass(frozen=True, slots=True)
 class Repeat:
     """A valid record refused because its identity is remembered (identities.IdentityTable.judge)."""
 
@@ -89,15 +117,25 @@ def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
 
     Catalogue v4 records are the row itself (docs/decisions/0011-valid-topic-rows.md); a v3 record
     (a ValidEvent as JSON, still in the topic after an upgrade) is rendered here instead.
+    The envelope of a v3 record is checked here, as the key of a v4 record is: one that is not a
+    canonical batch key would otherwise fail only when its window's file is named, inside the
+    transaction, and crash-loop the batcher on the same record (issue 16).
     """
     value = rec.value or b""
     if value[:1] == b'"' and value[-1:] == b'"':
-        vaccine_type, sender_ods = decode_key(rec.key)
+        try:
+            vaccine_type, sender_ods = decode_key(rec.key)
+        except ValueError:
+            raise PoisonError("file row without a canonical VACCINE_TYPE|SENDER_ODS key") from None
         return vaccine_type, sender_ods, value
     if value[:1] == b"{":
         event = _LEGACY.decode(value)
-        return event.vaccine_type, event.sender_ods, render_row(event.record)
-    raise ValueError("valid record is neither a file row nor a ValidEvent")
+        try:
+            vaccine_type, sender_ods = decode_key(encode_key(event.vaccine_type.upper(), event.sender_ods.upper()))
+        except ValueError:
+            raise PoisonError("v3 ValidEvent whose vaccine_type/sender_ods is not a batch key") from None
+        return vaccine_type, sender_ods, render_row(event.record)
+    raise PoisonError("valid record is neither a file row nor a ValidEvent")
 
 
 class Batcher(PartitionState):
@@ -113,7 +151,7 @@ class Batcher(PartitionState):
         self.dialect = Dialect(line_ending="CRLF" if settings.line_ending == "crlf" else "LF")
         self.archive = settings.archive_dir or settings.dev_home / "archive"
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
-        self.poison: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.poison: dict[TopicPartition, list[Poison]] = {}
         self.identities_topic = settings.topic(BATCHER_IDENTITIES.name)
         self.horizon_ms = settings.dedupe_horizon_days * 86_400_000
         self.identities: dict[TopicPartition, IdentityTable] = {}
@@ -166,15 +204,17 @@ class Batcher(PartitionState):
                 vaccine_type, sender_ods, row = _valid_row(rec)
                 origin_header = h.header(rec.headers, h.ORIGIN)
                 origin = decode_origin(origin_header) if origin_header else (-1, -1)
-            except (msgspec.DecodeError, ValueError):
-                if not windows.guard.already_emitted(rec.offset):
-                    self.poison.setdefault(tp, []).append(rec)
-                windows.position = max(windows.position, rec.offset + 1)
+            except (msgspec.DecodeError, ValueError) as exc:  # ValueError includes UnicodeError
+                self._set_aside(tp, rec, exc)
                 continue
             if not windows.guard.already_emitted(rec.offset):  # a replayed record is the guard's to skip
-                refusal, entry = self.identities[tp].judge(
-                    row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
-                )
+                try:  # judge reads the row's identity first and changes nothing when it cannot
+                    refusal, entry = self.identities[tp].judge(
+                        row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
+                    )
+                except (IndexError, ValueError, csv.Error):  # a quoted value that is not a file row
+                    self._set_aside(tp, rec, PoisonError("file row without the 34 quoted fields of a row"))
+                    continue
                 if entry is not None:
                     self.remembered.setdefault(tp, []).append(entry)
                 if refusal is not None:
@@ -195,6 +235,14 @@ class Batcher(PartitionState):
         if windows.skipped > skipped:
             SKIPPED.inc(windows.skipped - skipped)
         return due
+
+    def _set_aside(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Poison, sent to the rejected topic with the partition's next transaction (emit); the
+        offset counts as done from then on (the replay guard's emitted ranges)."""
+        windows = self.partitions[tp]
+        if not windows.guard.already_emitted(rec.offset):
+            self.poison.setdefault(tp, []).append(Poison(rec, type(exc).__name__, _why(exc)))
+        windows.position = max(windows.position, rec.offset + 1)
 
     def render(self, due: DueFile, partition: int) -> ReadyFile:
         """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it consumed)."""
@@ -233,7 +281,7 @@ class Batcher(PartitionState):
         remembered = self.remembered.pop(tp, [])
         windows.record_emitted(due)
         if poison or repeats:
-            taken_out = [r.offset for r in poison] + [r.record.offset for r in repeats]
+            taken_out = [p.record.offset for p in poison] + [r.record.offset for r in repeats]
             windows.guard.add(offsets_to_ranges(sorted(taken_out)))
             windows.guard.advance(windows.low_watermark())
         closed, parts = windows.snapshot()
@@ -252,18 +300,19 @@ class Batcher(PartitionState):
                     key=f.file_name.encode(),
                     headers=[(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else [],
                 )
-            for rec in poison:
+            for p in poison:
+                rec = p.record
                 await step.produce(
                     self.rejected_topic,
                     rec.value,
                     key=b"",
                     headers=h.dead_letter_headers(
                         topic=rec.topic, partition=rec.partition, offset=rec.offset, stage="batch",
-                        exc_class="DecodeError", exc_message="valid record could not be decoded",
+                        exc_class=p.exc_class, exc_message=p.message,
                         origin=h.header(rec.headers, h.ORIGIN) or b"",
+                        reasons=[Reason(field="record", rule=UNDECODABLE, message=p.message)],
                     ),
                 )
-                POISON.inc()
             out = step.sink(BatchSender(self.producers.producers[tp]))
             for repeat in repeats:
                 await out.add(
@@ -281,6 +330,13 @@ class Batcher(PartitionState):
                 )
             step.state(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(), partition=tp.partition)
             step.consumed({tp: windows.guard.watermark})
+        for p in poison:  # counted once committed, as files are
+            POISON.inc()
+            log.warning(
+                "undecodable valid record sent to the rejected topic",
+                extra={"partition": tp.partition, "offset": p.record.offset, "error": p.exc_class,
+                       "reason": p.message},
+            )
         for repeat in repeats:
             REPEATS.labels(repeat.refusal.rule).inc()
             log.warning(

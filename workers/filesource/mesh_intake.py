@@ -16,7 +16,15 @@ rows are in Kafka MESH still holds it, and the file source's exactly-once machin
 - a name that cannot be a file name here (missing, a path, hidden) becomes `mesh-<message id>.dat`,
   and a name without a batch-file suffix gets `.dat` appended, so the file source reads it and
   rejects the name with its reasons (rejected/, beside the file): every message ends published or
-  rejected with reasons, none is left unread in the directory.
+  rejected with reasons, none is left unread in the directory. A name that is not UTF-8 (or not
+  printable) is such a name: it once raised while being measured and crash-looped the whole file
+  source (issue 16);
+- a message that cannot be downloaded as a file (not valid gzip, a chunk MESH will not give, a
+  header that cannot be read) is rejected by the intake itself: its reasons are written to
+  rejected/`mesh-<message id>.dat.reasons.json`, as the file source writes them, and it is
+  acknowledged at once, counted in `vaxflow_filesource_mesh_rejected_total{reason}`. It used to
+  end the poll with an error, so it was tried first again on every poll and blocked every message
+  behind it for ever (issue 16). Its bytes cannot be kept: they are not what the sender meant.
 
 MESH asks that an inbox be polled no more often than every five minutes
 (`VAXFLOW_FILESOURCE_MESH_POLL_SECONDS`, default 300).
@@ -30,16 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from prometheus_client import Counter
 
-from workers.base.mesh.client import MeshClient, MeshConfig
+from topics.headers import printable
+from workers.base.mesh.client import MeshClient, MeshConfig, MeshPermanentError
 from workers.base.mesh.settings import mailbox_config
 from workers.base.private_files import write_private
 from workers.base.settings import Settings, SettingsError
+from workers.filesource.records import REJECTED_DIR, RejectedFile, file_reason
 
 log = logging.getLogger("vaxflow.filesource.mesh")
 
 MESSAGES = Counter("vaxflow_filesource_mesh_messages_total", "MESH intake messages by outcome", ["outcome"])
+REJECTED_MESSAGES = Counter(
+    "vaxflow_filesource_mesh_rejected_total", "MESH intake messages rejected as undecodable and acknowledged",
+    ["reason"],
+)
 
 # Outcomes of one message in one poll (also the metric's label values).
 WRITTEN: Final = "written"  # into the directory under its own name
@@ -47,6 +62,11 @@ RENAMED: Final = "renamed"  # into the directory under a safe name (local_name)
 ALREADY_THERE: Final = "already_there"  # its copy, written before a restart, still waits to be read
 WAITING: Final = "waiting"  # another file of its name waits to be read: tried again next poll
 ACKNOWLEDGED: Final = "acknowledged"  # the file source has finished with its file
+REJECTED: Final = "rejected"  # undecodable: its reasons in rejected/, acknowledged at once
+
+# Rules of an intake rejection (in its reasons, and the metric's reason label).
+UNDECODABLE: Final = "mesh.undecodable"  # MESH refused the download, or it is not valid gzip
+UNREADABLE_HEADER: Final = "mesh.header"  # a mex-* header that cannot be read
 
 _SUFFIXES: Final = (".csv", ".dat")
 
@@ -67,10 +87,10 @@ def local_name(filename: str | None, message_id: str) -> str:
     name = filename or ""
     unsafe = (
         not name
+        or not name.isprintable()  # also a name of non-UTF-8 bytes (surrogate escapes)
         or name in (".", "..")
         or name.startswith(".")
         or any(c in name for c in "/\\\x00")
-        or any(ord(c) < 32 for c in name)
         or len(name.encode()) > 200
     )
     if unsafe:
@@ -104,7 +124,14 @@ class MeshIntake:
         for message_id in await self._mesh.inbox():
             if message_id in self._pending:
                 continue
-            meta, data = await self._mesh.download(message_id)
+            try:
+                meta, data = await self._mesh.download(message_id)
+            except MeshPermanentError as exc:  # a transient error still ends the poll: tried again
+                await self._reject(report, message_id, UNDECODABLE, f"MESH message could not be downloaded: {exc}")
+                continue
+            except ValueError as exc:  # e.g. a chunk count MESH passed on that is no number
+                await self._reject(report, message_id, UNREADABLE_HEADER, f"unreadable MESH header: {exc}")
+                continue
             name = local_name(meta.filename, message_id)
             target = self._directory / name
             if target.exists():
@@ -120,8 +147,21 @@ class MeshIntake:
             self._pending[message_id] = name
             self._count(report, message_id, WRITTEN if name == meta.filename else RENAMED)
             log.info("intake message handed to the file source",
-                     extra={"message_id": message_id, "file": name, "bytes": len(data), "sender": meta.sender})
+                     extra={"message_id": message_id, "file": name, "bytes": len(data), "sender": meta.sender,
+                            "mex_filename": printable(meta.filename or "")})
         return report
+
+    async def _reject(self, report: IntakeReport, message_id: str, rule: str, message: str) -> None:
+        """Write the message's reasons to rejected/ (durably), then acknowledge it (module docstring)."""
+        name = local_name(None, message_id)
+        note = RejectedFile(file_name=name, sha256="", reasons=[file_reason(rule, printable(message)[:1000])])
+        target = self._directory / REJECTED_DIR / f"{name}.reasons.json"
+        await asyncio.to_thread(write_private, target, msgspec.json.format(msgspec.json.encode(note)) + b"\n")
+        await self._mesh.acknowledge(message_id)
+        REJECTED_MESSAGES.labels(rule).inc()
+        self._count(report, message_id, REJECTED)
+        log.warning("undecodable intake message rejected and acknowledged",
+                    extra={"message_id": message_id, "rule": rule, "reasons_file": target.name})
 
     @staticmethod
     def _count(report: IntakeReport, message_id: str, outcome: str) -> None:

@@ -641,7 +641,9 @@ class MeshClient:
 def _inbox_message(message_id: str, headers: Mapping[str, str]) -> InboxMessage:
     mex = {k.lower(): v for k, v in headers.items() if k.lower().startswith("mex-")}
     declared = mex.get("mex-chunk-range", "").rpartition(":")[2] or mex.get("mex-total-chunks", "")
-    total = int(declared) if declared.strip().isdigit() else 1
+    declared = declared.strip()
+    # isdigit() alone takes '²', which int() refuses: one odd header crash-looped a reader (issue 16)
+    total = int(declared) if declared.isascii() and declared.isdigit() and len(declared) <= 6 else 1
     return InboxMessage(
         message_id=mex.get("mex-messageid", message_id),
         message_type=mex.get("mex-messagetype", "DATA"),
