@@ -11,7 +11,8 @@ from typing import Final
 
 # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011); 5: replication from
 # settings, writers/readers per worker principal for ACLs (0017); 6: ready keyed by batch key so a
-# key's files keep window order, the batcher's identity changelog, the batcher writes rejected (0018)
+# key's files keep window order, the batcher's identity changelog, the batcher writes rejected, acks
+# carry unreadable acknowledgements (kind `unreadable`, optional `content`) (0018)
 CATALOGUE_VERSION: Final[int] = 6
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
@@ -130,7 +131,8 @@ ACKS = TopicSpec(
     name="vaccination.acks",
     partitions=3,
     key="batch file name",
-    value="AckOutcome: per-file (InfAck) and per-row (BusAck) outcomes linked to origins",
+    value="AckOutcome: per-file (InfAck) and per-row (BusAck) outcomes linked to origins; kind"
+    " `unreadable` (with the bytes) for an acknowledgement that could not be read",
     producers=("ackreader",),
     consumers=("ops", "sender feedback"),
     retention_ms=30 * DAY_MS,
