@@ -23,9 +23,11 @@ import argparse
 import base64
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from typing import Any
 
 from schemas.batchfile import assemble_file, render_values
 from schemas.columns import COLUMNS
+from schemas.fastpath import FAST_ROWS
 from schemas.filenames import FileNameError, parse_batch_file_name, part_file_name
 from schemas.permissions import Permissions, default_permissions
 from schemas.record import Reason
@@ -57,27 +60,37 @@ class Judged:
     vaccine_type: str
     ods: str
     data: bytes | None  # None: the raw values cannot be written into a UTF-8 file at all
-    inconsistent: bool  # validate_event / the Python path disagreed with validate_event_row
+    path_differs: str  # "" or which other entry point disagreed with the Python row path
 
 
 def judge_vaxflow(event: dict[str, Any], permissions: Permissions, now: datetime) -> Judged:
+    """The Python rules decide (they are the rule table's one source); the others are cross-checks.
+
+    validate_event must agree on accept/reject, and the compiled fast path (when installed) must
+    give the same row. A compiled module built from other sources than these rules (the venv is
+    shared) shows up here as a difference, not as a changed table.
+    """
     raw = json.dumps(event, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    fast = validate_event_row(raw, permissions=permissions, now=now)
-    slow = validate_event_row(raw, permissions=permissions, now=now, native=False)
+    python = validate_event_row(raw, permissions=permissions, now=now, native=False)
+    native = validate_event_row(raw, permissions=permissions, now=now)
     full = validate_event(raw, permissions=permissions, now=now)
-    inconsistent = fast != slow or isinstance(fast, list) != isinstance(full, list)
-    if not isinstance(fast, list):
-        vaccine_type, ods, row = fast
-        return Judged(True, "", vaccine_type, ods, assemble_file([row]), inconsistent)
+    differs = []
+    if native != python:
+        differs.append("compiled fast path")
+    if isinstance(full, list) != isinstance(python, list):
+        differs.append("validate_event")
+    if not isinstance(python, list):
+        vaccine_type, ods, row = python
+        return Judged(True, "", vaccine_type, ods, assemble_file([row]), "+".join(differs))
     record = event.get("record", {})
     values = [str(record.get(column, "")) for column in COLUMNS]
     try:
         data: bytes | None = assemble_file([render_values(values)])
     except UnicodeEncodeError:
         data = None
-    reasons = ",".join(sorted({r.rule for r in fast if isinstance(r, Reason)}))
+    reasons = ",".join(sorted({r.rule for r in python if isinstance(r, Reason)}))
     vaccine_type, ods = str(event.get("vaccine_type", "")), str(event.get("sender_ods", ""))
-    return Judged(False, reasons, vaccine_type, ods, data, inconsistent)
+    return Judged(False, reasons, vaccine_type, ods, data, "+".join(differs))
 
 
 def _safe_example(column: str, mutation: str, value: str) -> str:
@@ -112,8 +125,8 @@ class _Pending:
 
 def build_row_cases(
     rng: random.Random, permissions: Permissions, now: datetime, n_events: int, bases: int
-) -> tuple[list[_Pending], int, int]:
-    """Every row input with vaxflow's verdict: (cases, skipped as unwritable, inconsistent)."""
+) -> tuple[list[_Pending], int, Counter[tuple[str, str, str]]]:
+    """Every row input with vaxflow's verdict: (cases, skipped as unwritable, where entry points differ)."""
     events = [make_event(rng, permissions=permissions, now=now) for _ in range(n_events)]
     pending = [
         _Pending(GENERATED, "", "generated", "", e["record"], judge_vaxflow(e, permissions, now)) for e in events
@@ -127,8 +140,8 @@ def build_row_cases(
                 judged = judge_vaxflow(event, permissions, now)
                 pending.append(_Pending(MUTATED, mutation.column, mutation.name, value, record, judged))
     skipped = sum(1 for p in pending if p.judged.data is None)
-    inconsistent = sum(1 for p in pending if p.judged.inconsistent)
-    return [p for p in pending if p.judged.data is not None], skipped, inconsistent
+    differing = Counter((p.judged.path_differs, p.column, p.mutation) for p in pending if p.judged.path_differs)
+    return [p for p in pending if p.judged.data is not None], skipped, differing
 
 
 def name_cases(rng: random.Random, permissions: Permissions, count: int) -> list[tuple[str, str, bool]]:
@@ -177,7 +190,7 @@ def run(args: argparse.Namespace) -> Tally:
     now = datetime.now(UTC).replace(microsecond=0)
     rng = random.Random(args.seed)
     started = time.monotonic()
-    pending, skipped, inconsistent = build_row_cases(rng, permissions, now, args.events, args.bases)
+    pending, skipped, differing = build_row_cases(rng, permissions, now, args.events, args.bases)
     requests = (
         {
             "id": i,
@@ -213,22 +226,32 @@ def run(args: argparse.Namespace) -> Tally:
         why = _oneline(verdict.reason)[:160]
         tally.add(Case(NAMES, "(file name)", label, ok, verdict.accept, "", why, ascii(name)))
     elapsed = time.monotonic() - started
-    print(tally.text())
-    print(
-        f"\nnow={now.isoformat()} seed={args.seed} events={args.events} bases={args.bases} names={args.names}: "
-        f"{len(pending)} rows judged, {skipped} skipped (not writable as UTF-8), "
-        f"{inconsistent} where validate_event / the Python path disagreed with validate_event_row; "
-        f"{elapsed:.1f} s"
+    summary = (
+        f"vaxflow {_commit()}, NHS England {args.nhs_commit or _commit(args.nhs_repo)}; "
+        f"now {now:%Y-%m-%d %H:%M:%S} UTC, seed {args.seed}, "
+        f"{args.events} events, {args.bases} bases per mutation, {args.names} vaxflow names; {elapsed:.1f} s. "
+        f"{len(pending)} rows judged, {skipped} not writable as UTF-8 (skipped). Compiled fast path "
+        f"{'installed' if FAST_ROWS is not None else 'not installed'}; entry points that disagreed with the "
+        f"Python rules: {sum(differing.values())} inputs."
     )
+    print(tally.text())
+    print()
+    print(summary)
+    for (which, column, mutation), count in sorted(differing.items()):
+        print(f"  {which} differs: {column or '(event)'} / {mutation}: {count}")
     if args.write_docs:
-        header = (
-            f"Run at {now:%Y-%m-%d %H:%M} UTC, seed {args.seed}, {args.events} events, "
-            f"{args.bases} bases per mutation, "
-            f"{args.names} vaxflow names; {elapsed:.0f} s. validate_event and the Python path disagreed with "
-            f"validate_event_row on {inconsistent} inputs; {skipped} inputs were not writable as UTF-8.\n\n"
-        )
-        write_between_markers(Path(args.write_docs), header + tally.markdown())
+        write_between_markers(Path(args.write_docs), summary + "\n\n" + tally.markdown())
     return tally
+
+
+def _commit(repo: Path | None = None) -> str:
+    """The short commit of `repo` (vaxflow's own checkout when None), for the record of a run."""
+    command = ["git", "rev-parse", "--short=8", "HEAD"]
+    try:
+        found = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "commit unknown"
+    return found.stdout.strip()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -243,6 +266,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bases", type=int, default=4, help="generated NEW events each mutation is applied to")
     parser.add_argument("--names", type=int, default=400, help="vaxflow file names (each also mutated 11 ways)")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--nhs-commit", help="the NHS commit to report, when --nhs-repo is an export without .git")
     parser.add_argument("--write-docs", metavar="PATH", help="write the table between the markers in PATH")
     parser.add_argument("--log", metavar="PATH", help="append the NHS runner's stderr here")
     parser.add_argument(
