@@ -13,6 +13,7 @@ from schemas.columns import COLUMNS
 from schemas.permissions import default_permissions
 from vaxflow.dev.conformance import nhs_side
 from vaxflow.dev.conformance.__main__ import _safe_example, _scrub, judge_vaxflow, name_cases
+from vaxflow.dev.conformance.explain import explain
 from vaxflow.dev.conformance.mutations import (
     IDEOGRAPHIC_SPACE,
     NBSP,
@@ -117,8 +118,27 @@ def test_tally_counts_per_source_and_groups_disagreements_by_column_and_mutation
     markdown = tally.markdown()
     for result in Outcome:
         assert result.value in markdown
-    assert "| PERSON_DOB | year-0999 | 1 | (accepted) | validator: bad date | year-0999 |" in markdown
+    assert "| PERSON_DOB | year-0999 | 1 | validator: bad date | year-0999 |" in markdown
     assert "value '01'" in tally.text()
+
+
+def test_refusals_are_grouped_by_mutation_and_rule_with_an_explanation() -> None:
+    tally = Tally()
+    for column in ("SITE_CODE", "BATCH_NUMBER"):
+        tally.add(Case("m", column, "trailing-space", False, True, f"{column}.whitespace", "", "'x '"))
+    tally.add(Case("m", "PERSON_DOB", "iso-unpadded", False, True, "PERSON_DOB.format", "", "iso-unpadded"))
+    markdown = tally.markdown(explain)
+    assert "| trailing-space | *.whitespace | BATCH_NUMBER, SITE_CODE | 2 | 'x ' | 0003 " in markdown
+    assert (
+        "| iso-unpadded | PERSON_DOB.format | PERSON_DOB | 1 | iso-unpadded | NOT EXPLAINED (PERSON_DOB.format) |"
+        in (markdown)
+    )
+
+
+def test_explanations_point_at_decision_0003_and_flag_the_unexplained() -> None:
+    assert explain("DOSE_SEQUENCE.format").startswith("0003 Stricter than the receiver")
+    assert explain("UNIQUE_ID.max_length").startswith("0003 Length caps")
+    assert explain("RECORDED_DATE.format") == "NOT EXPLAINED (RECORDED_DATE.format)"
 
 
 def test_an_empty_disagreement_column_says_none() -> None:

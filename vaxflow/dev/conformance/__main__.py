@@ -36,11 +36,13 @@ from typing import Any
 
 from schemas.batchfile import assemble_file, render_values
 from schemas.columns import COLUMNS
+from schemas.extended import extended_file_name, is_extended_file_name, parse_extended_file_name
 from schemas.fastpath import FAST_ROWS
 from schemas.filenames import FileNameError, parse_batch_file_name, part_file_name
 from schemas.permissions import Permissions, default_permissions
 from schemas.record import Reason
 from schemas.validate import validate_event, validate_event_row
+from vaxflow.dev.conformance.explain import explain
 from vaxflow.dev.conformance.mutations import PATIENT_COLUMNS, all_mutations, mutated_records
 from vaxflow.dev.conformance.nhs import Verdict, judge, setup_venv
 from vaxflow.dev.conformance.tally import Case, Outcome, Tally, write_between_markers
@@ -177,9 +179,37 @@ def name_cases(rng: random.Random, permissions: Permissions, count: int) -> list
     return out
 
 
+def extended_name_cases(rng: random.Random, permissions: Permissions, count: int) -> list[tuple[str, str, bool]]:
+    """(mutation, name, vaxflow accepts) for extended-attribute file names (COVID only, as there)."""
+    senders = [ods for ods in sorted(permissions.grants) if permissions.letters(ods, "COVID")]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    out: list[tuple[str, str, bool]] = []
+    for i in range(count):
+        ods = senders[i % len(senders)]
+        name = extended_file_name(ods, start + timedelta(seconds=rng.randrange(2 * 365 * 86400)))
+        stem, ext = name.rsplit(".", 1)
+        for label, variant in (
+            ("vaxflow extended name", name),
+            ("extended lowercase", name.lower()),
+            ("extended ext .ctl", f"{stem}.ctl"),
+            ("extended version v2", name.replace("_v1_", "_v2_")),
+            ("extended suffix 02", f"{stem[:-2]}02.{ext}"),
+        ):
+            out.append((label, variant, _vaxflow_name_ok(variant, permissions)))
+    return out
+
+
 def _vaxflow_name_ok(name: str, permissions: Permissions) -> bool:
+    """vaxflow's own reading of a name: its parser, then the sender's permission for the type.
+
+    Extended-attribute files need C, U and D for COVID (spec digest section a).
+    """
+    ods_codes = frozenset(permissions.grants)
     try:
-        parsed = parse_batch_file_name(name, ods_codes=frozenset(permissions.grants))
+        if is_extended_file_name(name):
+            parsed = parse_extended_file_name(name, ods_codes=ods_codes)
+            return permissions.letters(parsed.ods_code, "COVID") >= {"C", "U", "D"}
+        parsed = parse_batch_file_name(name, ods_codes=ods_codes)
     except FileNameError:
         return False
     return bool(permissions.letters(parsed.ods_code, parsed.vaccine_type))
@@ -218,7 +248,7 @@ def run(args: argparse.Namespace) -> Tally:
                 _safe_example(p.column, p.mutation, p.value),
             )
         )
-    names = name_cases(rng, permissions, args.names)
+    names = name_cases(rng, permissions, args.names) + extended_name_cases(rng, permissions, args.names // 4)
     name_requests = ({"id": i, "name": name} for i, (_, name, _) in enumerate(names))
     name_verdicts = judge(args.venv, args.nhs_repo, "names", name_requests, stderr_log=log)
     for i, (label, name, ok) in enumerate(names):
@@ -240,7 +270,7 @@ def run(args: argparse.Namespace) -> Tally:
     for (which, column, mutation), count in sorted(differing.items()):
         print(f"  {which} differs: {column or '(event)'} / {mutation}: {count}")
     if args.write_docs:
-        write_between_markers(Path(args.write_docs), summary + "\n\n" + tally.markdown())
+        write_between_markers(Path(args.write_docs), summary + "\n\n" + tally.markdown(explain))
     return tally
 
 
@@ -263,7 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--setup-venv", action="store_true", help="create the venv and install its packages first")
     parser.add_argument("--python", default="python3.11", help="interpreter for --setup-venv (the receiver's 3.11)")
     parser.add_argument("--events", type=int, default=3000, help="generated events")
-    parser.add_argument("--bases", type=int, default=4, help="generated NEW events each mutation is applied to")
+    parser.add_argument("--bases", type=int, default=12, help="generated NEW events each mutation is applied to")
     parser.add_argument("--names", type=int, default=400, help="vaxflow file names (each also mutated 11 ways)")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--nhs-commit", help="the NHS commit to report, when --nhs-repo is an export without .git")

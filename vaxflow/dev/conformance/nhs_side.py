@@ -19,8 +19,10 @@ both have top-level `constants` and `models` modules):
   conversion to FHIR Immunization), the message round-trips through simplejson as on their
   Kinesis stream, and then their ImmunizationValidator (pre-validators, the fhir.resources R4B
   model, post-validators) runs, except for DELETE, which their forwarder does not validate.
-- names: a request {"id", "name"}: their is_file_in_directory_root, validate_batch_file_key and
-  validate_vaccine_type_permissions.
+- names: a request {"id", "name"}: their is_file_in_directory_root, then as their
+  file_name_processor dispatches: validate_batch_file_key and validate_vaccine_type_permissions,
+  or for names starting with their extended-attributes prefix validate_extended_attributes_file_key
+  and validate_permissions_for_extended_attributes_files.
 
 The reply is {"id", "accept": bool, "stage": str, "reason": str}.
 
@@ -141,17 +143,25 @@ class _Rows:
 class _Names:
     def __init__(self) -> None:
         files = importlib.import_module("file_validation")
+        permissions = importlib.import_module("supplier_permissions")
         self.in_root = files.is_file_in_directory_root
         self.validate_key = files.validate_batch_file_key
-        self.validate_permissions = importlib.import_module("supplier_permissions").validate_vaccine_type_permissions
+        self.validate_permissions = permissions.validate_vaccine_type_permissions
+        self.extended_prefix = importlib.import_module("constants").EXTENDED_ATTRIBUTES_FILE_PREFIX
+        self.validate_extended_key = files.validate_extended_attributes_file_key
+        self.validate_extended_permissions = permissions.validate_permissions_for_extended_attributes_files
 
     def judge(self, request: dict[str, Any]) -> tuple[bool, str, str]:
         name = str(request["name"])
         if not self.in_root(name):
             return False, "root", "not in the bucket root"
         try:
-            vaccine_type, supplier = self.validate_key(name)
-            self.validate_permissions(vaccine_type, supplier)
+            if name.startswith(self.extended_prefix):  # their dispatch: the extended-attributes family
+                vaccine_type, ods = self.validate_extended_key(name)
+                self.validate_extended_permissions(vaccine_type, ods)
+            else:
+                vaccine_type, supplier = self.validate_key(name)
+                self.validate_permissions(vaccine_type, supplier)
         except Exception as error:
             return False, "file-name", _short(error)
         return True, "file-name", ""

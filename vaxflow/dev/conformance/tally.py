@@ -8,6 +8,7 @@ class explained in decision 0003.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -85,26 +86,58 @@ class Tally:
         out.append(("all", sum(every), *every))
         return out  # type: ignore[return-value]
 
-    def markdown(self) -> str:
+    def markdown(self, explain: Callable[[str], str] | None = None) -> str:
+        """The table, then each disagreement column broken down.
+
+        vaxflow-only acceptances are listed per column and mutation (each one is a bug to fix).
+        vaxflow-only refusals are grouped by mutation and vaxflow's rule, with the columns it
+        hit, and `explain` (rule ids -> text) fills an explanation column.
+        """
         header = "| inputs | judged | " + " | ".join(o.value for o in Outcome) + " |"
         lines = [header, "|---|---:|" + "---:|" * len(Outcome)]
         for source, total, *four in self.rows():
             lines.append(f"| {source} | {total} | " + " | ".join(str(n) for n in four) + " |")
-        for result in (Outcome.VAXFLOW_ONLY_ACCEPTS, Outcome.VAXFLOW_ONLY_REJECTS):
-            lines += ["", f"**{result.value}**, by column and mutation ({self.total(result)} cases):", ""]
-            classes = self.classes.get(result, {})
-            if not classes:
-                lines.append("None.")
-                continue
-            lines.append("| column | mutation | cases | vaxflow rule | NHS England outcome | example |")
-            lines.append("|---|---|---:|---|---|---|")
-            for (column, mutation), found in sorted(classes.items()):
-                rule = ", ".join(r for r, _ in found.vaxflow_reasons.most_common(2)) or "(accepted)"
-                lines.append(
-                    f"| {column} | {_cell(mutation)} | {found.count} | {_cell(rule)} | "
-                    f"{_cell(found.nhs_reason) or '(accepted)'} | {_cell(found.example)} |"
-                )
+        lines += ["", *self._accepts_markdown(), "", *self._rejects_markdown(explain)]
         return "\n".join(lines)
+
+    def _accepts_markdown(self) -> list[str]:
+        result = Outcome.VAXFLOW_ONLY_ACCEPTS
+        lines = [f"**{result.value}** ({self.total(result)} cases):", ""]
+        classes = self.classes.get(result, {})
+        if not classes:
+            return [*lines, "None."]
+        lines += ["| column | mutation | cases | NHS England's refusal | example |", "|---|---|---:|---|---|"]
+        for (column, mutation), found in sorted(classes.items()):
+            cells = (column, mutation, str(found.count), found.nhs_reason, found.example)
+            lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+        return lines
+
+    def _rejects_markdown(self, explain: Callable[[str], str] | None) -> list[str]:
+        result = Outcome.VAXFLOW_ONLY_REJECTS
+        lines = [f"**{result.value}** ({self.total(result)} cases):", ""]
+        classes = self.classes.get(result, {})
+        if not classes:
+            return [*lines, "None."]
+        groups: dict[tuple[str, str], list[tuple[str, _Class]]] = defaultdict(list)
+        for (column, mutation), found in sorted(classes.items()):
+            groups[mutation, ",".join(sorted({_suffix(r) for r in found.vaxflow_reasons}))].append((column, found))
+        lines += [
+            "| mutation | vaxflow rule | columns | cases | example | why (decision 0003) |",
+            "|---|---|---|---:|---|---|",
+        ]
+        for (mutation, suffixes), members in sorted(groups.items()):
+            rules = ",".join(sorted({r for _, found in members for r in found.vaxflow_reasons}))
+            shown = rules if len(members) == 1 else ",".join(f"*.{s}" for s in suffixes.split(","))
+            cells = (
+                mutation,
+                shown,
+                ", ".join(column for column, _ in members),
+                str(sum(found.count for _, found in members)),
+                next((found.example for _, found in members if found.example), ""),
+                explain(rules) if explain else "",
+            )
+            lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+        return lines
 
     def text(self) -> str:
         width = max(len(o.value) for o in Outcome)
@@ -120,6 +153,10 @@ class Tally:
                     f"  e.g. {found.example}"
                 )
         return "\n".join(lines)
+
+
+def _suffix(rule: str) -> str:
+    return rule.partition(".")[2]
 
 
 def _cell(text: str) -> str:
