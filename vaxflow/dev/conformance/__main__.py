@@ -43,7 +43,7 @@ from schemas.permissions import Permissions, default_permissions
 from schemas.record import Reason
 from schemas.validate import validate_event, validate_event_row
 from vaxflow.dev.conformance.explain import explain
-from vaxflow.dev.conformance.mutations import PATIENT_COLUMNS, all_mutations, mutated_records
+from vaxflow.dev.conformance.mutations import PATIENT_COLUMNS, all_mutations, clock_mutations, mutated_records
 from vaxflow.dev.conformance.nhs import Verdict, judge, setup_venv
 from vaxflow.dev.conformance.tally import Case, Outcome, Tally, write_between_markers
 from vaxflow.dev.samples import make_event
@@ -134,7 +134,7 @@ def build_row_cases(
         _Pending(GENERATED, "", "generated", "", e["record"], judge_vaxflow(e, permissions, now)) for e in events
     ]
     news = [e for e in events if e["record"]["ACTION_FLAG"].upper() == "NEW"]
-    for mutation in all_mutations():
+    for mutation in (*all_mutations(), *clock_mutations(now)):
         for base in rng.sample(news, min(bases, len(news))):
             for _, record in mutated_records(base["record"], (mutation,)):
                 event = {**base, "record": record}
@@ -217,7 +217,8 @@ def _vaxflow_name_ok(name: str, permissions: Permissions) -> bool:
 
 def run(args: argparse.Namespace) -> Tally:
     permissions = default_permissions()
-    now = datetime.now(UTC).replace(microsecond=0)
+    fixed = args.now is not None
+    now = args.now or datetime.now(UTC).replace(microsecond=0)
     rng = random.Random(args.seed)
     started = time.monotonic()
     pending, skipped, differing = build_row_cases(rng, permissions, now, args.events, args.bases)
@@ -231,7 +232,7 @@ def run(args: argparse.Namespace) -> Tally:
         for i, p in enumerate(pending)
     )
     log = Path(args.log) if args.log else None
-    verdicts = judge(args.venv, args.nhs_repo, "rows", requests, stderr_log=log)
+    verdicts = judge(args.venv, args.nhs_repo, "rows", requests, now=now if fixed else None, stderr_log=log)
     tally = Tally()
     for i, p in enumerate(pending):
         verdict = verdicts.get(i, Verdict(False, "missing", "no answer from the NHS runner"))
@@ -258,7 +259,8 @@ def run(args: argparse.Namespace) -> Tally:
     elapsed = time.monotonic() - started
     summary = (
         f"vaxflow {_commit()}, NHS England {args.nhs_commit or _commit(args.nhs_repo)}; "
-        f"now {now:%Y-%m-%d %H:%M:%S} UTC, seed {args.seed}, "
+        f"now {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({'fixed on both sides' if fixed else 'both clocks'}), "
+        f"seed {args.seed}, "
         f"{args.events} events, {args.bases} bases per mutation, {args.names} vaxflow names; {elapsed:.1f} s. "
         f"{len(pending)} rows judged, {skipped} not writable as UTF-8 (skipped). Compiled fast path "
         f"{'installed' if FAST_ROWS is not None else 'not installed'}; entry points that disagreed with the "
@@ -284,6 +286,13 @@ def _commit(repo: Path | None = None) -> str:
     return found.stdout.strip()
 
 
+def _instant(text: str) -> datetime:
+    instant = datetime.fromisoformat(text)
+    if instant.utcoffset() is None:
+        raise argparse.ArgumentTypeError("--now needs an offset, e.g. +00:00")
+    return instant
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m vaxflow.dev.conformance", description=__doc__.splitlines()[0])
     parser.add_argument("--nhs-repo", type=Path, required=True, help="work tree of NHSDigital/immunisation-fhir-api")
@@ -296,6 +305,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bases", type=int, default=12, help="generated NEW events each mutation is applied to")
     parser.add_argument("--names", type=int, default=400, help="vaxflow file names (each also mutated 11 ways)")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument(
+        "--now",
+        type=_instant,
+        help="fix both sides' clock (ISO 8601 with offset), e.g. 2025-07-15T23:30:00+00:00 for the BST hour",
+    )
     parser.add_argument("--nhs-commit", help="the NHS commit to report, when --nhs-repo is an export without .git")
     parser.add_argument("--write-docs", metavar="PATH", help="write the table between the markers in PATH")
     parser.add_argument("--log", metavar="PATH", help="append the NHS runner's stderr here")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 from schemas.columns import COLUMNS
+from schemas.dates import LONDON
 
 Mutate = Callable[[str], str | None]
 
@@ -212,6 +213,33 @@ SNOMED: Final[tuple[tuple[str, Mutate], ...]] = (
     ("navu", _const("NAVU")),
     ("letters", _const("abc")),
 )
+
+
+def clock_mutations(now: datetime) -> tuple[Mutation, ...]:
+    """Dates and date-times at the edge of "not in the future", relative to the run's `now`.
+
+    London's and UTC's dates differ between 23:00 and 24:00 UTC in summer; run with such a `now`
+    (--now) to see whether a date equal to London's today is still taken by the receiver.
+    """
+    london = now.astimezone(LONDON).date()
+    utc = now.astimezone(UTC).date()
+    dates = (
+        ("today-london", london.strftime("%Y%m%d")),
+        ("today-utc", utc.strftime("%Y%m%d")),
+        ("tomorrow-london", (london + timedelta(days=1)).strftime("%Y%m%d")),
+    )
+    instants = (
+        ("now-minus-1s", now - timedelta(seconds=1)),
+        ("now-plus-60s", now + timedelta(seconds=60)),
+    )
+    found = [
+        Mutation(column, name, _const(value)) for column in ("PERSON_DOB", "RECORDED_DATE") for name, value in dates
+    ]
+    found += [
+        Mutation("DATE_AND_TIME", name, _const(t.astimezone(UTC).strftime("%Y%m%dT%H%M%S") + "00"))
+        for name, t in instants
+    ]
+    return tuple(found)
 
 
 def column_mutations(column: str) -> tuple[Mutation, ...]:

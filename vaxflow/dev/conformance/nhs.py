@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -46,7 +47,13 @@ def setup_venv(venv: Path, python: str = sys.executable) -> None:
 
 
 def judge(
-    venv: Path, nhs_repo: Path, mode: str, requests: Iterable[dict[str, Any]], *, stderr_log: Path | None = None
+    venv: Path,
+    nhs_repo: Path,
+    mode: str,
+    requests: Iterable[dict[str, Any]],
+    *,
+    now: datetime | None = None,
+    stderr_log: Path | None = None,
 ) -> dict[int, Verdict]:
     """Send every request (each with an int "id") to a fresh runner; its verdicts by id.
 
@@ -55,6 +62,8 @@ def judge(
     """
     log = stderr_log.open("ab") if stderr_log else subprocess.DEVNULL
     command = [str(venv / "bin" / "python"), str(RUNNER), "--nhs-repo", str(nhs_repo), "--mode", mode]
+    if now is not None:
+        command += ["--now", now.isoformat()]
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8"
     ) as process:

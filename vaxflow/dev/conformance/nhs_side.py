@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -79,6 +80,27 @@ def _hashes(repo: Path, env: str) -> dict[str, dict[str, str]]:
         "supplier_permissions": {e["supplier"]: json.dumps(e["permissions"]) for e in suppliers if "permissions" in e},
         "ods_code_to_supplier": {ods: e["supplier"] for e in suppliers for ods in e.get("ods_codes", [])},
     }
+
+
+def _freeze_clock(instant: datetime) -> None:
+    """Make their "not in the future" check read `instant` instead of the host clock.
+
+    Their pre-validators call datetime.now() (naive: the host's local time, UTC on their Lambda
+    hosts) or datetime.now(tz). The module's `datetime` name is replaced by a subclass whose now()
+    answers from `instant`; isinstance checks against it still accept ordinary datetimes.
+    """
+    module = importlib.import_module("common.models.utils.pre_validator_utils")
+
+    class _Meta(type):
+        def __instancecheck__(cls, obj: object) -> bool:
+            return isinstance(obj, datetime)
+
+    class _Frozen(datetime, metaclass=_Meta):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return instant.astimezone(tz) if tz else instant.astimezone(UTC).replace(tzinfo=None)
+
+    setattr(module, "datetime", _Frozen)  # noqa: B010
 
 
 def _short(error: BaseException) -> str:
@@ -172,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nhs-repo", required=True, type=Path)
     parser.add_argument("--mode", choices=("rows", "names"), required=True)
     parser.add_argument("--permissions-env", default="prod", help="config/<env>/permissions_config.json")
+    parser.add_argument("--now", help="ISO instant with offset: their clock for 'not in the future' (default: host)")
     args = parser.parse_args(argv)
     lambdas = args.nhs_repo / "lambdas"
     own = "recordprocessor" if args.mode == "rows" else "filenameprocessor"
@@ -183,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     hashes = _hashes(args.nhs_repo, args.permissions_env)
     setattr(importlib.import_module("common.redis_client"), "redis_client", _MemoryRedis(hashes))  # noqa: B010
     judge = (_Rows(hashes) if args.mode == "rows" else _Names()).judge
+    if args.now and args.mode == "rows":
+        _freeze_clock(datetime.fromisoformat(args.now))
     logging.disable(logging.CRITICAL)
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
