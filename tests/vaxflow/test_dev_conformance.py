@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import types
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from vaxflow.dev.conformance.mutations import (
     IDEOGRAPHIC_SPACE,
     NBSP,
     all_mutations,
+    clock_mutations,
     column_mutations,
     mutated_records,
 )
@@ -211,3 +214,22 @@ def test_nhs_side_lookup_tables_are_built_from_the_repository_config(tmp_path: P
 def test_runner_replies_are_read_by_id() -> None:
     lines = ['{"id": 2, "accept": false, "stage": "validator", "reason": "x"}\n']
     assert dict(_read(lines))[2].reason == "x"
+
+
+def test_clock_mutations_straddle_the_bst_hour() -> None:
+    found = {(m.column, m.name): m.mutate("") for m in clock_mutations(datetime(2025, 7, 15, 23, 30, tzinfo=UTC))}
+    assert found["RECORDED_DATE", "today-london"] == "20250716"
+    assert found["PERSON_DOB", "today-utc"] == "20250715"
+    assert found["DATE_AND_TIME", "now-plus-60s"] == "20250715T23310000"
+
+
+def test_the_nhs_clock_is_frozen_without_breaking_isinstance(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("common.models.utils.pre_validator_utils")
+    fake.datetime = datetime  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "common.models.utils.pre_validator_utils", fake)
+    instant = datetime(2025, 7, 15, 23, 30, tzinfo=UTC)
+    nhs_side._freeze_clock(instant)
+    frozen = fake.datetime
+    assert frozen.now() == datetime(2025, 7, 15, 23, 30)  # naive: the host's UTC, as on their Lambda
+    assert frozen.now(UTC) == instant
+    assert isinstance(datetime(2020, 1, 1), frozen)
