@@ -1,7 +1,7 @@
 """Differential harness: vaxflow's validation beside NHS England's receiver code (issue 18).
 
     python -m vaxflow.dev.conformance --nhs-repo /tmp/nhs-fhir-api [--setup-venv] [--events 3000]
-        [--seed 18] [--bases 4] [--write-docs docs/conformance.md]
+        [--bases 12] [--names 400] [--seed 18] [--now ISO] [--write-docs docs/conformance.md]
 
 A development tool, not a CI dependency: it needs a local copy of the public
 NHSDigital/immunisation-fhir-api repository and a venv for their code (docs/conformance.md).
@@ -10,11 +10,11 @@ Inputs: `--events` generated events (vaxflow.dev.samples.make_event, seeded), th
 single-field mutation of every column (mutations.py) applied to `--bases` generated events
 each, then file names (vaxflow's own, from the batcher's naming, and mutated ones).
 
-vaxflow's side is validate_event_row, the function the validator runs: for an accepted event NHS
-England sees the canonical row vaxflow would write, in a file written as vaxflow writes one; for a
-refused event it sees the raw values in the same file layout (what a receiver would have had
-to judge if vaxflow had passed the event on). validate_event and the Python path
-(native=False) must agree with it; any difference is counted and printed as a harness failure.
+vaxflow's side is validate_event_row with the Python rules, the function the validator runs: for
+an accepted event NHS England sees the canonical row vaxflow would write, in a file written as
+vaxflow writes one; for a refused event it sees the raw values in the same file layout (what the
+receiver would have judged had vaxflow passed the event on). validate_event, the compiled fast
+path and check-file's row path must agree with it; differences are counted and printed.
 """
 
 from __future__ import annotations
@@ -31,17 +31,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from schemas.batchfile import assemble_file, render_values
+from schemas.batchfile import assemble_file, read_file, render_values
 from schemas.columns import COLUMNS
+from schemas.delimited import TableError
 from schemas.extended import extended_file_name, is_extended_file_name, parse_extended_file_name
 from schemas.fastpath import FAST_ROWS
 from schemas.filenames import FileNameError, parse_batch_file_name, part_file_name
 from schemas.permissions import Permissions, default_permissions
 from schemas.record import Reason
-from schemas.validate import validate_event, validate_event_row
+from schemas.validate import validate_event, validate_event_row, validate_record
 from vaxflow.dev.conformance.explain import explain
 from vaxflow.dev.conformance.mutations import PATIENT_COLUMNS, all_mutations, clock_mutations, mutated_records
 from vaxflow.dev.conformance.nhs import Verdict, judge, setup_venv
@@ -81,18 +83,41 @@ def judge_vaxflow(event: dict[str, Any], permissions: Permissions, now: datetime
         differs.append("compiled fast path")
     if isinstance(full, list) != isinstance(python, list):
         differs.append("validate_event")
-    if not isinstance(python, list):
-        vaccine_type, ods, row = python
-        return Judged(True, "", vaccine_type, ods, assemble_file([row]), "+".join(differs))
     record = event.get("record", {})
     values = [str(record.get(column, "")) for column in COLUMNS]
     try:
-        data: bytes | None = assemble_file([render_values(values)])
+        raw_file: bytes | None = assemble_file([render_values(values)])
     except UnicodeEncodeError:
-        data = None
+        raw_file = None
+    if raw_file is not None and _check_file_accepts(raw_file, event, permissions, now) != (
+        not isinstance(python, list)
+    ):
+        differs.append("check-file rows")
+    if not isinstance(python, list):
+        vaccine_type, ods, row = python
+        return Judged(True, "", vaccine_type, ods, assemble_file([row]), "+".join(differs))
+    data = raw_file
     reasons = ",".join(sorted({r.rule for r in python if isinstance(r, Reason)}))
     vaccine_type, ods = str(event.get("vaccine_type", "")), str(event.get("sender_ods", ""))
     return Judged(False, reasons, vaccine_type, ods, data, "+".join(differs))
+
+
+def _check_file_accepts(data: bytes, event: dict[str, Any], permissions: Permissions, now: datetime) -> bool:
+    """`vaxflow check-file`'s row path (read_file with validate_record) on the raw values as a file.
+
+    The type and sender are the event's, upper-cased as a file name would carry them.
+    """
+    validator = partial(validate_record, permissions=permissions, now=now)
+    try:
+        parsed = read_file(
+            data,
+            vaccine_type=str(event.get("vaccine_type", "")).upper(),
+            sender_ods=str(event.get("sender_ods", "")).upper(),
+            validator=validator,
+        )
+    except TableError:
+        return False
+    return all(not row.reasons for row in parsed.rows) and len(parsed.rows) == 1
 
 
 def _safe_example(column: str, mutation: str, value: str) -> str:
