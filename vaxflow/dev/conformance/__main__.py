@@ -257,7 +257,8 @@ def run(args: argparse.Namespace) -> Tally:
         for i, p in enumerate(pending)
     )
     log = Path(args.log) if args.log else None
-    verdicts = judge(args.venv, args.nhs_repo, "rows", requests, now=now if fixed else None, stderr_log=log)
+    nhs_now = args.nhs_now or (now if fixed else None)
+    verdicts = judge(args.venv, args.nhs_repo, "rows", requests, now=nhs_now, stderr_log=log)
     tally = Tally()
     for i, p in enumerate(pending):
         verdict = verdicts.get(i, Verdict(False, "missing", "no answer from the NHS runner"))
@@ -284,7 +285,8 @@ def run(args: argparse.Namespace) -> Tally:
     elapsed = time.monotonic() - started
     summary = (
         f"vaxflow {_commit()}, NHS England {args.nhs_commit or _commit(args.nhs_repo)}; "
-        f"now {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({'fixed on both sides' if fixed else 'both clocks'}), "
+        f"now {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({'fixed' if fixed else 'the clock'})"
+        f"{f', NHS England judging at {args.nhs_now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC' if args.nhs_now else ''}, "
         f"seed {args.seed}, "
         f"{args.events} events, {args.bases} bases per mutation, {args.names} vaxflow names; {elapsed:.1f} s. "
         f"{len(pending)} rows judged, {skipped} not writable as UTF-8 (skipped). Compiled fast path "
@@ -334,6 +336,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--now",
         type=_instant,
         help="fix both sides' clock (ISO 8601 with offset), e.g. 2025-07-15T23:30:00+00:00 for the BST hour",
+    )
+    parser.add_argument(
+        "--nhs-now",
+        type=_instant,
+        help="NHS England's clock, when it judges later than vaxflow validates (e.g. after an upload is held)",
     )
     parser.add_argument("--nhs-commit", help="the NHS commit to report, when --nhs-repo is an export without .git")
     parser.add_argument("--write-docs", metavar="PATH", help="write the table between the markers in PATH")

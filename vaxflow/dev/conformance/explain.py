@@ -12,20 +12,22 @@ from typing import Final
 
 _ADR: Final = "0003"
 
-# By rule suffix (the part after the field name), for every column.
+# By rule suffix (the part after the field name), for every column. The texts name sections of
+# decision 0003 as they read before and after issue 18's rule changes.
 _BY_RULE: Final[dict[str, str]] = {
-    "whitespace": f"{_ADR} Normalise, never guess / Forbidden characters: whitespace at either end is refused",
+    "whitespace": f"{_ADR} whitespace at either end of a value is refused (' 1' could be 1 or a lost 10)",
     "control_char": f"{_ADR} Forbidden characters, everywhere: every value is written into a line of a file",
-    "max_length": f"{_ADR} Length caps (255 free text, 100 BATCH_NUMBER); issue 18 asks to keep only caps that protect",
+    "max_length": f"{_ADR} Length caps",
+    "year": f"{_ADR} Years before 1000: sentinels; written as YYYYMMDD the receiver would refuse them",
 }
 
 # By full rule id, where one column's format rule is deliberately narrower than the receiver.
 _BY_FIELD_RULE: Final[dict[str, str]] = {
-    "DOSE_SEQUENCE.format": f"{_ADR} Stricter than the receiver: exactly one ASCII digit 1-9 (its int() takes more)",
-    "DOSE_AMOUNT.format": f"{_ADR} Stricter than the receiver: a non-negative plain ASCII decimal",
+    "DOSE_SEQUENCE.format": f"{_ADR} Stricter than the receiver: digits its int() reads that no producer means",
+    "DOSE_AMOUNT.format": f"{_ADR} Stricter than the receiver: numbers its Decimal() reads that no producer means",
     "NHS_NUMBER.format": f"{_ADR} Stricter than the receiver: ten ASCII digits (isdigit alone takes other scripts)",
     "DATE_AND_TIME.offset": f"{_ADR} DATE_AND_TIME: instants where London was neither +00:00 nor +01:00 are refused",
-    "DATE_AND_TIME.format": f"{_ADR} DATE_AND_TIME: fractional seconds and offsets other than Z/±hh:mm are refused",
+    "DATE_AND_TIME.format": f"{_ADR} DATE_AND_TIME suffix = offset: the forms listed there as refused",
 }
 
 
