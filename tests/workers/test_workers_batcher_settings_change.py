@@ -12,32 +12,46 @@ rows matched to the events sent (support.placement), and no file name may repeat
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
+from aiokafka import TopicPartition
 from pipeline_support import TaskWorker
 from support.placement import SentLoad
 from support.topics import ensure
 from support.workers import wait_for
 from test_workers_pipeline import check_placed, outcome, pipeline_settings, rejected_values
 
+from schemas.batchfile import render_row
 from schemas.filenames import parse_batch_file_name
+from schemas.permissions import default_permissions
 from schemas.pipeline import BatcherState, ReadyFile
+from schemas.record import Record
+from schemas.validate import validate_record
+from topics import headers as h
 from topics.catalogue import BATCHER_STATE, VALID
 from vaxflow.dev.loadgen import generate, produce
+from vaxflow.dev.samples import make_valid_record
+from workers.base.kafka import idempotent_producer
 from workers.base.settings import Settings
 from workers.base.state_store import load_state
-from workers.batcher.saved_state import STATE_VERSION
+from workers.batcher.saved_state import STATE_VERSION, StateFormatError
+from workers.batcher.windows import DueFile, PartitionWindows
+from workers.batcher.worker import Batcher
 from workers.batcher.worker import run as run_batcher
 from workers.validator.worker import run as run_validator
 
 pytestmark = pytest.mark.integration
 
 DAY_MS = 86_400_000
+PERMISSIONS = default_permissions()
 
 
 def stamps(n: int, first_ms: int, span_ms: int) -> list[int]:
@@ -163,3 +177,123 @@ async def nothing_more(settings: Settings, seconds: float) -> None:
     await asyncio.sleep(seconds)
     files, rejected = await outcome(settings)
     assert len(files) + len(rejected) == before, "output arrived after every event was placed"
+
+
+async def test_an_index_state_of_10_s_windows_is_refused_under_daily_windows_then_migrated_with_its_length(
+    kafka_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A BatcherState saved before version 2 (window indexes, no length) by a run with 10 s windows:
+    a batcher with daily windows refuses it with a message naming the settings (it crash-looped on
+    `year 493805` before), and with VAXFLOW_BATCHER_STATE_WINDOW_SECONDS=10 it migrates it, saves
+    it as times at once, and puts late events of the closed window after every name it had."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=86400, grace_seconds=1)
+    await ensure(settings)
+    index = (int(time.time() * 1000) - 2 * DAY_MS) // 10_000  # a 10 s window two days ago, closed
+    old = BatcherState(partition=0, watermark=0, emitted=[], closed={"FLU|YGM41": index})
+    rows = [
+        render_row(msgspec.structs.replace(record, UNIQUE_ID=f"state-change-{i}")) for i, record in enumerate(valid(6))
+    ]
+    producer = idempotent_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic(BATCHER_STATE.name), msgspec.json.encode(old), key=b"0", partition=0
+        )
+        for i, row in enumerate(rows):  # late: inside the closed window
+            await producer.send_and_wait(
+                settings.topic(VALID.name), row, key=b"FLU|YGM41", partition=0,
+                timestamp_ms=index * 10_000 + 1000 * i, headers=[(h.ORIGIN, f"0:{i}".encode())],
+            )  # fmt: skip
+    finally:
+        await producer.stop()
+
+    refused = TaskWorker(run_batcher, settings).start()
+    await wait_for(lambda: refused.task is not None and refused.task.done(), 60, "the batcher to refuse the state")
+    with pytest.raises(StateFormatError, match="VAXFLOW_BATCHER_STATE_WINDOW_SECONDS"):
+        await refused.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "vaxflow.batcher" and r.levelname == "ERROR"]
+    assert any("VAXFLOW_WINDOW_SECONDS=86400" in m and "partition 0" in m for m in logged), logged
+    assert (await outcome(settings))[0] == []
+
+    told = settings.model_copy(update={"batcher_state_window_seconds": 10})
+    batcher = TaskWorker(run_batcher, told).start()
+    try:
+        await wait_for(partial(saved_as_times, told), 60, "the migrated state saved as times")
+        await wait_for(partial(rows_in_files, told, len(rows)), 60, "the late rows in a file")
+    finally:
+        await batcher.close()
+    [file] = (await outcome(told))[0]
+    assert file.rows == len(rows)
+    assert datetime.fromisoformat(file.window_end) - datetime.fromisoformat(file.window_start) == timedelta(days=1)
+    # named at the end of the closed 10 s window: after every name that window's run gave the key
+    assert named_at(file).timestamp() == (index + 1) * 10
+
+
+def valid(n: int) -> list[Record]:
+    out = []
+    for i in range(n):
+        record = validate_record("FLU", "YGM41", make_valid_record(random.Random(i), "FLU"), permissions=PERMISSIONS)
+        assert isinstance(record, Record), record
+        out.append(record)
+    return out
+
+
+async def saved_as_times(settings: Settings) -> bool:
+    state = await load_state(settings, settings.topic(BATCHER_STATE.name), 0, BatcherState)
+    return state is not None and state.version == STATE_VERSION and state.window_ms == 86_400_000
+
+
+async def rows_in_files(settings: Settings, n: int) -> bool:
+    return sum(f.rows for f in (await outcome(settings))[0]) >= n
+
+
+async def test_a_failure_after_a_partitions_files_are_due_leaves_no_emit_unawaited(
+    kafka_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's log had "coroutine 'Batcher.emit' was never awaited": the loop made each
+    partition's emit coroutine as it went, and a later partition's failure left the earlier ones
+    unawaited. Here partition 0's window is due and then the next partition's window check fails
+    in the same poll: the batcher must fail with that error, every emit it made awaited."""
+    settings = pipeline_settings(kafka_settings, tmp_path, window_seconds=2, grace_seconds=0)
+    await ensure(settings)
+    [row] = [render_row(msgspec.structs.replace(r, UNIQUE_ID="unawaited-0")) for r in valid(1)]
+    producer = idempotent_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic(VALID.name), row, key=b"FLU|YGM41", partition=0,
+            timestamp_ms=int(time.time() * 1000) - 3_600_000, headers=[(h.ORIGIN, b"0:0")],
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+
+    made: list[int] = []
+    awaited: list[int] = []
+    emit, due = Batcher.emit, PartitionWindows.due
+    files_due = asyncio.Event()
+
+    def counted_emit(self: Batcher, tp: TopicPartition, files: list[DueFile]) -> Coroutine[None, None, None]:
+        made.append(tp.partition)
+
+        async def run() -> None:
+            awaited.append(tp.partition)
+            await emit(self, tp, files)
+
+        return run()
+
+    def failing_due(self: PartitionWindows, wall_ms: int) -> list[DueFile]:
+        out = due(self, wall_ms)
+        if out:
+            files_due.set()
+        elif files_due.is_set():
+            raise ValueError("injected after another partition's files were due")
+        return out
+
+    monkeypatch.setattr(Batcher, "emit", counted_emit)
+    monkeypatch.setattr(PartitionWindows, "due", failing_due)
+    batcher = TaskWorker(run_batcher, settings).start()
+    await wait_for(lambda: batcher.task is not None and batcher.task.done(), 60, "the injected failure")
+    with pytest.raises(ValueError, match="injected"):
+        await batcher.close()
+    assert files_due.is_set()
+    assert made == awaited
