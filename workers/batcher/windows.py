@@ -184,26 +184,22 @@ class PartitionWindows:
     def _start(self, start_ms: int) -> datetime:
         return datetime.fromtimestamp(start_ms / 1000, tz=UTC)
 
-    def _first_part(self, start_ms: int, until_ms: int | None) -> int:
-        """The first part a window may take: the first whole second at or after `until_ms` (the
-        key's names below it may be taken), counted from the window's start; 0 when the window
-        starts there or later, as it always does while the window length stays the same."""
-        if until_ms is None or until_ms <= start_ms:
-            return 0
-        return -(-(until_ms - start_ms) // 1000)
-
-    def _window_for(self, vaccine_type: str, sender_ods: str, timestamp_ms: int) -> tuple[int, int]:
-        """(start ms, first part) of the window an event of the key at `timestamp_ms` goes to: its
-        own window, or for a late event (before the key's `closed_until`) the window holding
-        `closed_until`, never dropped and never under a name that may be taken."""
-        until = self.closed_until.get((vaccine_type, sender_ods))
-        at = timestamp_ms if until is None or timestamp_ms >= until else until
-        start = at - at % self.window_ms
-        first = self._first_part(start, until)
-        if first >= self.window_ms // 1000:  # no name of this window is left: the next one
-            start += self.window_ms
+    def _open(self, vaccine_type: str, sender_ods: str, start_ms: int, until_ms: int | None) -> Window:
+        """The window of the key starting at `start_ms`, opened now. Its first part is the first
+        whole second at or after `until_ms` (the key's names below it may be taken), counted from
+        its start: 0 when it starts there or later, as it always does while the window length stays
+        the same; after a change of length the window holding `until_ms` starts before it."""
+        first = 0 if until_ms is None or until_ms <= start_ms else -(-(until_ms - start_ms) // 1000)
+        if first >= self.window_ms // 1000:  # no name of this window is left (never for whole seconds)
+            start_ms += self.window_ms
             first = 0
-        return start, first
+            existing = self.windows.get((vaccine_type, sender_ods, start_ms))
+            if existing is not None:
+                return existing
+        window = Window(vaccine_type, sender_ods, start_ms)
+        window.parts_emitted = max(first, self.restored_parts.pop((vaccine_type, sender_ods, start_ms), 0))
+        self.windows[(vaccine_type, sender_ods, start_ms)] = window
+        return window
 
     def add(
         self, *, offset: int, timestamp_ms: int, origin: Origin, vaccine_type: str, sender_ods: str, row: bytes,
@@ -215,12 +211,14 @@ class PartitionWindows:
         if self.guard.already_emitted(offset):
             self.skipped += 1
             return []
-        start, first = self._window_for(vaccine_type, sender_ods, timestamp_ms)
+        # A late event (before the key's `closed_until`) goes to the window holding `closed_until`,
+        # never dropped and never under a name that may be taken.
+        until = self.closed_until.get((vaccine_type, sender_ods))
+        at = timestamp_ms if until is None or timestamp_ms >= until else until
+        start = at - at % self.window_ms
         window = self.windows.get((vaccine_type, sender_ods, start))
         if window is None:
-            window = Window(vaccine_type, sender_ods, start)
-            window.parts_emitted = max(first, self.restored_parts.pop((vaccine_type, sender_ods, start), 0))
-            self.windows[(vaccine_type, sender_ods, start)] = window
+            window = self._open(vaccine_type, sender_ods, start, until)
         window.offsets.append(offset)
         window.origins.append(origin)
         window.rows.append(row)
