@@ -12,6 +12,7 @@ rows matched to the events sent (support.placement), and no file name may repeat
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiokafka import TopicPartition
-from pipeline_support import TaskWorker
+from pipeline_support import ProcessWorker, TaskWorker, settings_env
 from support.placement import SentLoad
 from support.topics import ensure
 from support.workers import wait_for
@@ -214,6 +215,18 @@ async def test_an_index_state_of_10_s_windows_is_refused_under_daily_windows_the
     logged = [r.getMessage() for r in caplog.records if r.name == "vaxflow.batcher" and r.levelname == "ERROR"]
     assert any("VAXFLOW_WINDOW_SECONDS=86400" in m and "partition 0" in m for m in logged), logged
     assert (await outcome(settings))[0] == []
+    # As an operator runs it (a process, its supervisor restarting it): each attempt logs why.
+    log_file = tmp_path / "batcher.log"
+    process = ProcessWorker("batcher", settings_env(settings), log_file).start()
+    try:
+        await wait_for(lambda: len(refusals_logged(log_file)) >= 2, 90, "two refusals in the process's log")
+    finally:
+        process.terminate()
+    [*_, last] = refusals_logged(log_file)
+    print(f"\n[refused] {len(refusals_logged(log_file))} times; last log line: {last}")
+    assert "VAXFLOW_BATCHER_STATE_WINDOW_SECONDS" in str(last["msg"]), last
+    assert last["partition"] == 0, last
+    assert (await outcome(settings))[0] == []
 
     told = settings.model_copy(update={"batcher_state_window_seconds": 10})
     batcher = TaskWorker(run_batcher, told).start()
@@ -227,6 +240,13 @@ async def test_an_index_state_of_10_s_windows_is_refused_under_daily_windows_the
     assert datetime.fromisoformat(file.window_end) - datetime.fromisoformat(file.window_start) == timedelta(days=1)
     # named at the end of the closed 10 s window: after every name that window's run gave the key
     assert named_at(file).timestamp() == (index + 1) * 10
+
+
+def refusals_logged(log_file: Path) -> list[dict[str, object]]:
+    """The batcher process's JSON log lines that say it cannot read its saved state."""
+    lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+    found = [json.loads(line) for line in lines if line.startswith("{")]
+    return [line for line in found if "cannot read the saved batcher state" in str(line.get("msg"))]
 
 
 def valid(n: int) -> list[Record]:
