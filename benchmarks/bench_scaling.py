@@ -168,7 +168,11 @@ def window_costs(keys: int) -> tuple[float, float]:
         partition=0,
         watermark=10**9,
         emitted=[],
-        closed={f"{SEED_VACCINE_TYPES[i % 8]}|B{i // 8:05d}": 985_000_000 + i for i in range(keys)},
+        version=2,
+        window_ms=3_600_000,
+        closed_until={
+            f"{SEED_VACCINE_TYPES[i % 8]}|B{i // 8:05d}": 1_765_000_000_000 + i * 3_600_000 for i in range(keys)
+        },
     )
     empty = BatcherState(partition=0, watermark=10**9, emitted=[])
     return per_window, (len(msgspec.json.encode(state)) - len(msgspec.json.encode(empty))) / keys

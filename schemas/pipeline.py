@@ -93,15 +93,30 @@ class BatcherState(msgspec.Struct, frozen=True, kw_only=True):
     """Per valid-topic partition: everything below `watermark` is in a produced file, and so are
     the `emitted` ranges above it. Written in the same transaction as the files and the offsets,
     so after a crash or a replay the batcher skips exactly what it already put into files.
+
+    The window bookkeeping is kept as TIMES (epoch ms) from `version` 2 on, so that it means the
+    same under any VAXFLOW_WINDOW_SECONDS a later run has: version 1 kept window INDEXES in units
+    of the window length of the run that wrote it, and a run with another length read them as
+    windows millions of days away (issue 16). A version-1 state is migrated on load
+    (workers/batcher/saved_state.py); its `closed`/`parts` are never written again.
     """
 
     partition: int
     watermark: int
     emitted: list[tuple[int, int]]
     closed: dict[str, int] = msgspec.field(default_factory=dict)
-    """"TYPE|ODS" -> highest window index closed: late events go to a later window, never a sent name."""
+    """Version 1 only: "TYPE|ODS" -> highest window index closed (units of the writer's window length)."""
     parts: dict[str, int] = msgspec.field(default_factory=dict)
-    """"TYPE|ODS|index" -> parts already cut from a still-open window: the next part gets a new name."""
+    """Version 1 only: "TYPE|ODS|index" -> parts already cut from a still-open window."""
+    version: int = 1
+    """Format of the window bookkeeping: 1 = indexes (`closed`, `parts`), 2 = times (below)."""
+    window_ms: int = 0
+    """The window length in force when this state was written (0 in version 1, which did not say)."""
+    closed_until: dict[str, int] = msgspec.field(default_factory=dict)
+    """"TYPE|ODS" -> epoch ms: every file name of the key below this instant may be taken, so an event
+    older than it is late and goes to the window holding it, whose parts are named from it upward."""
+    open_parts: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    """"TYPE|ODS|start ms" -> (end ms, next part) of a still-open window that has cut early parts."""
 
 
 class ValidatorState(msgspec.Struct, frozen=True, kw_only=True):

@@ -96,7 +96,7 @@ def test_snapshot_restore_keeps_part_numbers_and_closed_windows() -> None:
     pw = windows(max_rows=1)
     add(pw, 0, 1000.0)  # cut as part 0 at once
     closed, parts = pw.snapshot()
-    assert parts == {"FLU|YGM41|100": 1}
+    assert parts == {"FLU|YGM41|1000000": (1010_000, 1)}  # start and end in epoch ms, next part
     fresh = windows(max_rows=1)
     fresh.restore(closed, parts)
     [due] = add(fresh, 1, 1000.5)  # type: ignore[misc]

@@ -1,10 +1,10 @@
 """The batcher's window rules across a restart (restore/snapshot), the byte cap and largest().
 
-A restarted batcher rebuilds each partition from its BatcherState: the replay guard, the highest
-window index closed per key (`closed`) and the part counts of windows that had cut early parts
-(`parts`). If either is lost, a late or re-read event reopens a window whose file names are taken,
-and the next name either repeats (the receiver refuses it) or overflows the window's seconds
-(window_slot raises, and the worker crash-loops on the same records).
+A restarted batcher rebuilds each partition from its BatcherState: the replay guard, the end of
+the last window closed per key (`closed_until`, epoch ms) and the next part of windows that had
+cut early parts (`open_parts`, by start ms). If either is lost, a late or re-read event reopens a
+window whose file names are taken, and the next name either repeats (the receiver refuses it) or
+overflows the window's seconds (window_slot raises, and the worker crash-loops on the same records).
 """
 
 from __future__ import annotations
@@ -40,12 +40,25 @@ def start(index: int) -> datetime:
     return datetime.fromtimestamp(index * W, tz=UTC)
 
 
+def end_ms(index: int) -> int:
+    """Epoch ms of the end of window `index` (of W seconds): what `closed_until` keeps."""
+    return (index + 1) * W * 1000
+
+
+def part_key(index: int, key: tuple[str, str] = KEY) -> str:
+    return f"{key[0]}|{key[1]}|{index * W * 1000}"
+
+
+def open_part(index: int, next_part: int) -> tuple[int, int]:
+    return (end_ms(index), next_part)
+
+
 # --- restoring closed windows -------------------------------------------------------------------
 
 
 def test_a_restored_closed_window_takes_no_more_events_they_go_to_the_next_one() -> None:
     pw = windows()
-    pw.restore({"FLU|YGM41": 100}, {})
+    pw.restore({"FLU|YGM41": end_ms(100)}, {})
     add(pw, 0, 1000.5)  # window 100: closed before the restart
     add(pw, 1, 995.0)  # window 99: older still
     add(pw, 2, 1000.5, ("RSV", "X8E5B"))  # another key: its window 100 was never closed
@@ -59,7 +72,7 @@ def test_a_restored_closed_window_takes_no_more_events_they_go_to_the_next_one()
 
 def test_restore_then_snapshot_gives_the_same_state_back() -> None:
     pw = windows()
-    closed, parts = {"FLU|YGM41": 100, "RSV|X8E5B": 7}, {"FLU|YGM41|101": 3}
+    closed, parts = {"FLU|YGM41": end_ms(100), "RSV|X8E5B": end_ms(7)}, {part_key(101): open_part(101, 3)}
     pw.restore(closed, parts)
     assert pw.snapshot() == (closed, parts)
 
@@ -70,7 +83,7 @@ def test_a_window_closed_before_a_restart_stays_closed_after_it() -> None:
     [first] = pw.due(wall_ms=1012_000)
     assert first.window_start == start(100)
     closed, parts = pw.snapshot()
-    assert closed == {"FLU|YGM41": 100}
+    assert closed == {"FLU|YGM41": end_ms(100)}
     fresh = windows(guard=ReplayGuard(watermark=1))  # type: ignore[arg-type]
     fresh.restore(closed, parts)
     add(fresh, 1, 1001.0)  # a late event of the closed window, read after the restart
@@ -84,7 +97,7 @@ def test_windows_closed_out_of_order_leave_the_highest_index_closed() -> None:
     add(pw, 1, 1005.0)  # then window 100, still open (stream time 1015 < 1010 + grace)
     files = pw.due(wall_ms=10**9)
     assert sorted(f.window_start for f in files) == [start(100), start(101)]
-    assert pw.closed_upto[KEY] == 101
+    assert pw.closed_until[KEY] == end_ms(101)
     add(pw, 2, 1015.0)  # late for window 101, which is closed: never reopened
     [late] = pw.due(wall_ms=10**9)
     assert late.window_start == start(102)
@@ -95,17 +108,17 @@ def test_windows_closed_out_of_order_leave_the_highest_index_closed() -> None:
 
 def test_a_restored_part_count_numbers_the_windows_next_parts() -> None:
     pw = windows(max_rows=1)
-    pw.restore({}, {"FLU|YGM41|100": 2})
+    pw.restore({}, {part_key(100): open_part(100, 2)})
     [due] = add(pw, 0, 1000.5)
     assert (due.window_start, due.part) == (start(100), 2)
-    assert pw.snapshot() == ({}, {"FLU|YGM41|100": 3})
+    assert pw.snapshot() == ({}, {part_key(100): open_part(100, 3)})
 
 
 def test_a_restored_part_count_lasts_until_its_window_would_have_closed() -> None:
     pw = windows()
-    pw.restore({}, {"FLU|YGM41|100": 2})
+    pw.restore({}, {part_key(100): open_part(100, 2)})
     assert pw.due(wall_ms=1011_999) == []  # window 100 ends at 1010 s, closes at 1012 s with grace
-    assert pw.snapshot() == ({}, {"FLU|YGM41|100": 2})
+    assert pw.snapshot() == ({}, {part_key(100): open_part(100, 2)})
     add(pw, 0, 1000.5)
     [due] = pw.due(wall_ms=1012_000)
     assert (due.window_start, due.part) == (start(100), 2)
@@ -113,29 +126,29 @@ def test_a_restored_part_count_lasts_until_its_window_would_have_closed() -> Non
 
 def test_a_restored_part_count_expires_with_its_window_and_closes_it() -> None:
     pw = windows()
-    pw.restore({}, {"FLU|YGM41|100": 2, "FLU|YGM41|101": 1})
+    pw.restore({}, {part_key(100): open_part(100, 2), part_key(101): open_part(101, 1)})
     assert pw.due(wall_ms=1012_000) == []  # exactly end + grace of window 100
-    assert pw.snapshot() == ({"FLU|YGM41": 100}, {"FLU|YGM41|101": 1})
+    assert pw.snapshot() == ({"FLU|YGM41": end_ms(100)}, {part_key(101): open_part(101, 1)})
     add(pw, 0, 1000.5)  # late for window 100: the next window, with its own restored count
     [due] = pw.due(wall_ms=1022_000)
     assert (due.window_start, due.part) == (start(101), 1)
-    assert pw.snapshot() == ({"FLU|YGM41": 101}, {})
+    assert pw.snapshot() == ({"FLU|YGM41": end_ms(101)}, {})
 
 
 def test_a_restored_part_count_expires_on_stream_time_too() -> None:
     pw = windows()
-    pw.restore({}, {"FLU|YGM41|100": 2})
+    pw.restore({}, {part_key(100): open_part(100, 2)})
     add(pw, 0, 1012.0, ("RSV", "X8E5B"))  # another key moves stream time to 1012 s
     pw.due(wall_ms=0)
     assert pw.snapshot()[1] == {}
-    assert pw.closed_upto[KEY] == 100
+    assert pw.closed_until[KEY] == end_ms(100)
 
 
 def test_an_expiring_part_count_never_lowers_a_restored_closed_index() -> None:
     pw = windows()
-    pw.restore({"FLU|YGM41": 102}, {"FLU|YGM41|100": 1})
+    pw.restore({"FLU|YGM41": end_ms(102)}, {part_key(100): open_part(100, 1)})
     pw.due(wall_ms=1012_000)
-    assert pw.closed_upto[KEY] == 102
+    assert pw.closed_until[KEY] == end_ms(102)
     add(pw, 0, 1025.0)  # window 102: closed
     [due] = pw.due(wall_ms=10**9)
     assert due.window_start == start(103)
@@ -196,7 +209,7 @@ def test_largest_cuts_the_window_holding_the_most_bytes() -> None:
 
 def test_largest_never_takes_a_windows_last_name() -> None:
     pw = windows(window_seconds=2)  # two names: one early part, one for the close
-    pw.restore({}, {"FLU|A|500": 1})
+    pw.restore({}, {"FLU|A|1000000": (1002_000, 1)})  # the 2 s window starting at 1000 s
     add(pw, 0, 1000.0, ("FLU", "A"), size=500)
     assert pw.largest() == []
     add(pw, 1, 1000.0, ("RSV", "B"), size=10)

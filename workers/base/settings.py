@@ -179,6 +179,11 @@ class WindowSettings(_VaxflowSettings):
 
     window_seconds: int = Field(default=3600, ge=1, description="Tumbling window length over ingestion time")
     grace_seconds: int = Field(default=60, ge=0)
+    batcher_state_window_seconds: int | None = Field(
+        default=None, ge=1,
+        description="The window length that wrote a batcher state saved in format 1 (indexes), when it "
+        "differs from window_seconds; read only to migrate such a state (workers/batcher/saved_state.py)",
+    )
     max_rows_per_file: int = Field(default=20000, ge=1)
     max_bytes_per_file: int = Field(default=16 * 1024 * 1024, ge=4096)
     max_buffered_events: int = Field(default=500_000, ge=1000, description="Backpressure bound per process")

@@ -25,12 +25,12 @@ class Window:
 
     vaccine_type: str
     sender_ods: str
-    index: int
+    start_ms: int  # epoch ms; the window ends start_ms + the partition's window length
     offsets: list[int] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
     rows: list[bytes] = field(default_factory=list)  # file rows, already rendered by the validator
     size: int = 0
-    parts_emitted: int = 0
+    parts_emitted: int = 0  # the next part's number = the second of the window that names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,12 @@ class ReplayGuard:
 
 
 class PartitionWindows:
-    """All open windows of one valid-topic partition, with its stream time."""
+    """All open windows of one valid-topic partition, with its stream time.
+
+    The bookkeeping that outlives a run (`closed_until`, `restored_parts`, saved as BatcherState
+    version 2) is in epoch ms, never in window indexes: a later run may have another window length,
+    grace or caps, and an index means nothing without the length that made it (issue 16).
+    """
 
     def __init__(
         self,
@@ -128,33 +133,73 @@ class PartitionWindows:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.guard = guard or ReplayGuard()
-        self.windows: dict[tuple[str, str, int], Window] = {}
-        self.closed_upto: dict[tuple[str, str], int] = {}  # key -> highest window index emitted
+        self.windows: dict[tuple[str, str, int], Window] = {}  # (type, ods, start ms) -> window
+        # key -> epoch ms below which the key's file names may be taken (the end of its last closed
+        # window): older events are late, and no part is ever named below it.
+        self.closed_until: dict[tuple[str, str], int] = {}
         self.stream_time_ms = 0
         self.position = self.guard.watermark  # next offset to read
         self.held = 0
         self.skipped = 0  # events add() left out as already in a file (replay), for the worker's metric
+        # (type, ods, start ms) -> next part of a window that cut parts before the restart
         self.restored_parts: dict[tuple[str, str, int], int] = {}
 
-    def restore(self, closed: dict[str, int], parts: dict[str, int]) -> None:
-        """Take back the window bookkeeping saved with the guard (see BatcherState)."""
-        for key, index in closed.items():
-            vt, _, ods = key.partition("|")
-            self.closed_upto[(vt, ods)] = index
-        for key, count in parts.items():
-            vt, ods, window_index = key.split("|")
-            self.restored_parts[(vt, ods, int(window_index))] = count
+    def restore(self, closed_until: dict[str, int], open_parts: dict[str, tuple[int, int]]) -> None:
+        """Take back the window bookkeeping saved with the guard (BatcherState version 2).
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
-        closed = {f"{vt}|{ods}": index for (vt, ods), index in self.closed_upto.items()}
-        parts = {f"{vt}|{ods}|{i}": n for (vt, ods, i), n in self.restored_parts.items()}
+        A saved open window that is not a window of the current length (the length changed) is
+        taken as closed at its end: its names are below `closed_until`, and its events not yet in
+        a file (read again from the watermark) are late, so they go to the window holding its end
+        under the current length, named from that end upward — never a name it may have used.
+        """
+        for key, until in closed_until.items():
+            vt, _, ods = key.partition("|")
+            self._close_until((vt, ods), until)
+        for key, (end_ms, next_part) in open_parts.items():
+            vt, ods, start = key.split("|")
+            start_ms = int(start)
+            if start_ms % self.window_ms == 0 and end_ms - start_ms == self.window_ms:
+                self.restored_parts[(vt, ods, start_ms)] = next_part
+            else:
+                self._close_until((vt, ods), end_ms)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """(closed_until, open_parts) as BatcherState version 2 keeps them."""
+        closed = {f"{vt}|{ods}": until for (vt, ods), until in self.closed_until.items()}
+        parts = {
+            f"{vt}|{ods}|{start}": (start + self.window_ms, n) for (vt, ods, start), n in self.restored_parts.items()
+        }
         parts.update(
-            {f"{vt}|{ods}|{i}": w.parts_emitted for (vt, ods, i), w in self.windows.items() if w.parts_emitted}
+            {
+                f"{vt}|{ods}|{start}": (start + self.window_ms, w.parts_emitted)
+                for (vt, ods, start), w in self.windows.items()
+                if w.parts_emitted
+            }
         )
         return closed, parts
 
-    def _start(self, index: int) -> datetime:
-        return datetime.fromtimestamp(index * self.window_ms / 1000, tz=UTC)
+    def _close_until(self, key: tuple[str, str], until_ms: int) -> None:
+        self.closed_until[key] = max(self.closed_until.get(key, until_ms), until_ms)
+
+    def _start(self, start_ms: int) -> datetime:
+        return datetime.fromtimestamp(start_ms / 1000, tz=UTC)
+
+    def _open(self, vaccine_type: str, sender_ods: str, start_ms: int, until_ms: int | None) -> Window:
+        """The window of the key starting at `start_ms`, opened now. Its first part is the first
+        whole second at or after `until_ms` (the key's names below it may be taken), counted from
+        its start: 0 when it starts there or later, as it always does while the window length stays
+        the same; after a change of length the window holding `until_ms` starts before it."""
+        first = 0 if until_ms is None or until_ms <= start_ms else -(-(until_ms - start_ms) // 1000)
+        if first >= self.window_ms // 1000:  # no name of this window is left (never for whole seconds)
+            start_ms += self.window_ms
+            first = 0
+            existing = self.windows.get((vaccine_type, sender_ods, start_ms))
+            if existing is not None:
+                return existing
+        window = Window(vaccine_type, sender_ods, start_ms)
+        window.parts_emitted = max(first, self.restored_parts.pop((vaccine_type, sender_ods, start_ms), 0))
+        self.windows[(vaccine_type, sender_ods, start_ms)] = window
+        return window
 
     def add(
         self, *, offset: int, timestamp_ms: int, origin: Origin, vaccine_type: str, sender_ods: str, row: bytes,
@@ -166,15 +211,14 @@ class PartitionWindows:
         if self.guard.already_emitted(offset):
             self.skipped += 1
             return []
-        index = timestamp_ms // self.window_ms
-        closed = self.closed_upto.get((vaccine_type, sender_ods))
-        if closed is not None and index <= closed:
-            index = closed + 1  # late: the key's next open window, never dropped
-        window = self.windows.get((vaccine_type, sender_ods, index))
+        # A late event (before the key's `closed_until`) goes to the window holding `closed_until`,
+        # never dropped and never under a name that may be taken.
+        until = self.closed_until.get((vaccine_type, sender_ods))
+        at = timestamp_ms if until is None or timestamp_ms >= until else until
+        start = at - at % self.window_ms
+        window = self.windows.get((vaccine_type, sender_ods, start))
         if window is None:
-            window = Window(vaccine_type, sender_ods, index)
-            window.parts_emitted = self.restored_parts.pop((vaccine_type, sender_ods, index), 0)
-            self.windows[(vaccine_type, sender_ods, index)] = window
+            window = self._open(vaccine_type, sender_ods, start, until)
         window.offsets.append(offset)
         window.origins.append(origin)
         window.rows.append(row)
@@ -195,7 +239,7 @@ class PartitionWindows:
         due = DueFile(
             vaccine_type=window.vaccine_type,
             sender_ods=window.sender_ods,
-            window_start=self._start(window.index),
+            window_start=self._start(window.start_ms),
             window_length=timedelta(milliseconds=self.window_ms),
             part=window.parts_emitted,
             offsets=window.offsets,
@@ -213,18 +257,17 @@ class PartitionWindows:
         """Close every window whose end plus grace has passed on stream time or the wall clock."""
         out: list[DueFile] = []
         horizon = max(self.stream_time_ms, wall_ms) - self.grace_ms
-        for vt, ods, index in list(self.restored_parts):
-            if (index + 1) * self.window_ms <= horizon:
-                del self.restored_parts[(vt, ods, index)]
-                self.closed_upto[(vt, ods)] = max(self.closed_upto.get((vt, ods), index), index)
+        for vt, ods, start in list(self.restored_parts):
+            if start + self.window_ms <= horizon:
+                del self.restored_parts[(vt, ods, start)]
+                self._close_until((vt, ods), start + self.window_ms)
         for key, window in list(self.windows.items()):
-            end_ms = (window.index + 1) * self.window_ms
+            end_ms = window.start_ms + self.window_ms
             if end_ms + self.grace_ms <= max(self.stream_time_ms, wall_ms):
                 if window.rows:
                     out.append(self._cut(window))
                 del self.windows[key]
-                pair = (window.vaccine_type, window.sender_ods)
-                self.closed_upto[pair] = max(self.closed_upto.get(pair, window.index), window.index)
+                self._close_until((window.vaccine_type, window.sender_ods), end_ms)
         return out
 
     def largest(self) -> list[DueFile]:

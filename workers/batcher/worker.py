@@ -47,6 +47,7 @@ from workers.batcher.archive import archive_path
 from workers.batcher.gauges import HELD_GAUGE, KEY_HELD_GAUGE, KEY_OPEN_GAUGE, OPEN_GAUGE
 from workers.batcher.identities import DUPLICATE, Entry, IdentityTable, Refusal
 from workers.batcher.identity_log import restore_all
+from workers.batcher.saved_state import STATE_VERSION, StateFormatError, bookkeeping
 from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offsets_to_ranges
 
 log = logging.getLogger("vaxflow.batcher")
@@ -166,6 +167,12 @@ class Batcher(PartitionState):
         # Wall-clock ms of each partition's last poll that brought records (see clock_for).
         self.records_at: dict[TopicPartition, int] = {}
         self.idle_ms = max(IDLE_BEFORE_WALL_CLOCK_MS, settings.grace_seconds * 1000)
+        # Partitions whose state was loaded in an older format: saved again (as times) at once, so
+        # that one run with the old window length converts every partition, quiet ones included.
+        self.unsaved: set[TopicPartition] = set()
+        # A saved state this run cannot read (saved_state.StateFormatError). Raised by the run loop:
+        # aiokafka only logs what the assignment callback raises, and the partition would stall unseen.
+        self.refusal: StateFormatError | None = None
 
     def clock_for(self, tp: TopicPartition, wall_ms: int, *, got_records: bool, at_end: bool) -> int:
         """The time `tp`'s windows close against: the wall clock once the partition is read to its
@@ -191,7 +198,18 @@ class Batcher(PartitionState):
             guard=guard,
         )
         if state is not None:
-            windows.restore(state.closed, state.parts)
+            try:
+                closed_until, open_parts = bookkeeping(
+                    state,
+                    window_seconds=self.settings.window_seconds,
+                    state_window_seconds=self.settings.batcher_state_window_seconds,
+                    now_ms=int(time.time() * 1000),
+                )
+            except StateFormatError as exc:
+                # The message names settings, a partition and a year, never an event's values.
+                log.error("cannot read the saved batcher state: %s", exc, extra={"partition": state.partition})
+                raise
+            windows.restore(closed_until, open_parts)
         return windows
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> list[DueFile]:
@@ -284,13 +302,15 @@ class Batcher(PartitionState):
             taken_out = [p.record.offset for p in poison] + [r.record.offset for r in repeats]
             windows.guard.add(offsets_to_ranges(sorted(taken_out)))
             windows.guard.advance(windows.low_watermark())
-        closed, parts = windows.snapshot()
+        closed_until, open_parts = windows.snapshot()
         state = BatcherState(
             partition=tp.partition,
             watermark=windows.guard.watermark,
             emitted=list(windows.guard.emitted),
-            closed=closed,
-            parts=parts,
+            version=STATE_VERSION,
+            window_ms=windows.window_ms,
+            closed_until=closed_until,
+            open_parts=open_parts,
         )
         async with Checkpoint(self.producers.producers[tp], group_id=self.group) as step:
             for f in files:
@@ -330,6 +350,7 @@ class Batcher(PartitionState):
                 )
             step.state(self.state_topic, _ENCODE.encode(state), key=str(tp.partition).encode(), partition=tp.partition)
             step.consumed({tp: windows.guard.watermark})
+        self.unsaved.discard(tp)
         for p in poison:  # counted once committed, as files are
             POISON.inc()
             log.warning(
@@ -389,7 +410,13 @@ class Batcher(PartitionState):
             await restore_all(self.settings, self.identities_topic, sorted(assigned), horizon_ms=self.horizon_ms)
         )
         for tp, state in (await load_states(self.settings, self.state_topic, assigned, BatcherState)).items():
-            self.partitions[tp] = self.new_windows(state)
+            try:
+                self.partitions[tp] = self.new_windows(state)
+            except StateFormatError as exc:
+                self.refusal = exc
+                continue
+            if state is not None and state.version < STATE_VERSION:
+                self.unsaved.add(tp)
             log.info(
                 "partition assigned",
                 extra={"partition": tp.partition, "watermark": state.watermark if state else None},
@@ -400,6 +427,7 @@ class Batcher(PartitionState):
             self.partitions.pop(tp, None)  # handed back: the new owner re-reads from the watermark
             self.poison.pop(tp, None)
             self.records_at.pop(tp, None)
+            self.unsaved.discard(tp)
             # uncommitted identities go with the windows; the next owner restores the committed ones
             self.identities.pop(tp, None)
             self.remembered.pop(tp, None)
@@ -460,13 +488,18 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         while not stop.is_set():
             paused = batcher.total_held() >= settings.max_buffered_events
             batch = {} if paused else await consumer.getmany(timeout_ms=500, max_records=settings.batcher_max_records)
+            if batcher.refusal is not None:
+                health.detail["reason"] = str(batcher.refusal)
+                raise batcher.refusal
             health.progress(busy=bool(batch) or batcher.total_held() > 0)
             async with batcher.producers.lock:
                 wall_ms = int(time.time() * 1000)
                 for tp, records in batch.items():
                     if not batcher.producers.is_ready(tp) and records:
                         rewind(consumer, tp, records[0].offset)
-                emits = []
+                # (partition, files) first, the emit coroutines only in the gather below: a coroutine
+                # made before a later partition's add/due raised was never awaited (issue 16).
+                emits: list[tuple[TopicPartition, list[DueFile]]] = []
                 for tp in list(batcher.partitions):
                     if not batcher.producers.is_ready(tp):
                         continue
@@ -477,10 +510,14 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
                     due.extend(batcher.partitions[tp].due(clock))
                     if paused and not due:
                         due.extend(batcher.partitions[tp].largest())
-                    if due or batcher.poison.get(tp) or batcher.repeats.get(tp):
-                        emits.append(batcher.emit(tp, due))
+                    if due or batcher.poison.get(tp) or batcher.repeats.get(tp) or tp in batcher.unsaved:
+                        emits.append((tp, due))
                 # one transaction per partition, on its own producer: let the commits overlap
-                await asyncio.gather(*emits)
+                # (every one ends, committed or aborted, before a failure of one ends the worker)
+                outcomes = await asyncio.gather(*(batcher.emit(tp, due) for tp, due in emits), return_exceptions=True)
+                for failure in outcomes:
+                    if isinstance(failure, BaseException):
+                        raise failure
                 if wall_ms - gauges_at >= 1000:
                     gauges_at = wall_ms
                     batcher.publish_gauges()
