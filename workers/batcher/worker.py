@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from schemas.batchfile import assemble_file, render_row
-from schemas.batchkey import decode_key, local_id_for
+from schemas.batchkey import decode_key, encode_key, local_id_for
 from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.filenames import part_file_name
@@ -249,7 +249,7 @@ class Batcher(PartitionState):
                 await step.produce(
                     self.ready_topic,
                     _ENCODE.encode(f),
-                    key=f.file_name.encode(),
+                    key=encode_key(f.vaccine_type, f.sender_ods),  # the batch key: one partition, window order
                     headers=[(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else [],
                 )
             for rec in poison:
