@@ -24,7 +24,7 @@ from fixtures_mesh import MeshSandboxHandle
 from support.workers import running
 
 from schemas.batchfile import render_file
-from schemas.batchkey import local_id_for
+from schemas.batchkey import encode_key, local_id_for
 from schemas.filenames import batch_file_name
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, SentReceipt
@@ -57,8 +57,6 @@ def pipeline_settings(
         "uploader_group": f"{namespace}-uploader",
         "upload_backoff_initial_seconds": 0.1,
         "upload_backoff_max_seconds": 0.5,
-        "upload_max_attempts": 5,
-        "upload_max_seconds": 30.0,
         "mesh_chunk_bytes": 5 * 1024 * 1024,
         "ack_poll_seconds": 0.3,
         "ack_match_grace_seconds": 30.0,
@@ -143,7 +141,8 @@ async def produce_ready(settings: Settings, files: Iterable[ReadyFile]) -> None:
     await producer.start()
     try:
         for f in files:
-            await producer.send_and_wait(settings.topic(READY.name), _ENCODE.encode(f), key=f.file_name.encode())
+            key = encode_key(f.vaccine_type, f.sender_ods)  # as the batcher writes it
+            await producer.send_and_wait(settings.topic(READY.name), _ENCODE.encode(f), key=key)
     finally:
         await producer.stop()
 

@@ -35,6 +35,7 @@ from support.topics import ensure
 from support.workers import wait_for
 
 from schemas.batchfile import read_file
+from schemas.batchkey import encode_key
 from schemas.permissions import default_permissions
 from schemas.pipeline import ReadyFile, decode_origin
 from schemas.validate import validate_record
@@ -60,7 +61,10 @@ def pipeline_settings(base: Settings, tmp_path: Path, **overrides: object) -> Se
 
 
 async def outcome(settings: Settings) -> tuple[list[ReadyFile], list[tuple[int, int]]]:
-    files = [_READY.decode(r.value or b"") for r in await read_all(settings, settings.topic(READY.name))]
+    records = await read_all(settings, settings.topic(READY.name))
+    files = [_READY.decode(r.value or b"") for r in records]
+    # Keyed by batch key, so one key's files share a ready partition in window order (issue 16).
+    assert [r.key for r in records] == [encode_key(f.vaccine_type, f.sender_ods) for f in files]
     rejected = [
         decode_origin(h.header(r.headers, h.ORIGIN) or b"")
         for r in await read_all(settings, settings.topic(REJECTED.name))

@@ -29,7 +29,8 @@ from mesh_pipeline_support import (
 from support.topics import ensure
 from support.workers import running, wait_for
 
-from schemas.pipeline import SentReceipt, UploadFailure
+from schemas.batchkey import encode_key
+from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure
 from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
 from vaxflow.dev.mesh_sandbox import MailboxRole
@@ -84,16 +85,17 @@ async def test_files_arrive_in_the_routed_mailbox_byte_identical(
     )
 
 
-async def test_files_of_one_partition_are_in_flight_together_and_each_sent_once(
+async def test_files_of_different_keys_in_one_partition_are_in_flight_together_and_each_sent_once(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = pipeline_settings(kafka, namespace, mesh_sandbox, uploader_concurrency=3)
     await ensure(settings)
     make = FileFactory()
-    files = [make.ready(t, 2) for t in ("RSV", "MMR", "HPV", "COVID") * 3]
+    # Twelve batch keys (files of one key go one after another, in order: keys overlap).
+    files = [make.ready(t, 2, ods=ods) for t in ("RSV", "MMR", "HPV", "COVID") for ods in ("YGA", "YGJ", "YGM41")]
     await produce_ready(settings, files)
     per_partition = Counter(r.partition for r in await read_topic(settings, READY.name, timeout=5))
-    assert max(per_partition.values()) >= 2  # some partition has several files to overlap
+    assert max(per_partition.values()) >= 2  # some partition has several keys to overlap
 
     real_send = MeshClient.send
     in_flight, most = 0, 0
@@ -343,7 +345,8 @@ async def test_dead_letters_are_redriven_after_the_routes_are_fixed_and_go_once(
     assert len(records) == 2
     for f in files:
         assert (receipts[f.file_name].local_id, receipts[f.file_name].origins) == (f.local_id, f.origins)
-    assert sorted(r.key.decode() for r in redriven) == sorted(f.file_name for f in files)
+    assert sorted(f.file_name for f in decoded(redriven, ReadyFile)) == sorted(f.file_name for f in files)
+    assert {r.key for r in redriven} == {encode_key(f.vaccine_type, f.sender_ods) for f in files}
     assert {h.header(r.headers, h.REDRIVE_COUNT) for r in redriven} == {b"1"}
 
     # A second redrive finds both files in the sent ledger and submits nothing; no new dead letter either.
@@ -359,8 +362,7 @@ async def test_files_wait_out_a_mesh_outage_and_then_go(
     kafka: KafkaHandle, namespace: str, mesh_sandbox: MeshSandboxHandle
 ) -> None:
     settings = pipeline_settings(
-        kafka, namespace, mesh_sandbox, upload_max_attempts=1000, upload_max_seconds=300,
-        upload_backoff_initial_seconds=0.2, upload_backoff_max_seconds=1.0,
+        kafka, namespace, mesh_sandbox, upload_backoff_initial_seconds=0.2, upload_backoff_max_seconds=1.0,
     )
     await ensure(settings)
     make = FileFactory()

@@ -1,5 +1,5 @@
-"""The uploader's pure decisions (workers/uploader/outcomes.py): which ready files may be in flight
-together, the refusal it records, and the origin header a ready record's outcome carries."""
+"""The uploader's pure decisions (workers/uploader/outcomes.py): the refusal it records, and the
+origin header a ready record's outcome carries (which files go together: test_workers_uploader_lanes.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from schemas.pipeline import ReadyFile
-from workers.uploader.outcomes import UploadRefused, next_group, origin_headers, origin_value
+from workers.uploader.outcomes import UploadRefused, origin_headers, origin_value
 
 ORIGIN = "vaxflow.origin"
 
@@ -28,28 +28,6 @@ def ready(origins: list[tuple[int, int]]) -> ReadyFile:
         window_start="2025-01-01T09:00:00Z", window_end="2025-01-01T09:05:00Z", part=1, rows=len(origins),
         content=b"", origins=origins, valid_ranges=[], local_id="vxf-0",
     )
-
-
-def keys(group: list[ConsumerRecord[bytes, bytes]]) -> list[tuple[bytes | None, int]]:
-    return [(rec.key, rec.offset) for rec in group]
-
-
-def test_a_group_is_up_to_size_records_from_start() -> None:
-    records = [record(b"f%d" % i, i) for i in range(6)]
-    assert keys(next_group(records, 0, 3)) == [(b"f0", 0), (b"f1", 1), (b"f2", 2)]
-    assert keys(next_group(records, 2, 3)) == [(b"f2", 2), (b"f3", 3), (b"f4", 4)]
-    assert keys(next_group(records, 4, 3)) == [(b"f4", 4), (b"f5", 5)]  # fewer left than size
-    assert keys(next_group(records, 0, 1)) == [(b"f0", 0)]
-    assert next_group(records, 6, 3) == []
-
-
-def test_a_group_stops_before_a_second_copy_of_a_file() -> None:
-    records = [record(b"a", 0), record(b"b", 1), record(b"a", 2), record(b"c", 3)]
-    assert keys(next_group(records, 0, 4)) == [(b"a", 0), (b"b", 1)]
-    # the next group starts at the copy, which may go with what follows it
-    assert keys(next_group(records, 2, 4)) == [(b"a", 2), (b"c", 3)]
-    # two records without a key are two copies of the same (absent) name
-    assert keys(next_group([record(None, 0), record(None, 1)], 0, 2)) == [(None, 0)]
 
 
 def test_an_upload_refusal_keeps_what_mesh_said() -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from schemas.permissions import default_permissions
-from workers.base.mesh.client import MeshPermanentError, MeshTransientError
+from workers.base.mesh.client import MeshPermanentError, MeshTLSError, MeshTransientError, retry_after_seconds
 from workers.base.settings import Settings
 from workers.uploader.outcomes import local_id_generation
-from workers.uploader.retry import upload_retrying
+from workers.uploader.retry import RETRY_AFTER_CEILING, upload_retrying
 from workers.uploader.routes import NoRouteError, RoutesError, load_routes, parse_routes
 
 # ------------------------------------------------------------------------------------ routes
@@ -77,52 +76,98 @@ def test_local_id_generations() -> None:
 # ------------------------------------------------------------------------------------ backoff
 
 
-async def _run(settings: Settings, fail: Exception, *, work_seconds: float = 0.0) -> tuple[int, list[float]]:
-    """Attempts made and waits requested, without actually sleeping (unless work takes time)."""
+async def _run(
+    settings: Settings, failures: list[Exception], *, then: Exception | None = None
+) -> tuple[int, list[float]]:
+    """Attempts made and waits requested, without sleeping: each attempt raises the next of
+    `failures`; after them it raises `then` (a permanent refusal) or succeeds."""
     waits: list[float] = []
     attempts = 0
 
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    async def upload() -> None:
-        nonlocal attempts
-        async for attempt in upload_retrying(settings, sleep=record):
-            with attempt:
-                attempts += 1
-                if work_seconds:
-                    await asyncio.sleep(work_seconds)
-                raise fail
-
-    with pytest.raises(type(fail)):
-        await upload()
+    async for attempt in upload_retrying(settings, sleep=record):
+        with attempt:
+            attempts += 1
+            if attempts <= len(failures):
+                raise failures[attempts - 1]
+            if then is not None:
+                raise then
     return attempts, waits
 
 
-async def test_transient_failures_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
-    settings = Settings(upload_max_attempts=7, upload_backoff_initial_seconds=0.5, upload_backoff_max_seconds=4.0)
-    runs = [await _run(settings, MeshTransientError("down", status=503)) for _ in range(30)]
+async def test_transient_failures_are_retried_for_as_long_as_they_last() -> None:
+    """No attempt or time bound: 2,000 failures in a row (a night of MESH away at a 60 s cap), then
+    the file goes. The waits follow capped exponential backoff with full jitter."""
+    settings = Settings(upload_backoff_initial_seconds=0.5, upload_backoff_max_seconds=4.0)
+    runs = [await _run(settings, [MeshTransientError("down", status=503)] * 2000) for _ in range(5)]
     for attempts, waits in runs:
-        assert attempts == 7  # bounded by attempts, the last error re-raised as itself
-        assert len(waits) == 6
+        assert attempts == 2001
+        assert len(waits) == 2000
         for n, wait in enumerate(waits, start=1):
-            assert 0 <= wait <= min(4.0, 0.5 * 2 ** (n - 1))  # full jitter under the exponential ceiling
-    # Jitter: the same attempt waits differently across files; the ceiling does grow.
-    assert len({round(w[5], 6) for _, w in runs}) > 20
-    assert max(w[5] for _, w in runs) > 2.0
+            assert 0 <= wait <= min(4.0, 0.5 * 2 ** min(n - 1, 30))  # full jitter under the exponential ceiling
+        assert max(waits) > 3.0  # the ceiling does grow to the cap
+        assert sum(waits) / len(waits) == pytest.approx(2.0, rel=0.1)  # uniform in [0, cap]: mean cap / 2
+    # Jitter: the same attempt waits differently across files.
+    assert len({round(w[10], 6) for _, w in runs}) == len(runs)
+
+
+async def test_a_connection_failure_is_retried_like_a_5xx() -> None:
+    failures: list[Exception] = [MeshTransientError("POST /outbox failed: ClientConnectorError: refused"),
+                                 MeshTransientError("GET /tracking failed: TimeoutError"),
+                                 MeshTransientError("POST /outbox", status=429)]
+    attempts, waits = await _run(Settings(), failures)
+    assert (attempts, len(waits)) == (4, 3)
+
+
+async def test_retry_after_is_honoured_as_a_floor_and_bounded_by_the_ceiling() -> None:
+    settings = Settings(upload_backoff_initial_seconds=0.1, upload_backoff_max_seconds=1.0)
+    failures: list[Exception] = [
+        MeshTransientError("busy", status=429, retry_after=30.0),
+        MeshTransientError("down", status=503),  # no Retry-After: our own backoff again
+        MeshTransientError("down", status=503, retry_after=0.0),  # "now": no shorter than our own
+        MeshTransientError("busy", status=429, retry_after=10 * RETRY_AFTER_CEILING),
+    ]
+    _, waits = await _run(settings, failures)
+    assert waits[0] == 30.0
+    assert 0 <= waits[1] <= 0.2
+    assert 0 <= waits[2] <= 0.4
+    assert waits[3] == RETRY_AFTER_CEILING
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Sat, 05 Dec 2026 06:02:00 GMT", 120.0),  # an HTTP-date two minutes after `now`
+        ("Sat, 05 Dec 2026 05:00:00 GMT", 0.0),  # already past: retry now
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("-5", None),
+    ],
+)
+def test_retry_after_header_is_read_as_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 12, 5, 6, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds(header, now=now) == seconds
 
 
 async def test_permanent_failures_are_not_retried() -> None:
-    attempts, waits = await _run(Settings(), MeshPermanentError(417, '{"errorCode": "12"}'))
-    assert (attempts, waits) == (1, [])
+    refusal = MeshPermanentError(417, '{"errorCode": "12"}')
+    with pytest.raises(MeshPermanentError):
+        await _run(Settings(), [], then=refusal)
+    with pytest.raises(MeshPermanentError):  # after transient failures too, at once
+        await _run(Settings(upload_backoff_initial_seconds=0.01), [MeshTransientError("x", status=502)] * 3,
+                   then=refusal)
 
 
-async def test_retries_are_bounded_by_time_as_well() -> None:
-    settings = Settings(
-        upload_max_attempts=1000, upload_max_seconds=0.5,
-        upload_backoff_initial_seconds=0.01, upload_backoff_max_seconds=0.02,
-    )
-    started = time.monotonic()
-    attempts, _ = await _run(settings, MeshTransientError("timeout"), work_seconds=0.1)
-    assert 3 <= attempts <= 6
-    assert time.monotonic() - started < 1.0
+async def test_a_tls_failure_is_left_to_the_worker_not_retried_here() -> None:
+    with pytest.raises(MeshTLSError):
+        await _run(Settings(), [], then=MeshTLSError("CERTIFICATE_VERIFY_FAILED"))
+
+
+def test_there_is_no_attempt_or_time_limit_to_configure() -> None:
+    assert "upload_max_attempts" not in Settings.model_fields
+    assert "upload_max_seconds" not in Settings.model_fields

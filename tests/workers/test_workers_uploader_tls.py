@@ -6,11 +6,10 @@ workers.base.mesh.settings turns into the MeshConfig. One TLS sandbox (its own s
 session sandbox's shared key, `require_client_cert`) serves every test of this module.
 
 A server certificate that fails verification (wrong CA bundle) says nothing about any file: the
-uploader holds files outside their retry bounds, reports not-ready with the reason, and sends once
-the settings are fixed. A missing client certificate only shows as a dropped connection (TLS 1.3
-sends the alert after the handshake), which is indistinguishable from an outage: retried within
-upload_max_attempts / upload_max_seconds and then dead-lettered as "exhausted", like any outage;
-that case's test sets generous bounds so it observes the waiting, not that end.
+uploader holds files, reports not-ready with the reason, and sends once the settings are fixed. A
+missing client certificate only shows as a dropped connection (TLS 1.3 sends the alert after the
+handshake), which is indistinguishable from an outage: retried for as long as it lasts, like any
+outage (never dead-lettered).
 """
 
 from __future__ import annotations
@@ -156,13 +155,11 @@ async def test_uploader_delivers_over_mutual_tls_from_settings_alone(
 async def test_a_tls_failure_records_nothing_and_commits_nothing_until_fixed(
     kafka: KafkaHandle, namespace: str, tls_mesh: TLSMesh, broken: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A missing client certificate looks like a dropped connection (an outage: retried within the
-    # bounds, so they are generous here); an untrusted server certificate is held outside them, so
-    # tight bounds prove it is never dead-lettered.
+    # A missing client certificate looks like a dropped connection (an outage: retried for as long
+    # as it lasts); an untrusted server certificate is held, and reported on /readyz.
     held = broken == "untrusted_server_cert"
     good = tls_mesh.settings(
-        kafka, namespace, upload_max_attempts=2 if held else 1000, upload_max_seconds=1 if held else 300,
-        upload_backoff_initial_seconds=0.2, upload_backoff_max_seconds=1.0,
+        kafka, namespace, upload_backoff_initial_seconds=0.2, upload_backoff_max_seconds=1.0,
     )
     if broken == "no_client_cert":  # the right CA, but the sandbox demands a certificate we lack
         bad = good.model_copy(update={"mesh_cert_file": None, "mesh_key_file": None})

@@ -236,8 +236,8 @@ def _deadletter_candidate(
     return Candidate(
         source=ops_ledger.coordinates(record.topic, record.partition, record.offset),
         target_topic=settings.topic(READY.name),
-        target_partition=None,  # keyed by file name: the partitioner puts it where the uploader expects it
-        key=file.file_name.encode(),
+        target_partition=None,  # the batch key: the partitioner puts it with its key's other files
+        key=encode_key(file.vaccine_type, file.sender_ods),
         value=_ENCODE.encode(file),
         origin=h.header(record.headers, h.ORIGIN) or b"",
         reasons=(reason,),

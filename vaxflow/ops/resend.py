@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
-from schemas.batchkey import local_id_for
+from schemas.batchkey import encode_key, local_id_for
 from schemas.filenames import parse_batch_file_name, part_file_name
 from schemas.pipeline import ReadyFile, SentReceipt, encode_origin
 from topics import headers as h
@@ -184,7 +184,8 @@ async def execute_resend(settings: Settings, plan: ResendPlan, *, purpose: str =
             f = plan.new_file
             ready = settings.topic(READY.name)
             headers = [(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else []
-            await step.produce(ready, _ENCODE.encode(f), key=f.file_name.encode(), headers=headers)
+            # The batch key, as the batcher writes it: the resend joins its key's lane at the uploader.
+            await step.produce(ready, _ENCODE.encode(f), key=encode_key(f.vaccine_type, f.sender_ods), headers=headers)
             entry = ops_ledger.new_entry(
                 kind="resend", source=plan.original.file_name, target_topic=ready, file_name=f.file_name,
                 resend_of=plan.original.file_name,

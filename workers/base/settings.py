@@ -206,16 +206,20 @@ class MeshSettings(_VaxflowSettings):
     mesh_cert_file: Path | None = None
     mesh_key_file: Path | None = None
     routes_file: Path | None = Field(default=None, description="Vaccine type -> MESH mailbox/workflow JSON")
-    upload_max_attempts: int = Field(default=8, ge=1)
     uploader_concurrency: int = Field(
-        default=4, ge=1, le=32, description="Files of one ready partition in flight to MESH at once"
+        default=4, ge=1, le=32, description="MESH requests of one ready partition in flight at once"
     )
-    upload_max_seconds: float = Field(default=600.0, gt=0)
+    uploader_max_waiting: int = Field(
+        default=16, ge=1, le=1024,
+        description="Files of one ready partition held at once (in flight or waiting); beyond it the partition pauses",
+    )
     mesh_chunk_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     upload_backoff_initial_seconds: float = Field(
         default=1.0, gt=0, description="First retry wait (upper bound of its jitter); doubles per attempt"
     )
-    upload_backoff_max_seconds: float = Field(default=60.0, gt=0, description="Cap on any single retry wait")
+    upload_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, description="Cap on any single retry wait; transient failures are retried without limit"
+    )
     ack_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes in production")
     ack_match_grace_seconds: float = Field(
         default=900.0, ge=0, description="How long an ack may wait in the inbox for its file's sent receipt"

@@ -317,7 +317,7 @@ class Batcher(PartitionState):
                 await step.produce(
                     self.ready_topic,
                     _ENCODE.encode(f),
-                    key=f.file_name.encode(),
+                    key=encode_key(f.vaccine_type, f.sender_ods),  # the batch key: one partition, window order
                     headers=[(h.ORIGIN, encode_origin(f.origins[0]))] if f.origins else [],
                 )
             for p in poison:

@@ -1,5 +1,5 @@
 """The MESH side of one file: find it in MESH by local id, resume an interrupted upload, or send it,
-retrying transient failures for as long as the settings allow (docs/decisions/0007).
+retrying transient failures for as long as they last (docs/decisions/0007, workers/uploader/retry.py).
 
 Nothing here writes to Kafka: the worker records the `Delivery` or the refusal afterwards, in one
 transaction with the offset.
@@ -23,6 +23,7 @@ from workers.base.mesh.client import (
 )
 from workers.base.runtime import Health
 from workers.base.settings import MeshSettings
+from workers.uploader.outage import MeshAvailability
 from workers.uploader.outcomes import MAX_GENERATIONS, Abandoned, Delivery, UploadRefused, local_id_generation
 from workers.uploader.retry import Sleep, upload_retrying
 from workers.uploader.routes import Route
@@ -36,22 +37,30 @@ TLS_HOLDS = Counter("vaxflow_uploader_tls_holds_total", "Waits on a MESH certifi
 class MeshDelivery:
     """Delivers files to MESH for one uploader process; `stop` and a partition's `halt` end any wait."""
 
-    def __init__(self, settings: MeshSettings, mesh: MeshClient, health: Health, stop: asyncio.Event) -> None:
+    def __init__(
+        self, settings: MeshSettings, mesh: MeshClient, health: Health, stop: asyncio.Event,
+        availability: MeshAvailability,
+    ) -> None:
         self.settings = settings
         self.mesh = mesh
         self.health = health
         self.stop = stop
+        self.availability = availability
 
-    async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
-        """Track, then send, retrying transient failures; raises UploadRefused or Abandoned.
+    async def deliver(
+        self, file: ReadyFile, route: Route, halt: asyncio.Event, slots: asyncio.Semaphore | None = None
+    ) -> Delivery:
+        """Track, then send, retrying transient failures until they end; raises UploadRefused or Abandoned.
 
+        `slots` bounds the MESH requests in flight (per partition); a file holds a slot only during
+        an attempt, never while it waits, so a file waiting out a failure does not hold back others.
         While MESH's certificate fails verification the file is held (not counted, not
         dead-lettered) and the worker reports itself not ready until a request gets through.
         """
         sleep = self.interruptible_sleep(halt)
         while True:
             try:
-                delivery = await self._deliver_bounded(file, route, sleep)
+                delivery = await self._deliver_retrying(file, route, sleep, slots or asyncio.Semaphore(1))
             except MeshTLSError as exc:
                 TLS_HOLDS.inc()
                 self.health.ready = False
@@ -65,27 +74,51 @@ class MeshDelivery:
                 self.health.ready = True
             return delivery
 
-    async def _deliver_bounded(self, file: ReadyFile, route: Route, sleep: Sleep) -> Delivery:
+    async def _deliver_retrying(
+        self, file: ReadyFile, route: Route, sleep: Sleep, slots: asyncio.Semaphore
+    ) -> Delivery:
+        """Attempts until one succeeds or MESH refuses for good; transient failures never end it.
+
+        A 403 is a refusal only after a fresh handshake: MESH answers 403 to a mailbox it considers
+        not validated (a lapsed daily handshake) as well as to one it refuses, so the first 403
+        of a file makes the next attempt handshake first, and only a second 403 is final.
+        """
         attempts = 0
+        handshake_first = False
+        while True:
+            try:
+                async for attempt in upload_retrying(self.settings, sleep=sleep):
+                    with attempt:
+                        attempts += 1
+                        self.health.progress()
+                        async with slots:
+                            if handshake_first:
+                                await self._handshake()
+                            return await self._attempt(file, route, attempts)
+            except MeshTLSError:
+                raise
+            except MeshPermanentError as exc:
+                if exc.status == 403 and not handshake_first:
+                    log.warning("MESH answered 403; handshaking again before treating it as a refusal",
+                                extra={"file": file.file_name})
+                    handshake_first = True
+                    continue
+                raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
+
+    async def _handshake(self) -> None:
         try:
-            async for attempt in upload_retrying(self.settings, sleep=sleep):
-                with attempt:
-                    attempts += 1
-                    self.health.progress()
-                    return await self._attempt(file, route, attempts)
-        except MeshTLSError:
+            await self.mesh.handshake()
+        except MeshTransientError:
+            self.availability.failed()
             raise
-        except MeshTransientError as exc:
-            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
-        except MeshPermanentError as exc:
-            raise UploadRefused(exc, status=exc.status, body=exc.body, attempts=attempts) from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+        self.availability.answered()
 
     async def _attempt(self, file: ReadyFile, route: Route, attempt: int) -> Delivery:
         try:
             found, local_id = await self.find_sent(file)
             if found is not None and found.complete:
                 ATTEMPTS.labels("recovered").inc()
+                self.availability.answered()
                 return Delivery(
                     message_id=found.message_id,
                     local_id=local_id,
@@ -97,6 +130,7 @@ class MeshDelivery:
             if found is not None:  # an interrupted chunked upload of this very file: finish it
                 message_id = await self.resume(found, file)
                 ATTEMPTS.labels("resumed").inc()
+                self.availability.answered()
                 return Delivery(
                     message_id=message_id,
                     local_id=local_id,
@@ -115,10 +149,13 @@ class MeshDelivery:
             )
         except MeshTransientError:
             ATTEMPTS.labels("transient").inc()
+            self.availability.failed()
             raise
         except MeshPermanentError:
             ATTEMPTS.labels("permanent").inc()
+            self.availability.answered()
             raise
+        self.availability.answered()
         ATTEMPTS.labels("sent").inc()
         return Delivery(
             message_id=message_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiokafka import TopicPartition
 
@@ -16,16 +16,18 @@ log = logging.getLogger("vaxflow.uploader")
 
 
 class HandOver(PartitionState):
-    """The uploader's hand-over rules: an attempt in flight finishes before its partition goes, and
-    a new partition's files wait until its producer exists and the sent ledger is read to its end."""
+    """The uploader's hand-over rules: the attempts in flight finish (and are recorded) before their
+    partition goes, waits are abandoned, and a new partition's files wait until its producer exists
+    and the sent ledger is read to its end."""
 
     def __init__(
         self, halts: dict[TopicPartition, asyncio.Event], lock_for: Callable[[TopicPartition], asyncio.Lock],
-        ledger: SentLedger,
+        ledger: SentLedger, drain: Callable[[TopicPartition], Awaitable[None]],
     ) -> None:
         self.halts = halts
         self.lock_for = lock_for
         self.ledger = ledger
+        self.drain = drain
 
     @contextlib.asynccontextmanager
     async def assigning(self, assigned: set[TopicPartition]) -> AsyncIterator[None]:
@@ -52,5 +54,6 @@ class HandOver(PartitionState):
             if halt is not None:
                 halt.set()  # a backoff wait gives up at once
         for tp in revoked:
+            await self.drain(tp)  # the partition's lanes end: requests in flight finish and are recorded
             async with self.lock_for(tp):
-                pass  # the attempt in flight finishes and records its outcome before we let go
+                pass

@@ -1,5 +1,5 @@
-"""What the uploader decides about one ready file, apart from doing it: the outcome types, which
-files may be in flight together, the local-id generations, and which origin a record carries.
+"""What the uploader decides about one ready file, apart from doing it: the outcome types, the
+local-id generations, and which origin a record carries (which files go together: lanes.py).
 
 The worker (worker.py) does the Kafka side, the MESH side is delivery.py; both act on these.
 """
@@ -21,21 +21,6 @@ MAX_GENERATIONS: Final = 20
 def local_id_generation(local_id: str, generation: int) -> str:
     """Generation 1 is the batcher's local id itself; later ones follow an incomplete upload."""
     return local_id if generation == 1 else f"{local_id}.g{generation}"
-
-
-def next_group(
-    records: list[ConsumerRecord[bytes, bytes]], start: int, size: int
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Up to `size` records from `start` whose keys (file names) differ: two copies of one file are
-    never in flight together, so the ledger check of the second sees the first's receipt."""
-    group: list[ConsumerRecord[bytes, bytes]] = []
-    keys: set[bytes | None] = set()
-    for rec in records[start : start + size]:
-        if rec.key in keys:
-            break
-        keys.add(rec.key)
-        group.append(rec)
-    return group
 
 
 class Abandoned(Exception):

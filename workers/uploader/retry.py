@@ -1,13 +1,21 @@
-"""The uploader's retry policy for transient MESH failures.
+"""The uploader's retry policy for transient MESH failures: wait the outage out, never give up.
 
-Exponential backoff with full jitter (each wait uniform between 0 and min(cap, initial * 2^(n-1))),
-so that many uploaders recovering from the same MESH outage do not retry in lock-step; bounded both
-by attempts and by total time, so a file cannot block its partition for ever: when either bound is
-reached the last transient error is re-raised and the file is dead-lettered like a permanent
-failure (docs/architecture.md, "MESH"). Only `MeshTransientError` is retried; a permanent refusal fails
-the same way every time and must reach the dead-letter topic at once with its status and body.
-`MeshTLSError` (MESH's certificate not trusted) is not retried here: it says nothing about the file,
-so the worker holds the file outside these bounds until the configuration is fixed.
+MESH is supported in business hours only, so an outage can last a night; a file must not be
+dead-lettered because MESH was away (issue 16). Transient failures (no answer, 408/425/429, 5xx)
+are therefore retried for as long as they last, with no attempt or time bound: capped exponential
+backoff with full jitter (each wait uniform between 0 and min(cap, initial * 2^(n-1))), so that
+many uploaders recovering from the same outage do not retry in lock-step, and never longer apart
+than the cap, so a file goes within one cap of MESH's return. When MESH says how long to wait
+(`Retry-After` on a 429 or 503) the wait is at least that, up to RETRY_AFTER_CEILING.
+
+Only a permanent refusal fails the file, at once, with its status and body (it would fail the same
+way every time). `MeshTLSError` (MESH's certificate not trusted) is not retried here: it says
+nothing about the file, so the worker holds the file until the configuration is fixed and reports
+it on /readyz. A wait ends early (`Abandoned`) on stop or revocation through the `sleep` given.
+
+The controller keeps only counters (tenacity's attempt number and idle time), so a file retrying
+for a day holds no more memory than one retrying once; the MESH session (and its connection pool)
+is the process's one client, reused by every attempt.
 
 The policy lives apart from the worker so that it can be unit-tested without MESH or Kafka.
 """
@@ -17,16 +25,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
     retry_if_not_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
+    stop_never,
     wait_random_exponential,
 )
+from tenacity.wait import wait_base
 
 from workers.base.mesh.client import MeshTLSError, MeshTransientError
 from workers.base.settings import MeshSettings
@@ -34,6 +43,25 @@ from workers.base.settings import MeshSettings
 log = logging.getLogger("vaxflow.uploader")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# A `Retry-After` longer than this is read as this: a wrong header must not park files for days.
+RETRY_AFTER_CEILING: Final = 3600.0
+
+
+class wait_jitter_or_retry_after(wait_base):  # tenacity's naming for wait strategies
+    """Full-jitter capped exponential backoff, or what MESH asked for in `Retry-After` if longer."""
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self.jitter = wait_random_exponential(multiplier=initial, max=cap)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        own = float(self.jitter(retry_state))
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        asked = exc.retry_after if isinstance(exc, MeshTransientError) else None
+        if asked is None:
+            return own
+        return min(max(own, asked), RETRY_AFTER_CEILING)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -49,10 +77,8 @@ def _log_retry(state: RetryCallState) -> None:
 def upload_retrying(settings: MeshSettings, *, sleep: Sleep | None = None) -> AsyncRetrying:
     """A fresh tenacity controller for one file; `sleep` lets the worker make waits interruptible."""
     return AsyncRetrying(
-        stop=stop_after_attempt(settings.upload_max_attempts) | stop_before_delay(settings.upload_max_seconds),
-        wait=wait_random_exponential(
-            multiplier=settings.upload_backoff_initial_seconds, max=settings.upload_backoff_max_seconds
-        ),
+        stop=stop_never,
+        wait=wait_jitter_or_retry_after(settings.upload_backoff_initial_seconds, settings.upload_backoff_max_seconds),
         retry=retry_if_exception_type(MeshTransientError) & retry_if_not_exception_type(MeshTLSError),
         reraise=True,
         before_sleep=_log_retry,

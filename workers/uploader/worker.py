@@ -38,8 +38,11 @@ headers, in one transaction with the offset. Never logged: file content or any r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -49,29 +52,27 @@ from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
+from schemas.batchkey import encode_key
 from schemas.pipeline import ReadyFile, SentReceipt, UploadFailure
 from topics import headers as h
 from topics.catalogue import DEADLETTER, READY, SENT
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import committed_consumer
 from workers.base.ledger import SentLedger, encode_receipt
-from workers.base.mesh.client import (
-    MeshClient,
-    MeshError,
-    MeshTransientError,
-)
+from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.mesh.settings import own_mailbox_config
 from workers.base.partition_producers import PartitionProducers
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.uploader.delivery import MeshDelivery
 from workers.uploader.handover import HandOver
+from workers.uploader.lanes import PartitionLanes
+from workers.uploader.outage import MeshAvailability
 from workers.uploader.outcomes import (
     Abandoned,
     Delivery,
     Outcome,
     UploadRefused,
-    next_group,
     origin_headers,
     origin_value,
 )
@@ -88,9 +89,6 @@ DEAD_LETTERS = Counter("vaxflow_uploader_dead_letters_total", "Files sent to the
 # Ready records carry whole files: the topic allows 32 MiB, JSON base64 adds a third; leave room.
 FETCH_BYTES: Final = 40 * 1024 * 1024
 PRODUCE_BYTES: Final = 48 * 1024 * 1024
-# Files fetched per poll, per file allowed in flight: each may take minutes under retries, and polls
-# must stay frequent enough (the per-poll budget in process_partition cuts a long poll short).
-RECORDS_PER_POLL_PER_SLOT: Final = 4
 _BODY_LIMIT: Final = 16 * 1024
 
 _DECODE_READY = msgspec.json.Decoder(ReadyFile)
@@ -119,16 +117,22 @@ class Uploader:
         self.ready_topic = settings.topic(READY.name)
         self.sent_topic = settings.topic(SENT.name)
         self.deadletter_topic = settings.topic(DEADLETTER.name)
-        # Set when a partition is revoked; a batch in progress holds the event it started with.
+        # Set when a partition is revoked; a lane working on it holds the event it started with.
         self.halts: dict[TopicPartition, asyncio.Event] = {}
         self.locks: dict[TopicPartition, asyncio.Lock] = {}
+        self.work: dict[TopicPartition, PartitionWork] = {}
+        self.failure: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None
         self.listener = PartitionProducers(
-            settings, prefix=self.group, state=HandOver(self.halts, self.lock_for, ledger),
+            settings, prefix=self.group,
+            state=HandOver(self.halts, self.lock_for, ledger, self.drain),
             linger_ms=0, max_request_size=PRODUCE_BYTES,
         )
-        self.delivery = MeshDelivery(settings, mesh, health, stop)
-        # A single file may retry for upload_max_seconds; the group must not evict us meanwhile.
-        self.max_poll_interval_ms = int(max(300.0, settings.upload_max_seconds * 2 + 120.0) * 1000)
+        self.availability = MeshAvailability(health)
+        self.delivery = MeshDelivery(settings, mesh, health, stop, self.availability)
+        # Files wait in lanes, not in the poll loop, so polls stay frequent; but a revocation waits
+        # for the MESH requests in flight, each up to the client's total timeout.
+        self.max_poll_interval_ms = int((2 * mesh.config.total_timeout + 120.0) * 1000)
 
     def lock_for(self, tp: TopicPartition) -> asyncio.Lock:
         return self.locks.setdefault(tp, asyncio.Lock())
@@ -143,123 +147,181 @@ class Uploader:
             fetch_max_bytes=FETCH_BYTES + 8 * 1024 * 1024,
             max_poll_interval_ms=self.max_poll_interval_ms,
         )
+        self.consumer = consumer
         consumer.subscribe([self.ready_topic], listener=self.listener)
         await consumer.start()
         self.health.ready = True
         log.info("uploader started", extra={"group": self.group, "routes": len(self.routes)})
         try:
             while not self.stop.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=500, max_records=RECORDS_PER_POLL_PER_SLOT * self.settings.uploader_concurrency
-                )
+                if self.failure is not None:
+                    raise self.failure  # e.g. ProducerFenced in a lane: this instance is a zombie
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.settings.uploader_max_waiting)
                 self.health.progress(busy=bool(batch))
-                self.health.detail = {"ledger_files": len(self.ledger), "partitions": len(self.halts)}
-                if not batch:
-                    continue
-                # Partitions go in parallel; within one, up to uploader_concurrency files are in
-                # flight to MESH at once and their outcomes are recorded strictly in offset order.
-                try:
-                    async with asyncio.TaskGroup() as tasks:
-                        for tp, records in batch.items():
-                            tasks.create_task(self.process_partition(consumer, tp, records))
-                except BaseExceptionGroup as group:
-                    raise group.exceptions[0] from None  # e.g. ProducerFenced: this instance is a zombie
+                self.health.detail["ledger_files"] = len(self.ledger)
+                self.health.detail["partitions"] = len(self.halts)
+                for tp, records in batch.items():
+                    self.admit(consumer, tp, records)
+        except asyncio.CancelledError:
+            # Killed, not stopped: nothing is finished or recorded any more (as after SIGKILL).
+            for work in self.work.values():
+                for task in work.tasks:
+                    task.cancel()
+            raise
         finally:
             self.health.ready = False
+            for halt in list(self.halts.values()):
+                halt.set()  # waits end at once; requests in flight finish and are recorded
+            await asyncio.gather(*(self.drain(tp) for tp in list(self.work)), return_exceptions=True)
             await consumer.stop()
             await self.listener.close()
 
-    async def process_partition(
+    def admit(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
+        """Put each record at the end of its key's lane, starting idle lanes; pause when full.
+
+        A record that does not fit is handed back (seek) and the partition paused: at most
+        `uploader_max_waiting` files of a partition are held, however long MESH is away.
+        """
         halt = self.halts.get(tp)
-        if halt is None:
+        if halt is None or halt.is_set():
             # Fetched before the assignment callback registered the partition (or after it was
             # revoked): hand the records back rather than let the position run past them.
             _seek(consumer, tp, records[0].offset)
             return
-        budget_end = time.monotonic() + self.max_poll_interval_ms / 2000
-        start = 0
-        while start < len(records):
-            if self.stop.is_set() or halt.is_set():
-                return  # uncommitted: re-read by whoever owns the partition next
-            if time.monotonic() > budget_end:
-                _seek(consumer, tp, records[start].offset)  # poll again before the group thinks we died
+        work = self.work.get(tp)
+        if work is None:
+            work = self.work[tp] = PartitionWork(
+                PartitionLanes(self.settings.uploader_max_waiting), halt,
+                asyncio.Semaphore(self.settings.uploader_concurrency),
+            )
+        for rec in records:
+            if work.lanes.full:
+                _seek(consumer, tp, rec.offset)
+                consumer.pause(tp)
+                work.paused = True
                 return
-            group = next_group(records, start, self.settings.uploader_concurrency)
-            async with self.lock_for(tp):
-                if halt.is_set() or tp not in self.listener.producers:
-                    return
-                unfinished = await self.handle_group(tp, group, halt)
-            if unfinished is not None:
-                if not halt.is_set():
-                    _seek(consumer, tp, unfinished)
-                return
-            start += len(group)
+            item = _decode(rec)
+            lane = lane_of(rec, item)
+            self.availability.add_waiting(1)
+            if work.lanes.admit(rec.offset, lane, item):
+                task = asyncio.create_task(self.run_lane(tp, work, lane), name=f"uploader-lane-{tp.partition}")
+                work.tasks.add(task)
+                task.add_done_callback(functools.partial(self._lane_ended, work))
 
-    async def handle_group(
-        self, tp: TopicPartition, group: list[ConsumerRecord[bytes, bytes]], halt: asyncio.Event
-    ) -> int | None:
-        """Deliver the group's files to MESH concurrently, then record their outcomes in offset order,
-        one transaction per file; returns the offset to re-read from, or None when all are recorded.
+    def _lane_ended(self, work: PartitionWork, task: asyncio.Task[None]) -> None:
+        work.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None and self.failure is None:
+            self.failure = exc
 
-        Recording stops at the first file not finished (stop, revocation, a failed transaction):
-        that file and every later one of the group stay uncommitted. A later file that did reach MESH
-        is then found by tracking when it is read again, exactly as after a crash.
+    async def drain(self, tp: TopicPartition) -> None:
+        """Wait for the partition's lanes to end (its halt is set): requests in flight finish and
+        record their outcome, waits are abandoned, the rest stays uncommitted for the next owner."""
+        work = self.work.get(tp)
+        if work is None:
+            return
+        work.halt.set()
+        while pending := [task for task in work.tasks if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.work.get(tp) is work:
+            del self.work[tp]
+            self.availability.add_waiting(-work.lanes.unfinished)
+
+    async def run_lane(self, tp: TopicPartition, work: PartitionWork, lane: Hashable) -> None:
+        """One batch key's files of one partition, strictly one after another, in offset order.
+
+        A file is finished when its outcome (receipt, dead letter or skip) is committed together
+        with the partition's commit point; a file waiting out a MESH failure keeps every later
+        file of its lane waiting, and no other lane.
         """
-        outcomes = await asyncio.gather(*(self.outcome_of(rec, halt) for rec in group), return_exceptions=True)
-        for rec, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, Abandoned):
-                log.info("file left for later", extra={"partition": tp.partition, "offset": rec.offset})
-                return int(rec.offset)
-            if isinstance(outcome, BaseException):
-                raise outcome
+        while (head := work.lanes.head(lane)) is not None:
+            offset, item = head
+            if self.stop.is_set() or work.halt.is_set():
+                return  # uncommitted: re-read by whoever owns the partition next
+            async with self.lock_for(tp):  # an assignment in progress: wait for the ledger
+                if work.halt.is_set() or tp not in self.listener.producers:
+                    return
             try:
-                await self.record(tp, rec, outcome)
+                outcome = await self.outcome_of(item, work.halt, work.slots)
+            except Abandoned:
+                log.info("file left for later", extra={"partition": tp.partition, "offset": offset})
+                return
+            if not await self.record_finished(tp, work, offset, item, outcome):
+                return
+            work.lanes.finish(lane)
+            self.availability.add_waiting(-1)
+            if work.paused and not work.lanes.full and self.consumer is not None and not work.halt.is_set():
+                work.paused = False
+                with contextlib.suppress(IllegalStateError):
+                    self.consumer.resume(tp)
+
+    async def record_finished(
+        self, tp: TopicPartition, work: PartitionWork, offset: int, item: Ready, outcome: Outcome
+    ) -> bool:
+        """Commit the outcome with the partition's new commit point; False if the partition went.
+
+        A failed transaction (broker away) is retried, the delivery itself is not repeated; stop or
+        revocation ends the retries and leaves the file to be re-read (tracking finds it in MESH).
+        """
+        sleep = self.delivery.interruptible_sleep(work.halt)
+        wait = 0.5
+        while True:
+            try:
+                async with self.lock_for(tp):
+                    if tp not in self.listener.producers or self.work.get(tp) is not work:
+                        return False
+                    await self.record(tp, item.rec, outcome, work.lanes.commit_after(offset))
+                return True
             except ProducerFenced:
                 raise  # another instance owns this partition's transactional id: we are a zombie
             except KafkaError:
-                # Receipt or dead letter not committed: re-read the file; tracking finds it in MESH.
-                log.exception("ledger transaction failed; re-reading", extra={"partition": tp.partition})
-                return int(rec.offset)
-        return None
+                log.exception("ledger transaction failed; retrying", extra={"partition": tp.partition})
+            try:
+                await sleep(wait)
+            except Abandoned:
+                return False
+            wait = min(wait * 2, 10.0)
 
     # ------------------------------------------------------------------------------- one file
 
-    async def outcome_of(self, rec: ConsumerRecord[bytes, bytes], halt: asyncio.Event) -> Outcome:
+    async def outcome_of(self, item: Ready, halt: asyncio.Event, slots: asyncio.Semaphore) -> Outcome:
         """What happens to one ready record, MESH included, without writing anything to Kafka."""
-        try:
-            file = _DECODE_READY.decode(rec.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return Outcome(poison=exc)
+        if item.poison is not None or item.file is None:
+            return Outcome(poison=item.poison)
+        file = item.file
         if file.file_name in self.ledger:
             return Outcome(file=file)
         try:
             route = self.routes.route(file.vaccine_type)
-            return Outcome(file=file, delivery=await self.delivery.deliver(file, route, halt))
+            return Outcome(file=file, delivery=await self.delivery.deliver(file, route, halt, slots))
         except NoRouteError as exc:
             return Outcome(file=file, refused=UploadRefused(exc, status=None, body=str(exc), attempts=0))
         except UploadRefused as refused:
             return Outcome(file=file, refused=refused)
 
-    async def record(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], outcome: Outcome) -> None:
+    async def record(
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], outcome: Outcome, upto: int
+    ) -> None:
+        """Write the outcome and commit the partition up to `upto` (its lowest file not finished
+        once this one is), in one transaction."""
         if outcome.poison is not None:
-            await self.dead_letter_poison(tp, rec, outcome.poison)
+            await self.dead_letter_poison(tp, rec, outcome.poison, upto)
         elif outcome.file is None:
             raise AssertionError("an Outcome holds a file or a poison")  # pragma: no cover
         elif outcome.refused is not None:
-            await self.dead_letter(tp, rec, outcome.file, outcome.refused)
+            await self.dead_letter(tp, rec, outcome.file, outcome.refused, upto)
         elif outcome.delivery is not None:
-            await self.record_sent(tp, rec, outcome.file, outcome.delivery)
+            await self.record_sent(tp, rec, outcome.file, outcome.delivery, upto)
         else:
             SKIPPED.inc()
             log.info("already sent, skipping", extra={"file": outcome.file.file_name})
-            await self.commit_only(tp, rec)
+            await self.commit_only(tp, upto)
 
     # -------------------------------------------------------------------------- Kafka outputs
 
     async def record_sent(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], file: ReadyFile, delivery: Delivery
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], file: ReadyFile, delivery: Delivery, upto: int
     ) -> None:
         receipt = SentReceipt(
             file_name=file.file_name,
@@ -283,7 +345,7 @@ class Uploader:
                 key=file.file_name.encode(),
                 headers=origin_headers(rec, file),
             )
-            step.consumed({tp: rec.offset + 1})
+            step.consumed({tp: upto})
         self.ledger.add(msgspec.structs.replace(receipt, origins=[]))
         FILES_SENT.labels(delivery.mailbox_to).inc()
         BYTES_SENT.labels(delivery.mailbox_to).inc(len(file.content))
@@ -299,7 +361,8 @@ class Uploader:
         )
 
     async def dead_letter(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], file: ReadyFile, refused: UploadRefused
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], file: ReadyFile, refused: UploadRefused,
+        upto: int,
     ) -> None:
         failure = UploadFailure(
             file=file,
@@ -316,9 +379,8 @@ class Uploader:
         )
         if refused.status is not None:
             headers.append((h.DLQ_MESH_STATUS, str(refused.status).encode()))
-        await self._send_with_offset(tp, rec, _ENCODE.encode(failure), file.file_name.encode(), headers)
-        reason = "no_route" if isinstance(refused.cause, NoRouteError) else (
-            "exhausted" if isinstance(refused.cause, MeshTransientError) else "refused")
+        await self._send_with_offset(tp, upto, _ENCODE.encode(failure), file.file_name.encode(), headers)
+        reason = "no_route" if isinstance(refused.cause, NoRouteError) else "refused"
         DEAD_LETTERS.labels(reason).inc()
         log.error(
             "file dead-lettered",
@@ -327,7 +389,7 @@ class Uploader:
         )
 
     async def dead_letter_poison(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], exc: Exception
+        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], exc: Exception, upto: int
     ) -> None:
         """A ready record that is not a ReadyFile: keep its bytes as they were, say why in headers."""
         headers = h.dead_letter_headers(
@@ -335,20 +397,55 @@ class Uploader:
             exc_class=type(exc).__name__, exc_message="ready record is not a ReadyFile",
             origin=h.header(rec.headers, h.ORIGIN) or b"",
         )
-        await self._send_with_offset(tp, rec, rec.value or b"", rec.key or b"", headers)
+        await self._send_with_offset(tp, upto, rec.value or b"", rec.key or b"", headers)
         DEAD_LETTERS.labels("undecodable").inc()
         log.error("undecodable ready record dead-lettered", extra={"partition": tp.partition, "offset": rec.offset})
 
-    async def commit_only(self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> None:
+    async def commit_only(self, tp: TopicPartition, upto: int) -> None:
         async with Checkpoint(self.listener.producers[tp], group_id=self.group) as step:
-            step.consumed({tp: rec.offset + 1})
+            step.consumed({tp: upto})
 
     async def _send_with_offset(
-        self, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes], value: bytes, key: bytes, headers: h.Headers
+        self, tp: TopicPartition, upto: int, value: bytes, key: bytes, headers: h.Headers
     ) -> None:
         async with Checkpoint(self.listener.producers[tp], group_id=self.group) as step:
             await step.produce(self.deadletter_topic, value, key=key, headers=headers)
-            step.consumed({tp: rec.offset + 1})
+            step.consumed({tp: upto})
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A ready record as a lane holds it: decoded once, or the reason it cannot be."""
+
+    rec: ConsumerRecord[bytes, bytes]
+    file: ReadyFile | None
+    poison: Exception | None = None
+
+
+@dataclass(eq=False)
+class PartitionWork:
+    """One assigned partition's lanes, their tasks, its halt and its MESH request slots."""
+
+    lanes: PartitionLanes[Ready]
+    halt: asyncio.Event
+    slots: asyncio.Semaphore
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    paused: bool = False
+
+
+def _decode(rec: ConsumerRecord[bytes, bytes]) -> Ready:
+    try:
+        return Ready(rec, _DECODE_READY.decode(rec.value or b""))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return Ready(rec, None, exc)
+
+
+def lane_of(rec: ConsumerRecord[bytes, bytes], item: Ready) -> Hashable:
+    """The batch key from the file itself (so records keyed otherwise, e.g. by file name before
+    catalogue v6, still share their key's lane); an undecodable record gets a lane of its own."""
+    if item.file is not None:
+        return encode_key(item.file.vaccine_type, item.file.sender_ods)
+    return ("undecodable", rec.offset)
 
 
 def _now() -> str:

@@ -22,6 +22,8 @@ import platform
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
@@ -87,10 +89,14 @@ class MeshTransientError(MeshError):
     message before the connection dropped — so retry only after `track_by_local_id` says it did not.
     """
 
-    def __init__(self, reason: str, *, status: int | None = None, body: str = "") -> None:
+    def __init__(
+        self, reason: str, *, status: int | None = None, body: str = "", retry_after: float | None = None
+    ) -> None:
         super().__init__(reason if status is None else f"{reason}: HTTP {status} {_short(body)}")
         self.status = status
         self.body = body
+        # Seconds MESH asked us to wait (its `Retry-After` header on a 429 or 503), if it said.
+        self.retry_after = retry_after
 
 
 class MeshTLSError(MeshTransientError):
@@ -123,6 +129,26 @@ class MeshValidationError(MeshPermanentError):
 
 class MeshLocalIdAmbiguousError(MeshPermanentError):
     """More than one sent message carries this local id, so tracking cannot say which one counts."""
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds to wait: delta-seconds or an HTTP-date (RFC 9110 10.2.3).
+
+    A date in the past means "now" (0); anything unreadable is ignored (None), so a malformed
+    header can only fall back to our own backoff, never stop retries.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT; obsolete forms may parse naive
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _short(body: str, limit: int = 300) -> str:
@@ -447,7 +473,10 @@ class MeshClient:
             return reply
         text = body.decode("utf-8", "replace")
         if reply.status in _TRANSIENT_STATUSES or reply.status >= 500:
-            raise MeshTransientError(f"{method} {path}", status=reply.status, body=text)
+            raise MeshTransientError(
+                f"{method} {path}", status=reply.status, body=text,
+                retry_after=retry_after_seconds(reply.headers.get("Retry-After")),
+            )
         raise MeshPermanentError(reply.status, text)
 
     # ---------------------------------------------------------------------------------- endpoints
