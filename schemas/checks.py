@@ -82,13 +82,19 @@ def _lookup(table: dict[str, str], fail: Reason) -> Checker:
 
 
 def _date(rule: FieldRule) -> Checker:
-    fmt = reason(rule.name, "format")
+    fmt, year = reason(rule.name, "format"), reason(rule.name, "year")
     future = reason(rule.name, "future") if rule.not_future else None
 
     def check(value: str, clock: Clock) -> str | Reason | None:
         canonical = canonical_date(value)
         if canonical is None:
             return fmt
+        if canonical[0] == "0":
+            # The receiver rewrites YYYYMMDD with strftime("%Y-%m-%d"), which writes year 999 as
+            # "999", and then refuses it for want of four digits; a sentinel such as 00010101 is
+            # no real date anyway. An ISO 0999-01-01 would pass there as given, but we emit
+            # YYYYMMDD, so it is refused too rather than rewritten into the failing form.
+            return year
         if future is not None and canonical > clock.today:
             return future
         return None if canonical == value else canonical
@@ -144,6 +150,23 @@ def _decimal(rule: FieldRule) -> Checker:
     return check
 
 
+# Python's \s is Unicode-aware (the same set as str.isspace), as in the receiver's FHIR model
+# (fhir.resources on pydantic 1, which matches the pattern with Python's re).
+_WHITESPACE_RUN: Final = re.compile(r"\s\s")
+
+
+def _code(rule: FieldRule) -> Checker:
+    r"""FHIR `code`: `^[^\s]+(\s[^\s]+)*$`. Edge whitespace is already refused by the generic
+    rule, so what is left is two whitespace characters in a row; one NBSP between two words
+    matches the pattern and is taken by the receiver, so it is taken here too."""
+    fmt = reason(rule.name, "format")
+
+    def check(value: str, clock: Clock) -> str | Reason | None:
+        return fmt if _WHITESPACE_RUN.search(value) else None
+
+    return check
+
+
 def checker_for(rule: FieldRule) -> Checker | None:
     """The checker for a column, or None when only the generic checks apply (free text, action)."""
     kind = rule.kind
@@ -157,6 +180,8 @@ def checker_for(rule: FieldRule) -> Checker | None:
         return _snomed(rule)
     if kind is Kind.DECIMAL:
         return _decimal(rule)
+    if kind is Kind.CODE:
+        return _code(rule)
     if kind in LOOKUP_TABLES:
         return _lookup(LOOKUP_TABLES[kind], reason(rule.name, "format"))
     return None

@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     ACTION_FLAG = "action flag"
     VACCINE_TYPE = "vaccine type"
     ODS_CODE = "ODS code"
+    CODE = "FHIR code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +66,16 @@ class FieldRule:
             return KIND_RULES[self.kind]  # looked up in configuration, so any other value is unknown
         found = ["mandatory"] if self.mandate is not Mandate.OPTIONAL else []
         found += ["control_char", "whitespace"]
-        if self.kind is Kind.TEXT:
+        if self.kind in FREE_FORM:
             found.append("max_length")  # longer values of other kinds fail their format rule
         found.extend(KIND_RULES[self.kind])
         if self.not_future:
             found.append("future")
         return tuple(found)
 
+
+# Kinds whose format does not bound characters or length, so every generic check applies to them.
+FREE_FORM: Final = frozenset({Kind.TEXT, Kind.CODE})
 
 # Rule suffixes and messages. The message is appended to the field name; it never quotes the value.
 GENERIC_MESSAGES: Final[dict[str, str]] = {
@@ -95,11 +99,12 @@ FORMAT_MESSAGES: Final[dict[Kind, str]] = {
     Kind.DOSE_SEQUENCE: "is not a whole number from 1 to 9",
     Kind.DECIMAL: "is not a non-negative decimal number such as 0.5",
     Kind.ACTION_FLAG: "is not NEW, UPDATE or DELETE (any letter case)",
+    Kind.CODE: "is not a FHIR code: runs of whitespace, or whitespace other than a single separator",
 }
 
 KIND_RULES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.TEXT: (),
-    Kind.DATE: ("format",),
+    Kind.DATE: ("format", "year"),
     Kind.DATETIME: ("format", "offset"),
     Kind.NHS_NUMBER: ("format", "mod11"),
     Kind.SNOMED: ("format", "partition", "verhoeff"),
@@ -110,9 +115,11 @@ KIND_RULES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.ACTION_FLAG: ("format", "permission"),
     Kind.VACCINE_TYPE: ("unknown",),
     Kind.ODS_CODE: ("permission",),
+    Kind.CODE: ("format",),
 }
 
 SPECIFIC_MESSAGES: Final[dict[str, str]] = {
+    "year": "has a year before 1000, which the receiver cannot read (it needs four digits)",
     "mod11": "fails the NHS number mod-11 check digit",
     "partition": "has a SNOMED CT partition other than 00 or 10 (not a concept id)",
     "verhoeff": "fails the SNOMED CT Verhoeff check digit",
@@ -151,14 +158,14 @@ COLUMN_RULES: Final[tuple[FieldRule, ...]] = (
     FieldRule("VACCINE_MANUFACTURER", _O, Kind.TEXT, GENERIC_MAX),
     FieldRule("BATCH_NUMBER", _O, Kind.TEXT, 100),
     FieldRule("EXPIRY_DATE", _O, Kind.DATE, 10),
-    FieldRule("SITE_OF_VACCINATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("SITE_OF_VACCINATION_CODE", _O, Kind.CODE, GENERIC_MAX),
     FieldRule("SITE_OF_VACCINATION_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("ROUTE_OF_VACCINATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("ROUTE_OF_VACCINATION_CODE", _O, Kind.CODE, GENERIC_MAX),
     FieldRule("ROUTE_OF_VACCINATION_TERM", _O, Kind.TEXT, GENERIC_MAX),
     FieldRule("DOSE_AMOUNT", _O, Kind.DECIMAL, 20),
-    FieldRule("DOSE_UNIT_CODE", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("DOSE_UNIT_CODE", _O, Kind.CODE, GENERIC_MAX),
     FieldRule("DOSE_UNIT_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("INDICATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("INDICATION_CODE", _O, Kind.CODE, GENERIC_MAX),
     FieldRule("LOCATION_CODE", _NU, Kind.TEXT, GENERIC_MAX),
     FieldRule("LOCATION_CODE_TYPE_URI", _NU, Kind.TEXT, GENERIC_MAX),
 )

@@ -24,7 +24,7 @@ from schemas.columns import COLUMNS
 from schemas.dates import Clock
 from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
 from schemas.fastpath import FAST_ROWS
-from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, Kind, Mandate, reason
+from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, FREE_FORM, Mandate, reason
 from schemas.permissions import ACTION_LETTER, Permissions
 from schemas.record import Reason, Record
 
@@ -44,7 +44,7 @@ _REQUIRED_NEW: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mand
 _REQUIRED_DELETE: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is Mandate.ALWAYS)
 _get_required_new: Final = itemgetter(*sorted(_REQUIRED_NEW))
 _get_required_delete: Final = itemgetter(*sorted(_REQUIRED_DELETE))
-_TEXT_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind is Kind.TEXT)
+_TEXT_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind in FREE_FORM)
 _get_text: Final = itemgetter(*_TEXT_COLUMNS)
 _MAX_TEXT: Final = tuple(_MAX_LEN[i] for i in _TEXT_COLUMNS)
 
@@ -64,7 +64,7 @@ def _format_checks() -> tuple[tuple[int, Checker], ...]:
 _CHECKS: Final = _format_checks()
 _R_CONTROL: Final = tuple(reason(r.name, "control_char") for r in COLUMN_RULES)
 _R_SPACE: Final = tuple(reason(r.name, "whitespace") for r in COLUMN_RULES)
-_R_LENGTH: Final = tuple(reason(r.name, "max_length" if r.kind is Kind.TEXT else "format") for r in COLUMN_RULES)
+_R_LENGTH: Final = tuple(reason(r.name, "max_length" if r.kind in FREE_FORM else "format") for r in COLUMN_RULES)
 _R_MANDATORY: Final = tuple(
     reason(r.name, "mandatory") if r.mandate is not Mandate.OPTIONAL else None for r in COLUMN_RULES
 )

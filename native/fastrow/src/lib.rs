@@ -28,6 +28,8 @@ const LAST_YEAR: i64 = 2099;
 
 enum Kind {
     Text,
+    /// FHIR `code` (schemas.checks._code): text with no two whitespace characters in a row.
+    Code,
     Date,
     DateTime,
     NhsNumber,
@@ -332,6 +334,19 @@ fn push_digits(out: &mut String, n: i64, width: u32) {
     }
 }
 
+/// Two whitespace characters in a row, which the FHIR `code` pattern refuses.
+fn whitespace_run(v: &str) -> bool {
+    let mut previous = false;
+    for c in v.chars() {
+        let space = c.is_whitespace();
+        if space && previous {
+            return true;
+        }
+        previous = space;
+    }
+    false
+}
+
 fn nhs_number_ok(v: &str) -> bool {
     let b = v.as_bytes();
     if b.len() != 10 || !b.iter().all(u8::is_ascii_digit) {
@@ -492,9 +507,10 @@ impl RowValidator {
                 continue;
             }
             let canonical: Option<String> = match &column.kind {
-                Kind::Text => {
+                Kind::Text | Kind::Code => {
                     // Python counts code points and strips Unicode whitespace; for the characters
-                    // that can get here (no controls) char::is_whitespace is the same set.
+                    // that can get here (no controls) char::is_whitespace is the same set, and
+                    // also the set of Python's \s that the FHIR code pattern uses.
                     let long = if value.is_ascii() {
                         value.len() > column.max_len
                     } else {
@@ -504,11 +520,17 @@ impl RowValidator {
                     if long || edge(value.chars().next()) || edge(value.chars().next_back()) {
                         return None;
                     }
+                    if matches!(column.kind, Kind::Code) && whitespace_run(value) {
+                        return None;
+                    }
                     None
                 }
                 Kind::Action => Some(action.clone()),
                 Kind::Date => {
                     let date = canonical_date(value)?;
+                    if date.starts_with('0') {
+                        return None; // a year before 1000: the receiver cannot read it (Python says why)
+                    }
                     if column.not_future && date.as_str() > today {
                         return None;
                     }
@@ -559,6 +581,7 @@ impl RowValidator {
         for (i, (name, kind, max_len, required, not_future)) in columns.into_iter().enumerate() {
             let kind = match kind.as_str() {
                 "text" => Kind::Text,
+                "code" => Kind::Code,
                 "date" => Kind::Date,
                 "datetime" => Kind::DateTime,
                 "nhs_number" => Kind::NhsNumber,
@@ -660,6 +683,8 @@ mod tests {
         assert_eq!(canonical_decimal(".5").as_deref(), Some("0.5"));
         assert_eq!(canonical_decimal("007"), Some("7".to_owned()));
         assert_eq!(canonical_decimal("5."), None);
+        assert!(whitespace_run("a  b") && whitespace_run("a\u{a0} b") && whitespace_run("a\u{3000}\u{3000}b"));
+        assert!(!whitespace_run("a b") && !whitespace_run("a\u{a0}b") && !whitespace_run("ab"));
         assert!(nhs_number_ok("9434765919"));
         assert!(!nhs_number_ok("9434765918"));
         assert!(snomed_ok("39114911000001105"));

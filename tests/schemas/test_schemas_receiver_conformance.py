@@ -1,0 +1,173 @@
+"""Issue 18: rows vaxflow accepted that NHS England's receiver rejects, and the reverse.
+
+Each class is checked three ways: `validate_event` (Python rules), `validate_event_row` with the
+compiled fast path on (it must accept only what Python accepts, with the same row) and
+`vaxflow check-file` on a file holding the row under the spec's name. What the receiver does is
+read from its code (NHSDigital/immunisation-fhir-api, lambdas/recordprocessor and
+lambdas/shared): it rewrites YYYYMMDD with strftime, matches FHIR `code` with Python's re, reads
+DOSE_SEQUENCE with int() and DOSE_AMOUNT with int() then Decimal().
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from schemas.batchfile import render_file
+from schemas.checkfile import main as check_file
+from schemas.columns import COLUMNS
+from schemas.dates import Clock
+from schemas.event import ValidEvent
+from schemas.fastpath import FAST_ROWS
+from schemas.filenames import batch_file_name
+from schemas.permissions import default_permissions
+from schemas.record import Reason, Record
+from schemas.validate import validate_event, validate_event_row
+
+DATA = Path(__file__).parent / "data"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+P = default_permissions()
+
+
+def sample_row() -> dict[str, str]:
+    with (DATA / "sample_valid_rsv.csv").open(newline="", encoding="utf-8") as handle:
+        return dict(next(csv.DictReader(handle, delimiter="|")))
+
+
+def raw_event(**record: str) -> bytes:
+    return msgspec.json.encode(
+        {
+            "vaccine_type": "RSV",
+            "sender_ods": "X8E5B",
+            "source_system": "unit-test",
+            "record": {**sample_row(), **record},
+        }
+    )
+
+
+def python(**record: str) -> ValidEvent | list[Reason]:
+    return validate_event(raw_event(**record), permissions=P, now=NOW)
+
+
+def fast_path_agrees(**record: str) -> bool:
+    """validate_event_row gives the same answer with the compiled fast path on and off, and the fast
+    path itself never takes a row Python refuses."""
+    raw = raw_event(**record)
+    native = validate_event_row(raw, permissions=P, now=NOW, native=True)
+    plain = validate_event_row(raw, permissions=P, now=NOW, native=False)
+    assert FAST_ROWS is not None, "vaxflow_fastrow is not installed: run ./scripts/setup"
+    clock = Clock(NOW)
+    taken = FAST_ROWS.row(raw, clock.epoch, clock.today)
+    if isinstance(plain, list):
+        assert taken is None, "the fast path took a row Python refuses"
+    else:
+        assert taken is None or taken[4] == plain[2]
+    return native == plain
+
+
+def refused(field: str, rule: str, **record: str) -> None:
+    result = python(**record)
+    assert isinstance(result, list), result
+    assert [r.rule for r in result] == [f"{field}.{rule}"]
+    native = validate_event_row(raw_event(**record), permissions=P, now=NOW, native=True)
+    assert isinstance(native, list)
+    assert [r.rule for r in native] == [f"{field}.{rule}"]
+    assert fast_path_agrees(**record)
+
+
+def accepted_as(field: str, emitted: str, **record: str) -> None:
+    result = python(**record)
+    assert isinstance(result, ValidEvent), result
+    assert getattr(result.record, field) == emitted
+    native = validate_event_row(raw_event(**record), permissions=P, now=NOW, native=True)
+    assert isinstance(native, tuple), native
+    assert f'"{emitted}"'.encode() in native[2].split(b"|")
+    assert fast_path_agrees(**record)
+
+
+def file_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str], **record: str) -> tuple[int, list[str]]:
+    """check-file on a one-row file holding the sample row with `record`'s values, written as is."""
+    row = {**{c: "" for c in COLUMNS}, **sample_row(), **record}
+    name = batch_file_name("RSV", "X8E5B", datetime(2026, 11, 25, 11, tzinfo=UTC))
+    path = tmp_path / name
+    path.write_bytes(render_file([Record(**row)]))
+    code = check_file([str(path)], now=NOW)
+    return code, capsys.readouterr().out.splitlines()
+
+
+# --- 1. vaxflow accepted, the receiver rejects -------------------------------------------------
+
+EARLY_DATES = ["00010101", "09990101", "0999-01-01", "0001-01-01", "09991231"]
+
+
+@pytest.mark.parametrize("field", ["PERSON_DOB", "RECORDED_DATE", "EXPIRY_DATE"])
+@pytest.mark.parametrize("value", EARLY_DATES)
+def test_a_year_before_1000_is_refused_with_its_own_rule(field: str, value: str) -> None:
+    refused(field, "year", **{field: value})
+
+
+@pytest.mark.parametrize("value", ["10000101", "1000-01-01"])
+def test_year_1000_is_still_a_date(value: str) -> None:
+    accepted_as("PERSON_DOB", "10000101", PERSON_DOB=value)
+
+
+@pytest.mark.parametrize("field", ["PERSON_DOB", "RECORDED_DATE", "EXPIRY_DATE"])
+def test_check_file_reports_a_year_before_1000(tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str) -> None:
+    code, lines = file_lines(tmp_path, capsys, **{field: "09990101"})
+    assert code == 1
+    assert any(
+        line.endswith(
+            f":1: {field} {field}.year – {field} has a year before 1000, which the receiver "
+            "cannot read (it needs four digits)"
+        )
+        for line in lines
+    ), lines
+
+
+CODE_FIELDS = ["SITE_OF_VACCINATION_CODE", "ROUTE_OF_VACCINATION_CODE", "DOSE_UNIT_CODE", "INDICATION_CODE"]
+# Python's \s, as the receiver's FHIR model matches `^[^\s]+(\s[^\s]+)*$` with Python's re.
+BAD_CODES = ["a  b", "a\u00a0\u00a0b", "a \u00a0b", "a\u3000\u3000b", "a\u2003 b", "1 2  3"]
+
+
+@pytest.mark.parametrize("field", CODE_FIELDS)
+@pytest.mark.parametrize("value", BAD_CODES)
+def test_a_run_of_whitespace_in_a_coded_column_is_refused(field: str, value: str) -> None:
+    refused(field, "format", **{field: value})
+
+
+@pytest.mark.parametrize("field", CODE_FIELDS)
+@pytest.mark.parametrize("value", ["\u00a0ab", "ab\u3000", " ab"])
+def test_edge_whitespace_in_a_coded_column_is_refused(field: str, value: str) -> None:
+    refused(field, "whitespace", **{field: value})
+
+
+@pytest.mark.parametrize("field", CODE_FIELDS)
+@pytest.mark.parametrize("value", ["368208006", "a b", "a\u00a0b", "a\u3000b", "Milliliter (qualifier value)"])
+def test_a_fhir_code_with_single_separators_is_accepted(field: str, value: str) -> None:
+    """The pattern allows any one whitespace character between non-space runs, so one NBSP
+    inside a code is taken by the receiver; we take it too."""
+    accepted_as(field, value, **{field: value})
+
+
+@pytest.mark.parametrize("field", CODE_FIELDS)
+def test_a_coded_column_keeps_the_generic_checks(field: str) -> None:
+    refused(field, "max_length", **{field: "1" * 256})
+    refused(field, "control_char", **{field: "a\u0085b"})
+
+
+@pytest.mark.parametrize("field", CODE_FIELDS)
+def test_check_file_reports_a_run_of_whitespace_in_a_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    code, lines = file_lines(tmp_path, capsys, **{field: "a  b"})
+    assert code == 1
+    assert any(f":1: {field} {field}.format – " in line for line in lines), lines
+
+
+def test_check_file_passes_the_sample_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = file_lines(tmp_path, capsys)
+    assert code == 0, lines
