@@ -39,7 +39,7 @@ FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udf
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
 _COLUMN_INDEX: Final = {name: i for i, name in enumerate(COLUMNS)}
 _I_ACTION: Final = _COLUMN_INDEX["ACTION_FLAG"]
-_MAX_LEN: Final = tuple(rule.max_length for rule in COLUMN_RULES)
+_MAX_LEN: Final = tuple(rule.cap for rule in COLUMN_RULES)
 _REQUIRED_NEW: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is not Mandate.OPTIONAL)
 _REQUIRED_DELETE: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is Mandate.ALWAYS)
 _get_required_new: Final = itemgetter(*sorted(_REQUIRED_NEW))
@@ -64,7 +64,10 @@ def _format_checks() -> tuple[tuple[int, Checker], ...]:
 _CHECKS: Final = _format_checks()
 _R_CONTROL: Final = tuple(reason(r.name, "control_char") for r in COLUMN_RULES)
 _R_SPACE: Final = tuple(reason(r.name, "whitespace") for r in COLUMN_RULES)
-_R_LENGTH: Final = tuple(reason(r.name, "max_length" if r.kind in FREE_FORM else "format") for r in COLUMN_RULES)
+_R_LENGTH: Final = tuple(
+    reason(r.name, "format") if r.kind not in FREE_FORM else reason(r.name, "max_length") if r.max_length else None
+    for r in COLUMN_RULES
+)  # None: uncapped, so unreachable (no value can be longer than UNCAPPED)
 _R_MANDATORY: Final = tuple(
     reason(r.name, "mandatory") if r.mandate is not Mandate.OPTIONAL else None for r in COLUMN_RULES
 )
@@ -186,7 +189,7 @@ def _envelope(
             reasons.append(reason(name, "control_char"))
         elif source_system != source_system.strip():
             reasons.append(reason(name, "whitespace"))
-        elif len(source_system) > _SOURCE_RULE.max_length:
+        elif len(source_system) > _SOURCE_RULE.cap:
             reasons.append(reason(name, "max_length"))
     return tuple(reasons), vt, ods, letters
 

@@ -155,8 +155,8 @@ def test_a_fhir_code_with_single_separators_is_accepted(field: str, value: str) 
 
 @pytest.mark.parametrize("field", CODE_FIELDS)
 def test_a_coded_column_keeps_the_generic_checks(field: str) -> None:
-    refused(field, "max_length", **{field: "1" * 256})
     refused(field, "control_char", **{field: "a\u0085b"})
+    accepted_as(field, "1" * 1000, **{field: "1" * 1000})  # no cap of its own (decision 0003)
 
 
 @pytest.mark.parametrize("field", CODE_FIELDS)
@@ -170,4 +170,105 @@ def test_check_file_reports_a_run_of_whitespace_in_a_code(
 
 def test_check_file_passes_the_sample_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = file_lines(tmp_path, capsys)
+    assert code == 0, lines
+
+
+# --- 2. vaxflow refused, the receiver accepts: canonicalised now -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "emitted"),
+    [
+        ("2024-06-10T18:33:25+0000", "20240610T19332501"),
+        ("2024-06-10T18:33:25+0100", "20240610T18332501"),
+        ("2024-06-10T18:33:25.123+00:00", "20240610T19332501"),  # dropped, never rounded up
+        ("2024-06-10T18:33:25.999999+01:00", "20240610T18332501"),
+        ("2024-06-10T18:33:25.5+0000", "20240610T19332501"),
+        ("2024-01-10T18:33:25.5-0000", "20240110T18332500"),
+        ("2024-01-10T18:33:25.5Z", "20240110T18332500"),
+        ("2024-06-10T18:33:25+0530", "20240610T14032501"),
+    ],
+)
+def test_iso_date_times_with_a_colon_less_offset_or_fraction_are_canonicalised(given: str, emitted: str) -> None:
+    accepted_as("DATE_AND_TIME", emitted, DATE_AND_TIME=given)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2024-06-10T18:33:25.1234567+00:00",
+        "2024-06-10T18:33:25.+00:00",
+        "20240610T183325.000",
+        "2024-06-10T18:33:25+000",
+    ],
+)
+def test_date_times_the_receiver_refuses_stay_refused(given: str) -> None:
+    refused("DATE_AND_TIME", "format", DATE_AND_TIME=given)
+
+
+@pytest.mark.parametrize(("given", "emitted"), [("01", "1"), ("+1", "1"), ("+09", "9"), ("0000000000000000005", "5")])
+def test_dose_sequences_the_receiver_reads_with_int_are_canonicalised(given: str, emitted: str) -> None:
+    accepted_as("DOSE_SEQUENCE", emitted, DOSE_SEQUENCE=given)
+
+
+@pytest.mark.parametrize("given", ["0", "10", "-1", "+0", "1.0", "0_1", "\u0661", "++1", "0" * 20 + "1"])
+def test_dose_sequences_the_receiver_refuses_or_we_deliberately_refuse(given: str) -> None:
+    refused("DOSE_SEQUENCE", "format", DOSE_SEQUENCE=given)
+
+
+@pytest.mark.parametrize(
+    ("given", "emitted"),
+    [
+        ("5.", "5"),
+        ("-0.5", "-0.5"),  # the receiver takes a negative amount as it is
+        ("1e-1", "0.1"),
+        ("1E+2", "100"),
+        ("+0.5", "0.5"),
+        ("-0", "0"),
+        ("-.5", "-0.5"),
+        (".5", "0.5"),
+        ("00.50", "0.50"),
+    ],
+)
+def test_dose_amounts_are_written_as_the_number_the_receiver_reads(given: str, emitted: str) -> None:
+    accepted_as("DOSE_AMOUNT", emitted, DOSE_AMOUNT=given)
+
+
+@pytest.mark.parametrize("given", ["abc", "NaN", "Infinity", "1_0", ".", "1e", "1e21", "1e-21", "0" * 21])
+def test_dose_amounts_refused(given: str) -> None:
+    refused("DOSE_AMOUNT", "format", DOSE_AMOUNT=given)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["PERSON_POSTCODE", "BATCH_NUMBER", "VACCINE_PRODUCT_TERM", "VACCINE_MANUFACTURER", "SITE_CODE_TYPE_URI"],
+)
+def test_free_text_has_no_cap_of_our_own(field: str) -> None:
+    accepted_as(field, "X" * 5000, **{field: "X" * 5000})
+
+
+@pytest.mark.parametrize("field", ["UNIQUE_ID", "UNIQUE_ID_URI"])
+def test_the_identifier_pair_stays_within_the_receivers_2048_byte_key(field: str) -> None:
+    accepted_as(field, "\U0001f489" * 255, **{field: "\U0001f489" * 255})
+    refused(field, "max_length", **{field: "x" * 256})
+
+
+def test_receiver_caps_stay() -> None:
+    refused("PERSON_SURNAME", "max_length", PERSON_SURNAME="A" * 36)
+    refused("PERSON_FORENAME", "max_length", PERSON_FORENAME="A" * 181)
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "emitted"),
+    [
+        ("DATE_AND_TIME", "2024-06-10T18:33:25.123+0000", "20240610T19332501"),
+        ("DOSE_SEQUENCE", "01", "1"),
+        ("DOSE_AMOUNT", "1e-1", "0.1"),
+        ("BATCH_NUMBER", "B" * 300, "B" * 300),
+    ],
+)
+def test_check_file_passes_what_the_receiver_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, given: str, emitted: str
+) -> None:
+    code, lines = file_lines(tmp_path, capsys, **{field: given})
     assert code == 0, lines
