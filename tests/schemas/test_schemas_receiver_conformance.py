@@ -272,3 +272,15 @@ def test_check_file_passes_what_the_receiver_accepts(
 ) -> None:
     code, lines = file_lines(tmp_path, capsys, **{field: given})
     assert code == 0, lines
+
+
+@pytest.mark.parametrize(
+    "given", ["2024-06-10T18:33:25+0000", "2024-06-10T18:33:25.123+00:00", "2024-06-10T18:33:25.999999+0100"]
+)
+def test_the_fast_path_takes_colon_less_offsets_and_fractions_itself(given: str) -> None:
+    """Common producer output, so not left to the slower Python path."""
+    assert FAST_ROWS is not None
+    clock = Clock(NOW)
+    raw = raw_event(DATE_AND_TIME=given, PERFORMING_PROFESSIONAL_SURNAME="Reilly")  # no JSON escape
+    assert FAST_ROWS.row(raw_event(PERFORMING_PROFESSIONAL_SURNAME="Reilly"), clock.epoch, clock.today) is not None
+    assert FAST_ROWS.row(raw, clock.epoch, clock.today) is not None
