@@ -284,3 +284,22 @@ def test_the_fast_path_takes_colon_less_offsets_and_fractions_itself(given: str)
     raw = raw_event(DATE_AND_TIME=given, PERFORMING_PROFESSIONAL_SURNAME="Reilly")  # no JSON escape
     assert FAST_ROWS.row(raw_event(PERFORMING_PROFESSIONAL_SURNAME="Reilly"), clock.epoch, clock.today) is not None
     assert FAST_ROWS.row(raw, clock.epoch, clock.today) is not None
+
+
+@pytest.mark.parametrize("given", ["2024-06-10T18:33:25Z", "2024-06-10T18:33:25-00:00", "2024-06-10T18:33:25.5+05:30"])
+def test_check_file_reports_an_iso_offset_the_receiver_refuses_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    """The pipeline rewrites these (so events carrying them are valid), but a file is sent as it is."""
+    assert isinstance(python(DATE_AND_TIME=given), ValidEvent)
+    code, lines = file_lines(tmp_path, capsys, DATE_AND_TIME=given)
+    assert code == 1
+    assert any(":1: DATE_AND_TIME DATE_AND_TIME.file_offset – " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("given", ["2024-06-10T18:33:25+00:00", "2024-06-10T18:33:25.123+0100", "20240610T183325"])
+def test_check_file_passes_offsets_the_receiver_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    code, lines = file_lines(tmp_path, capsys, DATE_AND_TIME=given)
+    assert code == 0, lines
