@@ -178,7 +178,7 @@ def _decimal(rule: FieldRule) -> Checker:
 
 # Python's \s is Unicode-aware (the same set as str.isspace), as in the receiver's FHIR model
 # (fhir.resources on pydantic 1, which matches the pattern with Python's re).
-_WHITESPACE_RUN: Final = re.compile(r"\s\s")
+WHITESPACE_RUN: Final = re.compile(r"\s\s")
 
 
 def _code(rule: FieldRule) -> Checker:
@@ -188,7 +188,7 @@ def _code(rule: FieldRule) -> Checker:
     fmt = reason(rule.name, "format")
 
     def check(value: str, clock: Clock) -> str | Reason | None:
-        return fmt if _WHITESPACE_RUN.search(value) else None
+        return fmt if WHITESPACE_RUN.search(value) else None
 
     return check
 

@@ -19,12 +19,12 @@ from typing import Final, NamedTuple, ParamSpec, TypeVar
 import msgspec
 
 from schemas.batchfile import render_values
-from schemas.checks import ACTIONS, Checker, checker_for
+from schemas.checks import ACTIONS, WHITESPACE_RUN, Checker, checker_for
 from schemas.columns import COLUMNS
 from schemas.dates import Clock
 from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
 from schemas.fastpath import FAST_ROWS
-from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, FREE_FORM, Mandate, reason
+from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, FREE_FORM, Kind, Mandate, reason
 from schemas.permissions import ACTION_LETTER, Permissions
 from schemas.record import Reason, Record
 
@@ -61,7 +61,12 @@ def _format_checks() -> tuple[tuple[int, Checker], ...]:
     return tuple(found)
 
 
-_CHECKS: Final = _format_checks()
+_CODE_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind is Kind.CODE)
+_get_codes: Final = itemgetter(*_CODE_COLUMNS)
+# FHIR codes are checked together first (one regex over the joined values, NUL between them: not
+# whitespace, so no run can span two values), and one by one only when that finds a run.
+_CHECKS: Final = tuple((i, check) for i, check in _format_checks() if i not in _CODE_COLUMNS)
+_CODE_CHECKS: Final = tuple((i, check) for i, check in _format_checks() if i in _CODE_COLUMNS)
 _R_CONTROL: Final = tuple(reason(r.name, "control_char") for r in COLUMN_RULES)
 _R_SPACE: Final = tuple(reason(r.name, "whitespace") for r in COLUMN_RULES)
 _R_LENGTH: Final = tuple(
@@ -130,7 +135,10 @@ def _check_values(
     elif action != values[_I_ACTION]:
         changes[_I_ACTION] = action
     if not deleting:  # the receiver validates no content of a DELETE row (digest section c)
-        for i, check in _CHECKS:
+        checks = _CHECKS
+        if WHITESPACE_RUN.search("\0".join(_get_codes(values))):
+            checks += _CODE_CHECKS
+        for i, check in checks:
             value = values[i]
             if not value or (bad and i in bad):
                 continue
