@@ -6,13 +6,14 @@ never a value: the tool is run on real patient files and its output ends up in t
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from schemas.batchfile import ParsedRow, read_file
 from schemas.delimited import TableError
 from schemas.extended import is_extended_file_name, parse_extended_file_name, read_extended
+from schemas.fields import reason
 from schemas.filenames import FileNameError, parse_batch_file_name
 from schemas.permissions import Permissions, default_permissions, load_permissions
 from schemas.record import Reason, Record
@@ -25,6 +26,7 @@ _CUD = frozenset("CUD")
 # and rewrites is also taken by the receiver as written, except one: an ISO DATE_AND_TIME whose
 # offset is not in its pre-validator's strict list (`Z`, `-00:00`, `+05:30`, ...).
 _RECEIVER_ISO_OFFSETS = ("+00:00", "+01:00", "+0000", "+0100")
+_RECEIVER_DATED = ("PERSON_DOB", "RECORDED_DATE")
 _FILE_OFFSET = Reason(
     field="DATE_AND_TIME",
     rule="DATE_AND_TIME.file_offset",
@@ -47,6 +49,13 @@ def _as_written(
         given = record.get("DATE_AND_TIME") or ""
         if given[4:5] == "-" and not given.endswith(_RECEIVER_ISO_OFFSETS):
             return [_FILE_OFFSET]
+        # The receiver's "not in the future" is its host's UTC date, a day behind London's from
+        # 23:00 to 24:00 UTC in summer; the pipeline holds such files (workers/uploader/utcdate.py),
+        # but a file checked here may be sent at once.
+        today_utc = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d")
+        late = [name for name in _RECEIVER_DATED if getattr(outcome, name) > today_utc]
+        if late:
+            return [reason(name, "future") for name in late]
     return outcome
 
 

@@ -303,3 +303,20 @@ def test_check_file_passes_offsets_the_receiver_takes(
 ) -> None:
     code, lines = file_lines(tmp_path, capsys, DATE_AND_TIME=given)
     assert code == 0, lines
+
+
+@pytest.mark.parametrize("field", ["PERSON_DOB", "RECORDED_DATE"])
+def test_check_file_judges_dates_by_the_receivers_utc_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    """At 23:30 UTC in summer London's date is a day ahead: valid for the pipeline (which holds the
+    file until UTC midnight), but a file sent now fails at the receiver, so check-file says so."""
+    late_evening = datetime(2026, 7, 14, 23, 30, tzinfo=UTC)
+    row = {field: "20260715", "DATE_AND_TIME": "20260714T230000"}
+    assert isinstance(validate_event(raw_event(**row), permissions=P, now=late_evening), ValidEvent)
+    full = {**{c: "" for c in COLUMNS}, **sample_row(), **row}
+    path = tmp_path / batch_file_name("RSV", "X8E5B", late_evening)
+    path.write_bytes(render_file([Record(**full)]))
+    assert check_file([str(path)], now=late_evening) == 1
+    assert any(f":1: {field} {field}.future – " in line for line in capsys.readouterr().out.splitlines())
+    assert check_file([str(path)], now=datetime(2026, 7, 15, 0, 0, 1, tzinfo=UTC)) == 0
