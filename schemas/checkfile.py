@@ -13,7 +13,7 @@ from pathlib import Path
 from schemas.batchfile import ParsedRow, read_file
 from schemas.delimited import TableError
 from schemas.extended import is_extended_file_name, parse_extended_file_name, read_extended
-from schemas.fields import reason
+from schemas.fields import reason as rule_reason
 from schemas.filenames import FileNameError, parse_batch_file_name
 from schemas.permissions import Permissions, default_permissions, load_permissions
 from schemas.record import Reason, Record
@@ -55,7 +55,7 @@ def _as_written(
         today_utc = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d")
         late = [name for name in _RECEIVER_DATED if getattr(outcome, name) > today_utc]
         if late:
-            return [reason(name, "future") for name in late]
+            return [rule_reason(name, "future") for name in late]
     return outcome
 
 
