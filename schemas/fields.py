@@ -108,7 +108,7 @@ FORMAT_MESSAGES: Final[dict[Kind, str]] = {
     Kind.DOSE_SEQUENCE: "is not a whole number from 1 to 9 (leading zeros and + allowed)",
     Kind.DECIMAL: "is not a decimal number such as 0.5, 5. or 1e-1 (exponent at most 20 either way)",
     Kind.ACTION_FLAG: "is not NEW, UPDATE or DELETE (any letter case)",
-    Kind.CODE: "is not a FHIR code: runs of whitespace, or whitespace other than a single separator",
+    Kind.CODE: "is not a FHIR code: it has two whitespace characters in a row",
 }
 
 KIND_RULES: Final[dict[Kind, tuple[str, ...]]] = {
