@@ -45,6 +45,8 @@ HELD_SECONDS = Counter(
 # A hold longer than this gives the partition back to the poll loop (the file is read again and
 # held again), so a held file never keeps the consumer from polling for max_poll_interval.
 HOLD_SLICE_SECONDS: Final = 60.0
+# The clock that decides whether UTC's date has caught up (a test sets it to an evening in summer).
+wall_clock: Callable[[], float] = time.time
 
 
 class MeshDelivery:
@@ -56,13 +58,13 @@ class MeshDelivery:
         mesh: MeshClient,
         health: Health,
         stop: asyncio.Event,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.mesh = mesh
         self.health = health
         self.stop = stop
-        self.clock = clock
+        self.clock = clock or (lambda: wall_clock())  # read at each call, so a test can move it
         self.held: set[str] = set()  # files already counted in HELD_FILES
 
     async def deliver(self, file: ReadyFile, route: Route, halt: asyncio.Event) -> Delivery:
