@@ -35,7 +35,7 @@ _FILE_OFFSET = Reason(
 )
 
 
-def _as_written(
+def validate_as_written(
     vaccine_type: str,
     sender_ods: str,
     record: Mapping[str, str | None],
@@ -92,7 +92,7 @@ def _check_batch(path: str, name: str, data: bytes, permissions: Permissions, no
     if not permissions.letters(ods, vaccine_type):
         out(f"{path}: file.permission – sender {ods} holds no C/U/D permission for {vaccine_type}")
         return False
-    validator = partial(_as_written, permissions=permissions, now=now)
+    validator = partial(validate_as_written, permissions=permissions, now=now)
     parsed = read_file(data, vaccine_type=vaccine_type, sender_ods=ods, validator=validator)
     problems = {row.number: list(row.reasons) for row in parsed.rows if row.reasons}
     for number, reason in _repeated_news(parsed.rows):
