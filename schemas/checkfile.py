@@ -5,21 +5,58 @@ checked first and a bad name stops that file. Output lines name the file, row, f
 never a value: the tool is run on real patient files and its output ends up in tickets.
 """
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from schemas.batchfile import ParsedRow, read_file
 from schemas.delimited import TableError
 from schemas.extended import is_extended_file_name, parse_extended_file_name, read_extended
+from schemas.fields import reason as rule_reason
 from schemas.filenames import FileNameError, parse_batch_file_name
 from schemas.permissions import Permissions, default_permissions, load_permissions
-from schemas.record import Reason
+from schemas.record import Reason, Record
 from schemas.validate import validate_record
 
 Out = Callable[[str], None]
 _CUD = frozenset("CUD")
+
+# A file is sent as written, not as vaxflow would rewrite it. Every form validate_record accepts
+# and rewrites is also taken by the receiver as written, except one: an ISO DATE_AND_TIME whose
+# offset is not in its pre-validator's strict list (`Z`, `-00:00`, `+05:30`, ...).
+_RECEIVER_ISO_OFFSETS = ("+00:00", "+01:00", "+0000", "+0100")
+_RECEIVER_DATED = ("PERSON_DOB", "RECORDED_DATE")
+_FILE_OFFSET = Reason(
+    field="DATE_AND_TIME",
+    rule="DATE_AND_TIME.file_offset",
+    message="DATE_AND_TIME is ISO 8601 with an offset the receiver refuses as written "
+    "(it takes +00:00, +01:00, +0000 or +0100)",
+)
+
+
+def validate_as_written(
+    vaccine_type: str,
+    sender_ods: str,
+    record: Mapping[str, str | None],
+    *,
+    permissions: Permissions,
+    now: datetime | None,
+) -> Record | list[Reason]:
+    """validate_record, plus what the receiver refuses in the value as written."""
+    outcome = validate_record(vaccine_type, sender_ods, record, permissions=permissions, now=now)
+    if isinstance(outcome, Record) and outcome.ACTION_FLAG != "DELETE":
+        given = record.get("DATE_AND_TIME") or ""
+        if given[4:5] == "-" and not given.endswith(_RECEIVER_ISO_OFFSETS):
+            return [_FILE_OFFSET]
+        # The receiver's "not in the future" is its host's UTC date, a day behind London's from
+        # 23:00 to 24:00 UTC in summer; the pipeline holds such files (workers/uploader/utcdate.py),
+        # but a file checked here may be sent at once.
+        today_utc = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d")
+        late = [name for name in _RECEIVER_DATED if getattr(outcome, name) > today_utc]
+        if late:
+            return [rule_reason(name, "future") for name in late]
+    return outcome
 
 
 def main(paths: Sequence[str], *, permissions_path: str | None = None, now: datetime | None = None) -> int:
@@ -55,7 +92,7 @@ def _check_batch(path: str, name: str, data: bytes, permissions: Permissions, no
     if not permissions.letters(ods, vaccine_type):
         out(f"{path}: file.permission – sender {ods} holds no C/U/D permission for {vaccine_type}")
         return False
-    validator = partial(validate_record, permissions=permissions, now=now)
+    validator = partial(validate_as_written, permissions=permissions, now=now)
     parsed = read_file(data, vaccine_type=vaccine_type, sender_ods=ods, validator=validator)
     problems = {row.number: list(row.reasons) for row in parsed.rows if row.reasons}
     for number, reason in _repeated_news(parsed.rows):

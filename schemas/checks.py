@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from functools import lru_cache
 from typing import Final
 
@@ -42,7 +43,22 @@ BOOLEANS: Final = case_variants("TRUE", "FALSE")
 GENDERS: Final = {
     "0": "0", "1": "1", "2": "2", "9": "9", "unknown": "0", "male": "1", "female": "2", "other": "9",
 }  # fmt: skip
-DOSE_SEQUENCES: Final = {str(n): str(n) for n in range(1, 10)}
+MAX_DOSE_SEQUENCE: Final = 20
+
+
+def _dose_sequences() -> dict[str, str]:
+    """`1`..`9`, and every spelling the receiver's `int()` reads as one of them within our cap:
+    leading zeros and a `+` sign (`01`, `+1`, `+001`). Its other leniencies (edge whitespace,
+    `0_1`, digits of other scripts) are refused, as everywhere (decision 0003)."""
+    table: dict[str, str] = {}
+    for n in range(1, 10):
+        for sign in ("", "+"):
+            for zeros in range(MAX_DOSE_SEQUENCE - len(sign)):
+                table[f"{sign}{'0' * zeros}{n}"] = str(n)
+    return table
+
+
+DOSE_SEQUENCES: Final = _dose_sequences()
 
 # The kinds whose values are checked by table: spelling -> canonical value.
 LOOKUP_TABLES: Final[dict[Kind, dict[str, str]]] = {
@@ -52,21 +68,31 @@ LOOKUP_TABLES: Final[dict[Kind, dict[str, str]]] = {
 }
 
 MAX_DECIMAL: Final = 20
-_DECIMAL: Final = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
+# What the receiver's int() or Decimal() reads, in ASCII and without `_` separators or whitespace.
+_DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @lru_cache(maxsize=1024)
 def canonical_decimal(value: str) -> str | None:
-    """A non-negative decimal without superfluous leading zeros, keeping the fraction as given.
+    """The number the receiver reads from `value`, written as a plain decimal; None if refused.
 
-    `.5` becomes `0.5` (FHIR decimals need the leading digit); `0.50` stays, because trailing
-    zeros state precision. Signs, exponents, `5.`, NaN and infinities are refused.
+    The receiver tries `int(value)`, then `Decimal(value)`, and sends that number on: so `5.` is
+    5, `1e-1` is 0.1, `+0.5` is 0.5 and `-0.5` is minus a half (it does not refuse negative
+    amounts, so neither do we). We write the same number without exponent, sign of zero or
+    superfluous leading zeros; `.5` becomes `0.5` (FHIR decimals need the leading digit) and
+    trailing zeros are kept, since they state precision. Refused: anything else (NaN and the
+    infinities, which the receiver refuses too), values longer than MAX_DECIMAL characters and
+    exponents beyond +-MAX_DECIMAL (no dose is written so; the plain form stays short).
     """
-    m = _DECIMAL.fullmatch(value) if len(value) <= MAX_DECIMAL else None
-    if m is None or not (m[1] or m[2]):
+    if len(value) > MAX_DECIMAL or _DECIMAL.fullmatch(value) is None:
         return None
-    whole = m[1].lstrip("0") or "0"
-    return f"{whole}.{m[2]}" if m[2] else whole
+    number = Decimal(value)
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int) or not -MAX_DECIMAL <= exponent <= MAX_DECIMAL:
+        return None  # bounds the plain form (at most about twice MAX_DECIMAL) before writing it out
+    if number.is_zero():
+        number = number.copy_abs()
+    return format(number, "f")
 
 
 def _lookup(table: dict[str, str], fail: Reason) -> Checker:
@@ -82,13 +108,19 @@ def _lookup(table: dict[str, str], fail: Reason) -> Checker:
 
 
 def _date(rule: FieldRule) -> Checker:
-    fmt = reason(rule.name, "format")
+    fmt, year = reason(rule.name, "format"), reason(rule.name, "year")
     future = reason(rule.name, "future") if rule.not_future else None
 
     def check(value: str, clock: Clock) -> str | Reason | None:
         canonical = canonical_date(value)
         if canonical is None:
             return fmt
+        if canonical[0] == "0":
+            # The receiver rewrites YYYYMMDD with strftime("%Y-%m-%d"), which writes year 999 as
+            # "999", and then refuses it for want of four digits; a sentinel such as 00010101 is
+            # no real date anyway. An ISO 0999-01-01 would pass there as given, but we emit
+            # YYYYMMDD, so it is refused too rather than rewritten into the failing form.
+            return year
         if future is not None and canonical > clock.today:
             return future
         return None if canonical == value else canonical
@@ -144,6 +176,23 @@ def _decimal(rule: FieldRule) -> Checker:
     return check
 
 
+# Python's \s is Unicode-aware (the same set as str.isspace), as in the receiver's FHIR model
+# (fhir.resources on pydantic 1, which matches the pattern with Python's re).
+WHITESPACE_RUN: Final = re.compile(r"\s\s")
+
+
+def _code(rule: FieldRule) -> Checker:
+    r"""FHIR `code`: `^[^\s]+(\s[^\s]+)*$`. Edge whitespace is already refused by the generic
+    rule, so what is left is two whitespace characters in a row; one NBSP between two words
+    matches the pattern and is taken by the receiver, so it is taken here too."""
+    fmt = reason(rule.name, "format")
+
+    def check(value: str, clock: Clock) -> str | Reason | None:
+        return fmt if WHITESPACE_RUN.search(value) else None
+
+    return check
+
+
 def checker_for(rule: FieldRule) -> Checker | None:
     """The checker for a column, or None when only the generic checks apply (free text, action)."""
     kind = rule.kind
@@ -157,6 +206,8 @@ def checker_for(rule: FieldRule) -> Checker | None:
         return _snomed(rule)
     if kind is Kind.DECIMAL:
         return _decimal(rule)
+    if kind is Kind.CODE:
+        return _code(rule)
     if kind in LOOKUP_TABLES:
         return _lookup(LOOKUP_TABLES[kind], reason(rule.name, "format"))
     return None

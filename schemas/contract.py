@@ -62,7 +62,8 @@ def render_rules() -> str:
     ]
     for rule in (*ENVELOPE_RULES, *COLUMN_RULES):
         ids = ", ".join(f"`{suffix}`" for suffix in rule.rules)
-        lines.append(f"| {rule.name} | {_mandate(rule)} | {rule.kind.value} | {rule.max_length} | {ids} |")
+        cap = "none" if rule.max_length is None else rule.max_length
+        lines.append(f"| {rule.name} | {_mandate(rule)} | {rule.kind.value} | {cap} | {ids} |")
     lines += ["", "| Rule suffix | Message (after the field name) |", "|---|---|"]
     for suffix, text in GENERIC_MESSAGES.items():
         lines.append(f"| `{suffix}` | {text.replace('{max_length}', 'N')} |")

@@ -23,8 +23,11 @@ _PLUS_ONE: Final = timezone(_ONE_HOUR)
 _DATE_COMPACT: Final = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 _DATE_ISO: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DT_COMPACT: Final = re.compile(r"[0-9]{8}T[0-9]{6}(?:0[01])?")
+# Fractional seconds of one to six digits (the receiver's strptime %f) are read and dropped; the
+# offset may be written with or without its colon (`+0000`, as strptime's %z takes it).
 _DT_ISO: Final = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,6})?"
+    r"(Z|([+-])([0-9]{2}):?([0-9]{2}))"
 )
 
 # A DATE_AND_TIME outcome that is not a (canonical, epoch seconds) pair.
@@ -63,16 +66,19 @@ def canonical_datetime(value: str) -> tuple[str, float] | str:
     """(canonical `YYYYMMDDThhmmss00|01`, epoch seconds) or the failed rule suffix.
 
     Accepted: the spec form with suffix 00 or 01 or none (UTC), and ISO 8601 with `Z` or an
-    explicit offset. Rejected: fractional seconds (we could only truncate them), naive ISO
-    values, and instants where London was on neither +00:00 nor +01:00 (before 1972 that
-    happened; the spec's two suffixes cannot express it).
+    explicit offset (`+01:00` or `+0100`), with or without fractional seconds. The receiver takes
+    ISO values with up to six fraction digits; the spec form has no place for them, so they are
+    dropped (truncated: the instant emitted is never later than the one given). Rejected: naive
+    ISO values, more than six fraction digits (the receiver refuses them too), and instants where
+    London was on neither +00:00 nor +01:00 (before 1972 that happened; the spec's two suffixes
+    cannot express it).
     """
     if _DT_COMPACT.fullmatch(value) is not None:
         return _from_hour(value[:11], _SPEC_SUFFIXES[value[15:]], value[11:13], value[13:15])
     m = _DT_ISO.fullmatch(value)
     if m is None:
         return BAD_FORMAT
-    suffix = _ISO_WHOLE_HOUR_ZONES.get(value[19:])
+    suffix = _ISO_WHOLE_HOUR_ZONES.get(m[7])
     if suffix is not None:  # the usual case: same hour arithmetic as the spec form
         hour = f"{value[0:4]}{value[5:7]}{value[8:10]}T{value[11:13]}"
         return _from_hour(hour, suffix, value[14:16], value[17:19])
@@ -81,7 +87,9 @@ def canonical_datetime(value: str) -> tuple[str, float] | str:
 
 # Suffixes meaning UTC share one cache key ("").
 _SPEC_SUFFIXES: Final = {"": "", "00": "", "01": "01"}
-_ISO_WHOLE_HOUR_ZONES: Final = {"Z": "", "+00:00": "", "-00:00": "", "+01:00": "01"}
+_ISO_WHOLE_HOUR_ZONES: Final = {
+    "Z": "", "+00:00": "", "-00:00": "", "+0000": "", "-0000": "", "+01:00": "01", "+0100": "01",
+}  # fmt: skip
 
 
 def _from_hour(hour: str, suffix: str, minute: str, second: str) -> tuple[str, float] | str:
@@ -140,7 +148,7 @@ def _suffix(local: datetime) -> str | None:
 
 def _iso_datetime(m: re.Match[str]) -> tuple[str, float] | str:
     """Any other offset, e.g. +05:30: rare, so computed in full and not cached."""
-    y, mo, d, h, mi, s, sign, oh, om = m.groups()
+    y, mo, d, h, mi, s, _zone, sign, oh, om = m.groups()
     tz = _offset_of(sign, oh, om)
     if tz is None:
         return BAD_FORMAT

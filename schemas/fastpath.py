@@ -33,7 +33,7 @@ _TABLES: Final = {
 def column_table() -> list[tuple[str, str, int, bool, bool]]:
     """(name, kind, max length, mandatory for NEW/UPDATE, not in the future) per column, in file order."""
     return [
-        (rule.name, rule.kind.name.lower(), rule.max_length, rule.mandate is not Mandate.OPTIONAL, rule.not_future)
+        (rule.name, rule.kind.name.lower(), rule.cap, rule.mandate is not Mandate.OPTIONAL, rule.not_future)
         for rule in COLUMN_RULES
     ]
 

@@ -5,8 +5,9 @@ Everything the validator enforces about a single value is read from `COLUMN_RULE
 reviewer can check the whole contract against the spec digest (section c) in one screen, and the
 documentation table in docs/event-contract.md is generated from the same data.
 
-Length caps beyond the two the receiver enforces (35 surname, 180 forename) are ours; why each
-was chosen is in docs/decisions/0003-validation-strictness.md.
+Length caps beyond the two the receiver enforces (35 surname, 180 forename) are ours, and only
+where a longer value would break something (the identifier pair, formatted values, our own
+`source_system`); why each was chosen is in docs/decisions/0003-validation-strictness.md.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Kind(enum.Enum):
     ACTION_FLAG = "action flag"
     VACCINE_TYPE = "vaccine type"
     ODS_CODE = "ODS code"
+    CODE = "FHIR code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,13 @@ class FieldRule:
     name: str
     mandate: Mandate
     kind: Kind
-    max_length: int
+    max_length: int | None  # None: no cap of its own (the 64 KiB event cap still bounds it)
     not_future: bool = False
+
+    @property
+    def cap(self) -> int:
+        """`max_length`, or a number no value can reach when there is none."""
+        return UNCAPPED if self.max_length is None else self.max_length
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -65,13 +72,19 @@ class FieldRule:
             return KIND_RULES[self.kind]  # looked up in configuration, so any other value is unknown
         found = ["mandatory"] if self.mandate is not Mandate.OPTIONAL else []
         found += ["control_char", "whitespace"]
-        if self.kind is Kind.TEXT:
+        if self.kind in FREE_FORM and self.max_length is not None:
             found.append("max_length")  # longer values of other kinds fail their format rule
         found.extend(KIND_RULES[self.kind])
         if self.not_future:
             found.append("future")
         return tuple(found)
 
+
+# Above the 64 KiB event cap, so a column without a cap of its own never fails a length check.
+UNCAPPED: Final = 1 << 20
+
+# Kinds whose format does not bound characters or length, so every generic check applies to them.
+FREE_FORM: Final = frozenset({Kind.TEXT, Kind.CODE})
 
 # Rule suffixes and messages. The message is appended to the field name; it never quotes the value.
 GENERIC_MESSAGES: Final[dict[str, str]] = {
@@ -86,20 +99,21 @@ FORMAT_MESSAGES: Final[dict[Kind, str]] = {
     Kind.DATE: "is not a real date written YYYYMMDD (or YYYY-MM-DD)",
     Kind.DATETIME: (
         "is not a real date-time written YYYYMMDDThhmmss with optional suffix 00 or 01 "
-        "(or ISO 8601 with a UTC offset, whole seconds)"
+        "(or ISO 8601 with a UTC offset, at most six fraction digits)"
     ),
     Kind.NHS_NUMBER: "is not exactly 10 digits",
     Kind.SNOMED: "is not a SNOMED CT concept id (6 to 18 digits, first digit not 0)",
     Kind.GENDER: "is not one of 0, 1, 2, 9 or the lowercase words male, female, other, unknown",
     Kind.BOOLEAN: "is not TRUE or FALSE (any letter case)",
-    Kind.DOSE_SEQUENCE: "is not a whole number from 1 to 9",
-    Kind.DECIMAL: "is not a non-negative decimal number such as 0.5",
+    Kind.DOSE_SEQUENCE: "is not a whole number from 1 to 9 (leading zeros and + allowed)",
+    Kind.DECIMAL: "is not a decimal number such as 0.5, 5. or 1e-1 (exponent at most 20 either way)",
     Kind.ACTION_FLAG: "is not NEW, UPDATE or DELETE (any letter case)",
+    Kind.CODE: "is not a FHIR code: it has two whitespace characters in a row",
 }
 
 KIND_RULES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.TEXT: (),
-    Kind.DATE: ("format",),
+    Kind.DATE: ("format", "year"),
     Kind.DATETIME: ("format", "offset"),
     Kind.NHS_NUMBER: ("format", "mod11"),
     Kind.SNOMED: ("format", "partition", "verhoeff"),
@@ -110,9 +124,11 @@ KIND_RULES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.ACTION_FLAG: ("format", "permission"),
     Kind.VACCINE_TYPE: ("unknown",),
     Kind.ODS_CODE: ("permission",),
+    Kind.CODE: ("format",),
 }
 
 SPECIFIC_MESSAGES: Final[dict[str, str]] = {
+    "year": "has a year before 1000, which the receiver cannot read (it needs four digits)",
     "mod11": "fails the NHS number mod-11 check digit",
     "partition": "has a SNOMED CT partition other than 00 or 10 (not a concept id)",
     "verhoeff": "fails the SNOMED CT Verhoeff check digit",
@@ -124,7 +140,11 @@ SPECIFIC_MESSAGES: Final[dict[str, str]] = {
 ODS_PERMISSION_MESSAGE: Final = "has no create, update or delete permission for this vaccine type"
 
 _O, _NU, _A = Mandate.OPTIONAL, Mandate.NEW_UPDATE, Mandate.ALWAYS
-GENERIC_MAX: Final = 255
+# UNIQUE_ID and UNIQUE_ID_URI: the receiver keys its store on "{URI}#{ID}" (a DynamoDB index
+# partition key, at most 2048 bytes); 255 characters each (at most 4 UTF-8 bytes a character)
+# keeps the pair within it. Decision 0003 says why other free text has no cap.
+IDENTIFIER_MAX: Final = 255
+NO_CAP: Final = None
 
 COLUMN_RULES: Final[tuple[FieldRule, ...]] = (
     FieldRule("NHS_NUMBER", _O, Kind.NHS_NUMBER, 10),
@@ -132,35 +152,35 @@ COLUMN_RULES: Final[tuple[FieldRule, ...]] = (
     FieldRule("PERSON_SURNAME", _NU, Kind.TEXT, 35),
     FieldRule("PERSON_DOB", _NU, Kind.DATE, 10, not_future=True),
     FieldRule("PERSON_GENDER_CODE", _NU, Kind.GENDER, 7),
-    FieldRule("PERSON_POSTCODE", _NU, Kind.TEXT, GENERIC_MAX),
-    FieldRule("DATE_AND_TIME", _NU, Kind.DATETIME, 25, not_future=True),
-    FieldRule("SITE_CODE", _NU, Kind.TEXT, GENERIC_MAX),
-    FieldRule("SITE_CODE_TYPE_URI", _NU, Kind.TEXT, GENERIC_MAX),
-    FieldRule("UNIQUE_ID", _A, Kind.TEXT, GENERIC_MAX),
-    FieldRule("UNIQUE_ID_URI", _A, Kind.TEXT, GENERIC_MAX),
+    FieldRule("PERSON_POSTCODE", _NU, Kind.TEXT, NO_CAP),
+    FieldRule("DATE_AND_TIME", _NU, Kind.DATETIME, 32, not_future=True),
+    FieldRule("SITE_CODE", _NU, Kind.TEXT, NO_CAP),
+    FieldRule("SITE_CODE_TYPE_URI", _NU, Kind.TEXT, NO_CAP),
+    FieldRule("UNIQUE_ID", _A, Kind.TEXT, IDENTIFIER_MAX),
+    FieldRule("UNIQUE_ID_URI", _A, Kind.TEXT, IDENTIFIER_MAX),
     FieldRule("ACTION_FLAG", _A, Kind.ACTION_FLAG, 6),
-    FieldRule("PERFORMING_PROFESSIONAL_FORENAME", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("PERFORMING_PROFESSIONAL_SURNAME", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("PERFORMING_PROFESSIONAL_FORENAME", _O, Kind.TEXT, NO_CAP),
+    FieldRule("PERFORMING_PROFESSIONAL_SURNAME", _O, Kind.TEXT, NO_CAP),
     FieldRule("RECORDED_DATE", _NU, Kind.DATE, 10, not_future=True),
     FieldRule("PRIMARY_SOURCE", _NU, Kind.BOOLEAN, 5),
     FieldRule("VACCINATION_PROCEDURE_CODE", _NU, Kind.SNOMED, 18),
-    FieldRule("VACCINATION_PROCEDURE_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("DOSE_SEQUENCE", _O, Kind.DOSE_SEQUENCE, 1),
+    FieldRule("VACCINATION_PROCEDURE_TERM", _O, Kind.TEXT, NO_CAP),
+    FieldRule("DOSE_SEQUENCE", _O, Kind.DOSE_SEQUENCE, 20),
     FieldRule("VACCINE_PRODUCT_CODE", _O, Kind.SNOMED, 18),
-    FieldRule("VACCINE_PRODUCT_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("VACCINE_MANUFACTURER", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("BATCH_NUMBER", _O, Kind.TEXT, 100),
+    FieldRule("VACCINE_PRODUCT_TERM", _O, Kind.TEXT, NO_CAP),
+    FieldRule("VACCINE_MANUFACTURER", _O, Kind.TEXT, NO_CAP),
+    FieldRule("BATCH_NUMBER", _O, Kind.TEXT, NO_CAP),
     FieldRule("EXPIRY_DATE", _O, Kind.DATE, 10),
-    FieldRule("SITE_OF_VACCINATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("SITE_OF_VACCINATION_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("ROUTE_OF_VACCINATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("ROUTE_OF_VACCINATION_TERM", _O, Kind.TEXT, GENERIC_MAX),
+    FieldRule("SITE_OF_VACCINATION_CODE", _O, Kind.CODE, NO_CAP),
+    FieldRule("SITE_OF_VACCINATION_TERM", _O, Kind.TEXT, NO_CAP),
+    FieldRule("ROUTE_OF_VACCINATION_CODE", _O, Kind.CODE, NO_CAP),
+    FieldRule("ROUTE_OF_VACCINATION_TERM", _O, Kind.TEXT, NO_CAP),
     FieldRule("DOSE_AMOUNT", _O, Kind.DECIMAL, 20),
-    FieldRule("DOSE_UNIT_CODE", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("DOSE_UNIT_TERM", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("INDICATION_CODE", _O, Kind.TEXT, GENERIC_MAX),
-    FieldRule("LOCATION_CODE", _NU, Kind.TEXT, GENERIC_MAX),
-    FieldRule("LOCATION_CODE_TYPE_URI", _NU, Kind.TEXT, GENERIC_MAX),
+    FieldRule("DOSE_UNIT_CODE", _O, Kind.CODE, NO_CAP),
+    FieldRule("DOSE_UNIT_TERM", _O, Kind.TEXT, NO_CAP),
+    FieldRule("INDICATION_CODE", _O, Kind.CODE, NO_CAP),
+    FieldRule("LOCATION_CODE", _NU, Kind.TEXT, NO_CAP),
+    FieldRule("LOCATION_CODE_TYPE_URI", _NU, Kind.TEXT, NO_CAP),
 )
 
 ENVELOPE_RULES: Final[tuple[FieldRule, ...]] = (

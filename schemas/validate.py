@@ -19,12 +19,12 @@ from typing import Final, NamedTuple, ParamSpec, TypeVar
 import msgspec
 
 from schemas.batchfile import render_values
-from schemas.checks import ACTIONS, Checker, checker_for
+from schemas.checks import ACTIONS, WHITESPACE_RUN, Checker, checker_for
 from schemas.columns import COLUMNS
 from schemas.dates import Clock
 from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
 from schemas.fastpath import FAST_ROWS
-from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, Kind, Mandate, reason
+from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, FREE_FORM, Kind, Mandate, reason
 from schemas.permissions import ACTION_LETTER, Permissions
 from schemas.record import Reason, Record
 
@@ -39,12 +39,12 @@ FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udf
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
 _COLUMN_INDEX: Final = {name: i for i, name in enumerate(COLUMNS)}
 _I_ACTION: Final = _COLUMN_INDEX["ACTION_FLAG"]
-_MAX_LEN: Final = tuple(rule.max_length for rule in COLUMN_RULES)
+_MAX_LEN: Final = tuple(rule.cap for rule in COLUMN_RULES)
 _REQUIRED_NEW: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is not Mandate.OPTIONAL)
 _REQUIRED_DELETE: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is Mandate.ALWAYS)
 _get_required_new: Final = itemgetter(*sorted(_REQUIRED_NEW))
 _get_required_delete: Final = itemgetter(*sorted(_REQUIRED_DELETE))
-_TEXT_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind is Kind.TEXT)
+_TEXT_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind in FREE_FORM)
 _get_text: Final = itemgetter(*_TEXT_COLUMNS)
 _MAX_TEXT: Final = tuple(_MAX_LEN[i] for i in _TEXT_COLUMNS)
 
@@ -61,10 +61,18 @@ def _format_checks() -> tuple[tuple[int, Checker], ...]:
     return tuple(found)
 
 
-_CHECKS: Final = _format_checks()
+_CODE_COLUMNS: Final = tuple(i for i, r in enumerate(COLUMN_RULES) if r.kind is Kind.CODE)
+_get_codes: Final = itemgetter(*_CODE_COLUMNS)
+# FHIR codes are checked together first (one regex over the joined values, NUL between them: not
+# whitespace, so no run can span two values), and one by one only when that finds a run.
+_CHECKS: Final = tuple((i, check) for i, check in _format_checks() if i not in _CODE_COLUMNS)
+_CODE_CHECKS: Final = tuple((i, check) for i, check in _format_checks() if i in _CODE_COLUMNS)
 _R_CONTROL: Final = tuple(reason(r.name, "control_char") for r in COLUMN_RULES)
 _R_SPACE: Final = tuple(reason(r.name, "whitespace") for r in COLUMN_RULES)
-_R_LENGTH: Final = tuple(reason(r.name, "max_length" if r.kind is Kind.TEXT else "format") for r in COLUMN_RULES)
+_R_LENGTH: Final = tuple(
+    reason(r.name, "format") if r.kind not in FREE_FORM else reason(r.name, "max_length") if r.max_length else None
+    for r in COLUMN_RULES
+)  # None: uncapped, so unreachable (no value can be longer than UNCAPPED)
 _R_MANDATORY: Final = tuple(
     reason(r.name, "mandatory") if r.mandate is not Mandate.OPTIONAL else None for r in COLUMN_RULES
 )
@@ -127,7 +135,10 @@ def _check_values(
     elif action != values[_I_ACTION]:
         changes[_I_ACTION] = action
     if not deleting:  # the receiver validates no content of a DELETE row (digest section c)
-        for i, check in _CHECKS:
+        checks = _CHECKS
+        if WHITESPACE_RUN.search("\0".join(_get_codes(values))):
+            checks += _CODE_CHECKS
+        for i, check in checks:
             value = values[i]
             if not value or (bad and i in bad):
                 continue
@@ -186,7 +197,7 @@ def _envelope(
             reasons.append(reason(name, "control_char"))
         elif source_system != source_system.strip():
             reasons.append(reason(name, "whitespace"))
-        elif len(source_system) > _SOURCE_RULE.max_length:
+        elif len(source_system) > _SOURCE_RULE.cap:
             reasons.append(reason(name, "max_length"))
     return tuple(reasons), vt, ods, letters
 

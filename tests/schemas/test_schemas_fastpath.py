@@ -122,6 +122,9 @@ def _spellings(instant: datetime) -> list[str]:
         instant.strftime("%Y-%m-%dT%H:%M:%S-00:00"),
         plus_one.strftime("%Y-%m-%dT%H:%M:%S+01:00"),
         instant.strftime("%Y-%m-%dT%H:%M:%S+05:30"),  # declined: Python handles other offsets
+        instant.strftime("%Y-%m-%dT%H:%M:%S.5+0000"),  # issue 18: colon-less offsets, fractions
+        plus_one.strftime("%Y-%m-%dT%H:%M:%S.999999+0100"),
+        instant.strftime("%Y-%m-%dT%H:%M:%S.1234567Z"),  # refused: seven fraction digits
     ]
 
 
@@ -143,7 +146,7 @@ def test_date_and_time_around_every_clock_change(year: int) -> None:
 
 
 @SETTINGS
-@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2110, 1, 1)), st.integers(0, 7))
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2110, 1, 1)), st.integers(0, 10))
 def test_date_and_time_any_instant(moment: datetime, spelling: int) -> None:
     value = _spellings(moment.replace(tzinfo=UTC, microsecond=0))[spelling]
     native, python = both(encode(event(DATE_AND_TIME=value, RECORDED_DATE="20240101")), LATER)
@@ -157,17 +160,22 @@ near_values = {
     | st.sampled_from(["00000101", "20240229", "2023-02-29"]),
     "PERSON_GENDER_CODE": st.sampled_from(["0", "1", "2", "9", "3", "male", "Male", "female", "other", "unknown", ""]),
     "DATE_AND_TIME": st.from_regex(r"\A[0-9]{8}T[0-9]{6}(0[0-2])?\Z")
-    | st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-]0[01]:00)\Z"),
+    | st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,7})?(Z|[+-]0[01]:?00)\Z"),
     "PRIMARY_SOURCE": st.from_regex(r"\A(?i:true|false|yes)\Z"),
     "ACTION_FLAG": st.from_regex(r"\A(?i:new|update|delete|nwe)\Z"),
     "VACCINATION_PROCEDURE_CODE": digits | st.sampled_from(["1324681000000101", "39114911000001105"]),
     "VACCINE_PRODUCT_CODE": digits,
-    "DOSE_SEQUENCE": st.sampled_from(["1", "9", "0", "10", "01", ""]),
-    "DOSE_AMOUNT": st.from_regex(r"\A[0-9]{0,22}(\.[0-9]{0,3})?\Z"),
+    "DOSE_SEQUENCE": st.sampled_from(["1", "9", "0", "10", "01", "+1", "+01", "-1", "0_1", ""]),
+    "DOSE_AMOUNT": st.from_regex(r"\A[+-]?[0-9]{0,22}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,2})?\Z"),
+    "PERSON_POSTCODE": st.text(alphabet="AZ09 \u00a0", min_size=1, max_size=300),
+    "SITE_OF_VACCINATION_CODE": st.text(alphabet="a1 \u00a0\u3000\u2003\u200b", max_size=8),
+    "DOSE_UNIT_CODE": st.sampled_from(["ml", "a b", "a  b", "a\u00a0b", "a \u00a0b", " a", "a\u3000"]),
+    "RECORDED_DATE": st.sampled_from(["00010101", "09990101", "0999-01-01", "10000101", "20240101"]),
+    "UNIQUE_ID": st.text(alphabet="x\U0001f489", min_size=1, max_size=260),
     "EXPIRY_DATE": st.from_regex(r"\A[0-9]{4}-?[0-9]{2}-?[0-9]{2}\Z"),
     "PERSON_SURNAME": st.text(max_size=40),
     "PERSON_FORENAME": st.text(alphabet=st.characters(codec="utf-8"), max_size=190),
-    "BATCH_NUMBER": st.text(alphabet=' "|¬\u00a0\u2003\u3000é\u0085\u2028aZ9', max_size=101),
+    "BATCH_NUMBER": st.text(alphabet=' "|¬\u00a0\u2003\u3000é\u0085\u2028aZ9', max_size=300),
     "SITE_CODE": st.sampled_from(["", " X", "X ", "\u00a0X", "X\u3000", "Ẋ", "X\u200bX"]),
 }
 

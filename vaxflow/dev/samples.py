@@ -327,7 +327,7 @@ CORRUPTIONS: Final[dict[str, Corruption]] = {
     "procedure_verhoeff": _flip_last_digit("VACCINATION_PROCEDURE_CODE"),
     "product_code": _set("VACCINE_PRODUCT_CODE", "NAVU", "2622896019", "0123"),
     "dose_sequence": _set("DOSE_SEQUENCE", "10", "0", "-1", "1.0", "abc"),
-    "dose_amount": _set("DOSE_AMOUNT", "abc", "-0.5", "1e-1", "5."),
+    "dose_amount": _set("DOSE_AMOUNT", "abc", "NaN", "Infinity", "1_0"),
     "control_char": _control_char,
     "edge_space": _edge_space,
     "surname_length": _set("PERSON_SURNAME", "A" * 36, "B" * 80),

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import Final
 
 from prometheus_client import Counter
 
@@ -27,25 +30,45 @@ from workers.uploader.outage import MeshAvailability
 from workers.uploader.outcomes import MAX_GENERATIONS, Abandoned, Delivery, UploadRefused, local_id_generation
 from workers.uploader.retry import Sleep, upload_retrying
 from workers.uploader.routes import Route
+from workers.uploader.utcdate import seconds_until_utc_date
 
 log = logging.getLogger("vaxflow.uploader")
 
 ATTEMPTS = Counter("vaxflow_uploader_attempts_total", "MESH upload attempts by outcome", ["outcome"])
 TLS_HOLDS = Counter("vaxflow_uploader_tls_holds_total", "Waits on a MESH certificate that failed verification")
+HELD_FILES = Counter(
+    "vaxflow_uploader_held_for_utc_date_files_total",
+    "Files held until UTC's date reached the PERSON_DOB/RECORDED_DATE in their rows (23:00-24:00 UTC in BST)",
+)
+HELD_SECONDS = Counter(
+    "vaxflow_uploader_held_for_utc_date_seconds_total", "Seconds files were held for UTC's date to catch up"
+)
+# A hold longer than this gives the partition back to the poll loop (the file is read again and
+# held again), so a held file never keeps the consumer from polling for max_poll_interval.
+HOLD_SLICE_SECONDS: Final = 60.0
+# The clock that decides whether UTC's date has caught up (a test sets it to an evening in summer).
+wall_clock: Callable[[], float] = time.time
 
 
 class MeshDelivery:
     """Delivers files to MESH for one uploader process; `stop` and a partition's `halt` end any wait."""
 
     def __init__(
-        self, settings: MeshSettings, mesh: MeshClient, health: Health, stop: asyncio.Event,
+        self,
+        settings: MeshSettings,
+        mesh: MeshClient,
+        health: Health,
+        stop: asyncio.Event,
         availability: MeshAvailability,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.mesh = mesh
         self.health = health
         self.stop = stop
         self.availability = availability
+        self.clock = clock or (lambda: wall_clock())  # read at each call, so a test can move it
+        self.held: set[str] = set()  # files already counted in HELD_FILES
 
     async def deliver(
         self, file: ReadyFile, route: Route, halt: asyncio.Event, slots: asyncio.Semaphore | None = None
@@ -58,6 +81,7 @@ class MeshDelivery:
         dead-lettered) and the worker reports itself not ready until a request gets through.
         """
         sleep = self.interruptible_sleep(halt)
+        await self.hold_for_utc_date(file, sleep)
         while True:
             try:
                 delivery = await self._deliver_retrying(file, route, sleep, slots or asyncio.Semaphore(1))
@@ -73,6 +97,27 @@ class MeshDelivery:
                 del self.health.detail["mesh_tls"]
                 self.health.ready = True
             return delivery
+
+    async def hold_for_utc_date(self, file: ReadyFile, sleep: Sleep) -> None:
+        """Wait until no PERSON_DOB or RECORDED_DATE in the file is after UTC's date (utcdate.py says
+        why). The file waits in its own lane, so the poll loop and other keys go on; the wait is
+        taken in slices so that a moved clock is read again, and a halt ends it (Abandoned)."""
+        while True:
+            wait = seconds_until_utc_date(file.content, self.clock())
+            if wait <= 0:
+                self.held.discard(file.file_name)
+                return
+            if file.file_name not in self.held:
+                if len(self.held) > 10_000:  # names of files another instance took over
+                    self.held.clear()
+                self.held.add(file.file_name)
+                HELD_FILES.inc()
+                log.info("file held until UTC's date reaches its rows' dates",
+                         extra={"file": file.file_name, "seconds": round(wait, 1)})
+            step = min(wait, HOLD_SLICE_SECONDS)
+            await sleep(step)
+            HELD_SECONDS.inc(step)
+
 
     async def _deliver_retrying(
         self, file: ReadyFile, route: Route, sleep: Sleep, slots: asyncio.Semaphore

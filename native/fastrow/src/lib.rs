@@ -28,6 +28,8 @@ const LAST_YEAR: i64 = 2099;
 
 enum Kind {
     Text,
+    /// FHIR `code` (schemas.checks._code): text with no two whitespace characters in a row.
+    Code,
     Date,
     DateTime,
     NhsNumber,
@@ -261,7 +263,8 @@ fn canonical_date(v: &str) -> Option<String> {
 }
 
 /// (canonical spec form, epoch seconds) of a DATE_AND_TIME (schemas.dates.canonical_datetime),
-/// for the spec form and ISO 8601 at UTC or +01:00; None for everything else.
+/// for the spec form and ISO 8601 at UTC or +01:00 (with or without the offset's colon and up to
+/// six fraction digits, which are dropped); None for everything else.
 fn canonical_datetime(v: &str) -> Option<(String, i64)> {
     let b = v.as_bytes();
     let (date, hour, minute, second, plus_one) = match b.len() {
@@ -280,12 +283,25 @@ fn canonical_datetime(v: &str) -> Option<(String, i64)> {
                 plus_one,
             )
         }
-        20 | 25
-            if b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' =>
+        n if n >= 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':' =>
         {
-            let plus_one = match &b[19..] {
-                b"Z" | b"+00:00" | b"-00:00" => false,
-                b"+01:00" => true,
+            // One to six fraction digits (the receiver's %f), read and dropped.
+            let mut zone = &b[19..];
+            if zone.first() == Some(&b'.') {
+                let len = zone[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if !(1..=6).contains(&len) {
+                    return None;
+                }
+                zone = &zone[1 + len..];
+            }
+            let plus_one = match zone {
+                b"Z" | b"+00:00" | b"-00:00" | b"+0000" | b"-0000" => false,
+                b"+01:00" | b"+0100" => true,
                 _ => return None,
             };
             (
@@ -330,6 +346,19 @@ fn push_digits(out: &mut String, n: i64, width: u32) {
     for k in (0..width).rev() {
         out.push(char::from(b'0' + (n / 10i64.pow(k) % 10) as u8));
     }
+}
+
+/// Two whitespace characters in a row, which the FHIR `code` pattern refuses.
+fn whitespace_run(v: &str) -> bool {
+    let mut previous = false;
+    for c in v.chars() {
+        let space = c.is_whitespace();
+        if space && previous {
+            return true;
+        }
+        previous = space;
+    }
+    false
 }
 
 fn nhs_number_ok(v: &str) -> bool {
@@ -492,9 +521,10 @@ impl RowValidator {
                 continue;
             }
             let canonical: Option<String> = match &column.kind {
-                Kind::Text => {
+                Kind::Text | Kind::Code => {
                     // Python counts code points and strips Unicode whitespace; for the characters
-                    // that can get here (no controls) char::is_whitespace is the same set.
+                    // that can get here (no controls) char::is_whitespace is the same set, and
+                    // also the set of Python's \s that the FHIR code pattern uses.
                     let long = if value.is_ascii() {
                         value.len() > column.max_len
                     } else {
@@ -504,11 +534,17 @@ impl RowValidator {
                     if long || edge(value.chars().next()) || edge(value.chars().next_back()) {
                         return None;
                     }
+                    if matches!(column.kind, Kind::Code) && whitespace_run(value) {
+                        return None;
+                    }
                     None
                 }
                 Kind::Action => Some(action.clone()),
                 Kind::Date => {
                     let date = canonical_date(value)?;
+                    if date.starts_with('0') {
+                        return None; // a year before 1000: the receiver cannot read it (Python says why)
+                    }
                     if column.not_future && date.as_str() > today {
                         return None;
                     }
@@ -559,6 +595,7 @@ impl RowValidator {
         for (i, (name, kind, max_len, required, not_future)) in columns.into_iter().enumerate() {
             let kind = match kind.as_str() {
                 "text" => Kind::Text,
+                "code" => Kind::Code,
                 "date" => Kind::Date,
                 "datetime" => Kind::DateTime,
                 "nhs_number" => Kind::NhsNumber,
@@ -660,9 +697,28 @@ mod tests {
         assert_eq!(canonical_decimal(".5").as_deref(), Some("0.5"));
         assert_eq!(canonical_decimal("007"), Some("7".to_owned()));
         assert_eq!(canonical_decimal("5."), None);
+        assert!(
+            whitespace_run("a  b")
+                && whitespace_run("a\u{a0} b")
+                && whitespace_run("a\u{3000}\u{3000}b")
+        );
+        assert!(!whitespace_run("a b") && !whitespace_run("a\u{a0}b") && !whitespace_run("ab"));
         assert!(nhs_number_ok("9434765919"));
         assert!(!nhs_number_ok("9434765918"));
         assert!(snomed_ok("39114911000001105"));
+        assert_eq!(
+            canonical_datetime("2024-06-10T18:33:25.123+0000"),
+            canonical_datetime("2024-06-10T18:33:25Z")
+        );
+        assert_eq!(
+            canonical_datetime("2024-06-10T18:33:25.999999+0100").map(|c| c.0),
+            Some("20240610T18332501".to_owned())
+        );
+        assert_eq!(
+            canonical_datetime("2024-06-10T18:33:25.1234567+00:00"),
+            None
+        );
+        assert_eq!(canonical_datetime("2024-06-10T18:33:25.+00:00"), None);
         assert!(rfc3339_ok("2024-06-01T10:00:00.123+01:00"));
         assert!(!rfc3339_ok("2024-06-01T10:00:00"));
     }

@@ -10,7 +10,8 @@ what the receiver does (spec digest sections a, b, e), using vaxflow's own schem
 2. a name already processed is refused as a duplicate (InfAck failure, no BusAck), as NHS does;
 3. the header and encoding must pass `read_file`; otherwise InfAck failure;
 4. otherwise InfAck success and, when the file has rows, a BusAck CSV and a BusAck JSON listing
-   the rows `validate_record` rejects (an empty file gets no BusAck).
+   the rows `validate_as_written` rejects (an empty file gets no BusAck): vaxflow's rules, plus what
+   the receiver refuses in a value as written and its UTC date for "not in the future".
 
 The acknowledgements go back to the message's sender (mex-from) on the `{workflow}_ACK` workflow of
 the dev config, named as the receiver names them (schemas.acks). Each inbox message is
@@ -52,11 +53,11 @@ from schemas.acks import (
     render_infack_success,
 )
 from schemas.batchfile import read_file
+from schemas.checkfile import validate_as_written
 from schemas.delimited import TableError
 from schemas.filenames import FileNameError, parse_batch_file_name
 from schemas.permissions import Permissions, load_permissions
 from schemas.record import Record
-from schemas.validate import validate_record
 from vaxflow.dev.mesh_sandbox import DevMeshConfig, load_dev_config
 from workers.base.mesh.client import InboxMessage, MeshClient, MeshConfig, MeshError, MeshPermanentError
 from workers.base.paths import MESH_SANDBOX_CONFIG
@@ -251,7 +252,7 @@ class NhsSimulator:
         if not table.rows:
             return msgspec.structs.replace(base, outcome=EMPTY, infack_success=True), [infack]
 
-        validate = partial(validate_record, permissions=perms, now=now)
+        validate = partial(validate_as_written, permissions=perms, now=now)  # as check-file does
         row_valid: list[bool] = []
         row_ids: list[str] = []
         failures: list[BusAckRow] = []
