@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -144,3 +145,34 @@ def test_every_worker_mesh_client_handshakes_at_least_daily() -> None:
     assert config.handshake_every <= 86_400
     with pytest.raises(ValidationError):
         Settings(mesh_handshake_seconds=2 * 86_400)
+
+
+# --- the development stack runs in development mode -------------------------------------------------
+
+
+def test_dev_stack_starts_its_workers_in_development_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, str] = {}
+
+    class Started:
+        pid = 4242
+
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            seen.update(kwargs["env"])
+
+    monkeypatch.delenv("VAXFLOW_DEV_MODE")
+    monkeypatch.setattr(stack.subprocess, "Popen", Started)
+    stack.start_worker(Settings(dev_home=tmp_path), "gateway")
+    assert seen["VAXFLOW_DEV_MODE"] == "true"
+
+
+def test_dev_status_runs_in_development_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from vaxflow.cli import app
+
+    monkeypatch.setenv("VAXFLOW_DEV_MODE", "false")
+    monkeypatch.setenv("VAXFLOW_DEV_HOME", str(tmp_path))
+    monkeypatch.setenv("VAXFLOW_ACK_POLL_SECONDS", "10")  # the dev stack's; refused outside development mode
+    result = CliRunner().invoke(app, ["dev", "status"])
+    assert result.exit_code == 0, result.output
+    assert "vaxflow-dev-token" in result.output

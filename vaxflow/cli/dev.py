@@ -94,6 +94,7 @@ def demo_cmd(
     """Send a realistic load through the running stack and report where every event ended."""
     from vaxflow.dev.demo import run_demo
 
+    _development_mode()  # against the dev stack, with its development token
     report = asyncio.run(run_demo(settings_or_exit(), events, invalid, timeout, seed))
     print_json(report)
     if report["origins_in_more_than_one_file"]:
