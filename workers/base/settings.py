@@ -297,9 +297,9 @@ class GatewaySettings(_VaxflowSettings):
         default=8, ge=1, description="Requests in flight per token (client) at once; more -> 429"
     )
     gateway_rate_per_client: float = Field(
-        default=20.0, gt=0, description="Requests per second per token (client), sustained; more -> 429"
+        default=100.0, gt=0, description="Requests per second per token (client), sustained; more -> 429"
     )
-    gateway_rate_burst: int = Field(default=40, ge=1, description="Requests per token (client) allowed in a burst")
+    gateway_rate_burst: int = Field(default=200, ge=1, description="Requests per token (client) allowed in a burst")
     gateway_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     gateway_send_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka ack deadline -> 503")
     gateway_retry_after_seconds: int = Field(default=5, ge=1)
