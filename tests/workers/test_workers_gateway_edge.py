@@ -141,12 +141,18 @@ def test_a_tokens_file_others_can_read_or_write_is_refused(tmp_path: Path, mode:
         load_tokens(Settings(gateway_tokens_file=path))
 
 
-def test_a_tokens_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
-    real = write_tokens(tmp_path / "real.json", (CLIENT_A, TOKEN_A))
+def test_a_symlinked_tokens_file_is_judged_by_its_target(tmp_path: Path) -> None:
+    """Secret mounts are symlinks: followed, and the file they point to must be private."""
     link = tmp_path / "tokens.json"
-    link.symlink_to(real)
-    with pytest.raises(TokensFileError, match="cannot be opened"):
-        load_tokens(Settings(gateway_tokens_file=link))
+    link.symlink_to(write_tokens(tmp_path / "private.json", (CLIENT_A, TOKEN_A)))
+    assert load_tokens(Settings(gateway_tokens_file=link)).lookup(TOKEN_A) is not None
+    shared = tmp_path / "shared.json"
+    shared.symlink_to(write_tokens(tmp_path / "readable.json", (CLIENT_A, TOKEN_A), mode=0o644))
+    with pytest.raises(TokensFileError, match="chmod 600"):
+        load_tokens(Settings(gateway_tokens_file=shared))
+    (tmp_path / "directory").mkdir(mode=0o700)
+    with pytest.raises(TokensFileError, match="not a regular file"):
+        load_tokens(Settings(gateway_tokens_file=tmp_path / "directory"))
 
 
 def test_plain_tokens_are_refused_and_hashed_ones_work(tmp_path: Path) -> None:

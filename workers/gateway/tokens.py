@@ -168,16 +168,16 @@ _Stamp = tuple[int, int, int]
 def read_tokens_file(path: Path) -> tuple[TokenTable, _Stamp]:
     """The table in `path` and its (inode, size, mtime) stamp; refused unless a private regular file.
 
-    Opened without following a symlink and checked on the open descriptor, so what is checked is
-    what is read.
+    Checked on the open descriptor, so what is checked is what is read. A symlink is followed (secret
+    mounts, Kubernetes' among them, are symlinks to the current version) and its target checked.
     """
     where = f"VAXFLOW_GATEWAY_TOKENS_FILE: {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise TokensFileError(f"{where}: cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise TokensFileError(f"{where}: not a regular file")
         if info.st_mode & 0o077:
@@ -185,7 +185,10 @@ def read_tokens_file(path: Path) -> tuple[TokenTable, _Stamp]:
                 f"{where}: mode {stat.S_IMODE(info.st_mode):04o} lets group or others read or write it; "
                 "chmod 600 it (whoever can write it can grant any sender)"
             )
-        data = file.read()
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read()
+    finally:
+        os.close(fd)
     return TokenTable.from_json(data), (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
@@ -219,7 +222,7 @@ class TokenStore:
             return
         self._checked = now
         try:
-            info = os.stat(self._path, follow_symlinks=False)
+            info = os.stat(self._path)  # the target: a secret mount swaps a symlink to a new file
         except OSError:
             return  # being replaced, or gone: keep what we have; reload says why if asked
         if (info.st_ino, info.st_size, info.st_mtime_ns) != self._stamp:
