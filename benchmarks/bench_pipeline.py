@@ -350,7 +350,7 @@ def start_broker(home: Path, *, port: int) -> tuple[kafka_broker.BrokerLayout, i
     return layout, kafka_broker.start_broker(layout)
 
 
-async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, str]]:
+async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, str | bool]]:
     """NHS Digital's MESH sandbox, as `vaxflow dev up` runs it; returns it and the uploader's settings."""
     layout = mesh_sandbox.SandboxLayout(home=home / "mesh", port=_free_port())
     key = secrets.token_urlsafe(24)
@@ -363,6 +363,7 @@ async def start_mesh(home: Path) -> tuple[mesh_sandbox.SandboxLayout, dict[str, 
         "mesh_shared_key": key,
         "mesh_mailbox": ours.mailbox_id,
         "mesh_password": ours.password,
+        "dev_mode": True,  # the sandbox's credentials and routes are refused otherwise (decision 0019)
     }
 
 

@@ -29,7 +29,7 @@ from workers.base.paths import REPO_ROOT
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.gateway import openapi
-from workers.gateway.tokens import TokensFileError, TokenTable, load_tokens
+from workers.gateway.tokens import TokensFileError, TokenTable, hash_token, load_tokens
 from workers.gateway.worker import (
     GATEWAY,
     KafkaSink,
@@ -77,7 +77,7 @@ def tokens() -> TokenTable:
         orjson.dumps(
             {
                 "tokens": [
-                    {"client": "x8e5b-feed", "token": TOKEN_A, "senders": ["x8e5b"]},
+                    {"client": "x8e5b-feed", "token_sha256": hash_token(TOKEN_A), "senders": ["x8e5b"]},
                     {
                         "client": "everyone",
                         "token_sha256": hashlib.sha256(TOKEN_ALL.encode()).hexdigest(),
@@ -479,15 +479,19 @@ def test_token_lookup() -> None:
     assert table.lookup("\ud800") is None  # unencodable: refused, not an exception
 
 
+DIGEST = "ab" * 32
+
+
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [
-        ({"tokens": [{"client": "a", "senders": ["X"]}]}, "exactly one"),
-        ({"tokens": [{"client": "a", "token": "t", "token_sha256": "00", "senders": ["X"]}]}, "exactly one"),
+        ({"tokens": [{"client": "a", "senders": ["X"]}]}, "is required"),
+        ({"tokens": [{"client": "a", "token": "t", "token_sha256": "00", "senders": ["X"]}]}, "plain 'token'"),
+        ({"tokens": [{"client": "a", "token": "t", "senders": ["X"]}]}, "plain 'token' entries are refused"),
         ({"tokens": [{"client": "a", "token_sha256": "abc", "senders": ["X"]}]}, "64 hex"),
-        ({"tokens": [{"client": "a", "token": "t", "senders": []}]}, "senders"),
-        ({"tokens": [{"client": "a", "token": "t", "senders": ["X"]}] * 2}, "twice"),
-        ({"tokens": [{"client": "a", "token": "t", "senders": ["X"], "admin": True}]}, "not valid"),
+        ({"tokens": [{"client": "a", "token_sha256": DIGEST, "senders": []}]}, "senders"),
+        ({"tokens": [{"client": "a", "token_sha256": DIGEST, "senders": ["X"]}] * 2}, "twice"),
+        ({"tokens": [{"client": "a", "token_sha256": DIGEST, "senders": ["X"], "admin": True}]}, "not valid"),
     ],
 )
 def test_bad_tokens_files_are_refused_without_quoting_tokens(content: dict[str, Any], complaint: str) -> None:
@@ -504,7 +508,10 @@ def test_development_token_only_without_a_tokens_file(tmp_path: Path, caplog: py
     assert grant.allows("X8E5B")
     assert "development only" in caplog.text
     path = tmp_path / "tokens.json"
-    path.write_bytes(orjson.dumps({"tokens": [{"client": "c", "token": "prod-token", "senders": ["X8E5B"]}]}))
+    path.write_bytes(
+        orjson.dumps({"tokens": [{"client": "c", "token_sha256": hash_token("prod-token"), "senders": ["X8E5B"]}]})
+    )
+    path.chmod(0o600)
     configured = load_tokens(Settings(gateway_tokens_file=path))
     assert configured.lookup("vaxflow-dev-token") is None
     assert configured.lookup("prod-token") is not None

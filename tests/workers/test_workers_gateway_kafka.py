@@ -33,7 +33,7 @@ from vaxflow.dev.samples import make_event
 from workers.base.kafka import offsets_probe, reader
 from workers.base.runtime import Health
 from workers.base.settings import Settings
-from workers.gateway.tokens import TokenTable
+from workers.gateway.tokens import TokenTable, hash_token
 from workers.gateway.worker import create_app
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,8 @@ JSON = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 def tokens() -> TokenTable:
-    return TokenTable.from_json(orjson.dumps({"tokens": [{"client": "it", "token": TOKEN, "senders": ["*"]}]}))
+    entry = {"client": "it", "token_sha256": hash_token(TOKEN), "senders": ["*"]}
+    return TokenTable.from_json(orjson.dumps({"tokens": [entry]}))
 
 
 async def ready(client: TestClient[Any, Any], timeout: float = 30.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -11,6 +12,12 @@ from vaxflow.cli.support import print_json, settings_or_exit
 
 app = typer.Typer(help="The local development stack (real Kafka broker, MESH sandbox, workers).")
 load_app = typer.Typer()
+
+
+def _development_mode() -> None:
+    """The dev stack runs in development mode: its processes (started with this environment) accept
+    the development credentials, the sandbox's plain http:// and short MESH polls."""
+    os.environ["VAXFLOW_DEV_MODE"] = "true"
 
 
 @app.command("up")
@@ -28,6 +35,7 @@ def dev_up(
     if kafka_security not in kafka_cluster.SECURITIES:
         typer.echo(f"vaxflow dev up: --kafka-security must be one of {', '.join(kafka_cluster.SECURITIES)}", err=True)
         raise typer.Exit(2)
+    _development_mode()
     settings = settings_or_exit()
     try:
         report = asyncio.run(
@@ -44,6 +52,7 @@ def dev_down() -> None:
     """Stop everything `dev up` started (data directories are kept)."""
     from vaxflow.dev import stack
 
+    _development_mode()
     print_json(stack.down(settings_or_exit()))
 
 
@@ -52,6 +61,7 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     """What runs, where it listens, and the development credentials."""
     from vaxflow.dev import stack
 
+    _development_mode()
     report = stack.status(settings_or_exit())
     if as_json:
         print_json(report)
@@ -84,6 +94,7 @@ def demo_cmd(
     """Send a realistic load through the running stack and report where every event ended."""
     from vaxflow.dev.demo import run_demo
 
+    _development_mode()  # against the dev stack, with its development token
     report = asyncio.run(run_demo(settings_or_exit(), events, invalid, timeout, seed))
     print_json(report)
     if report["origins_in_more_than_one_file"]:

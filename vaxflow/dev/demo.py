@@ -56,6 +56,9 @@ async def submit(settings: GatewaySettings, n: int, invalid_fraction: float, see
             while lines:
                 async with session.post(url, data=b"\n".join(lines), headers=headers) as resp:
                     body = await resp.json()
+                    if resp.status == 429:  # this token's fair share (decision 0019): wait as told
+                        await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                        continue
                     if resp.status == 202:
                         out.origins.update((e["partition"], e["offset"]) for e in body["events"])
                         break

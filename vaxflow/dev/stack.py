@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from pydantic import SecretStr
+
 from topics.access import ROLES
 from topics.ensure import ensure_for
 from vaxflow.dev import kafka_broker, kafka_cluster, mesh_sandbox
@@ -23,7 +25,7 @@ from vaxflow.dev.state import Service, StackState, load_state, save_state
 from vaxflow.registry import SERVES_OWN_HEALTH, module_of
 from workers.base.kafka import admin
 from workers.base.mesh.settings import own_mailbox_config
-from workers.base.settings import Settings
+from workers.base.settings import DEV_GATEWAY_TOKEN, DEV_MESH_SHARED_KEY, Settings
 
 PIPELINE = ("gateway", "filesource", "validator", "batcher", "uploader", "ackreader", "ops")
 HEALTH_BASE_PORT = 9100
@@ -79,6 +81,7 @@ def start_worker(settings: Settings, name: str, cluster: kafka_cluster.ClusterLa
     logs = settings.dev_home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env["VAXFLOW_DEV_MODE"] = "true"  # the stack's sandbox credentials and dev token are refused otherwise
     url = {"gateway": f"http://127.0.0.1:{settings.gateway_port}", "ops": f"http://127.0.0.1:{settings.ops_port}/"}.get(
         name, ""
     )
@@ -188,14 +191,36 @@ def status(settings: Settings) -> dict[str, Any]:
         "ops_url": f"http://127.0.0.1:{settings.ops_port}/",
         "services": services,
         "development_credentials": {
-            "mesh_shared_key": settings.mesh_shared_key.get_secret_value(),
+            "mesh_shared_key": shown_secret(settings.mesh_shared_key, DEV_MESH_SHARED_KEY),
             "mesh_mailboxes": [
                 {"mailbox": m.mailbox_id, "role": str(m.role), "password": m.password} for m in dev.mailboxes
             ],
-            "gateway_token": settings.gateway_dev_token.get_secret_value(),
-            "gateway_token_allows": "every sender (development only)",
+            "gateway_token": gateway_token_shown(settings),
+            "gateway_token_allows": (
+                "every sender (development only)" if settings.gateway_tokens_file is None else "see the tokens file"
+            ),
         },
     }
+
+
+MASKED = "********"
+
+
+def shown_secret(secret: SecretStr, development_default: str) -> str:
+    """The secret itself only when it is the published development default; anything else is masked.
+
+    A production key configured in the shell that runs `vaxflow dev status` must not end up on a
+    screen, in a terminal log or in a pasted bug report.
+    """
+    value = secret.get_secret_value()
+    return value if value == development_default else MASKED
+
+
+def gateway_token_shown(settings: Settings) -> str:
+    """The development token (printed only while it is the default and no tokens file is set)."""
+    if settings.gateway_tokens_file is not None:
+        return f"{MASKED} (tokens file {settings.gateway_tokens_file})"
+    return shown_secret(settings.gateway_dev_token, DEV_GATEWAY_TOKEN)
 
 
 def kafka_status(cluster: kafka_cluster.ClusterLayout, state: StackState) -> dict[str, Any]:
@@ -224,7 +249,7 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"kafka ({report['kafka']['security']}): {report['kafka_bootstrap']}")
     lines.append(f"mesh: {report['mesh_url']}   gateway: {report['gateway_url']}")
     lines.append(f"ops dashboard, /lag, /metrics: {report['ops_url']}")
-    lines.append(f"gateway token (every sender, dev only): {creds['gateway_token']}")
+    lines.append(f"gateway token ({creds['gateway_token_allows']}): {creds['gateway_token']}")
     lines.append(f"mesh shared key: {creds['mesh_shared_key']}")
     for m in creds["mesh_mailboxes"]:
         lines.append(f"  mailbox {m['mailbox']:<10} {m['role']:<13} password {m['password']}")

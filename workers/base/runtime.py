@@ -146,6 +146,8 @@ async def supervise(name: str, main: WorkerMain, settings: Settings, stop: async
         try:
             await main(settings, stop, health)
             return
+        except SettingsError:
+            raise  # configuration no restart can fix (a missing tokens file, development credentials): exit 2
         except Exception as exc:
             health.ready = False
             health.busy = False  # backing off is not a stall; the next start reports progress again
@@ -208,5 +210,10 @@ def run_worker(name: str, main: WorkerMain, *, serve_health: bool = True) -> int
         print(str(exc), file=sys.stderr)
         return 2
     tune_gc()
-    asyncio.run(serve_worker(name, main, settings, settings.health_port if serve_health else None))
+    try:
+        asyncio.run(serve_worker(name, main, settings, settings.health_port if serve_health else None))
+    except SettingsError as exc:
+        log.error("refusing to run: %s", exc)
+        print(str(exc), file=sys.stderr)
+        return 2
     return 0

@@ -5,11 +5,13 @@ variable's name and the rule it broke, instead of failing later inside a worker 
 """
 
 import difflib
+import ipaddress
 import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Final, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +27,32 @@ class _VaxflowSettings(BaseSettings):
     """Every concern reads `VAXFLOW_<FIELD>` and is frozen; `Settings` is all of them at once."""
 
     model_config = SettingsConfigDict(env_prefix="VAXFLOW_", frozen=True, extra="ignore")
+
+    dev_mode: bool = Field(
+        default=False,
+        description="The development stack: allows the development gateway token, MESH credentials and sandbox "
+        "routes, plain http:// MESH and short MESH polls. Set by `vaxflow dev up` and the tests; never in production",
+    )
+
+
+POLL_FLOOR_SECONDS: Final = 0.1
+"""No poll interval may be shorter: a zero or near-zero interval is a busy loop against the server."""
+MESH_POLL_FLOOR_SECONDS: Final = 300.0
+"""Outside development mode MESH mailboxes are polled no more often than every 5 minutes, as MESH asks."""
+# The development stack's published credentials: refused outside development mode, printed only as these.
+DEV_MESH_PASSWORD: Final = "vaxflow-dev-password"  # noqa: S105
+DEV_MESH_SHARED_KEY: Final = "vaxflow-dev-shared-key"
+DEV_GATEWAY_TOKEN: Final = "vaxflow-dev-token"  # noqa: S105
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1), where plain HTTP never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class KafkaSettings(_VaxflowSettings):
@@ -198,10 +226,13 @@ class WindowSettings(_VaxflowSettings):
 class MeshSettings(_VaxflowSettings):
     """Our MESH mailbox, the routes to NHS England's mailboxes, upload retries and acknowledgement polling."""
 
-    mesh_url: str = "http://127.0.0.1:8700"
-    mesh_shared_key: SecretStr = SecretStr("vaxflow-dev-shared-key")
+    mesh_url: str = Field(
+        default="http://127.0.0.1:8700",
+        description="https:// (plain http:// only to loopback, or anywhere in development mode)",
+    )
+    mesh_shared_key: SecretStr = SecretStr(DEV_MESH_SHARED_KEY)
     mesh_mailbox: str = "X26VXF001"
-    mesh_password: SecretStr = SecretStr("vaxflow-dev-password")
+    mesh_password: SecretStr = SecretStr(DEV_MESH_PASSWORD)
     mesh_ca_file: Path | None = None
     mesh_cert_file: Path | None = None
     mesh_key_file: Path | None = None
@@ -220,10 +251,36 @@ class MeshSettings(_VaxflowSettings):
     upload_backoff_max_seconds: float = Field(
         default=60.0, gt=0, description="Cap on any single retry wait; transient failures are retried without limit"
     )
-    ack_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes in production")
+    ack_poll_seconds: float = Field(
+        default=300.0, ge=POLL_FLOOR_SECONDS, description="MESH asks for >= 5 minutes (the floor outside dev mode)"
+    )
     ack_match_grace_seconds: float = Field(
         default=900.0, ge=0, description="How long an ack may wait in the inbox for its file's sent receipt"
     )
+    mesh_handshake_seconds: float = Field(
+        default=6 * 3600.0,
+        ge=60.0,
+        le=86_400.0,
+        description="A MESH client handshakes again after this long (MESH wants one at least daily)",
+    )
+
+    @model_validator(mode="after")
+    def _mesh_is_safe(self) -> Self:
+        """Plain HTTP would carry the mailbox password and patient files in clear across a network."""
+        url = urlsplit(self.mesh_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("VAXFLOW_MESH_URL must be an http(s):// URL with a host")
+        if url.scheme == "http" and not self.dev_mode and not is_loopback_host(url.hostname):
+            raise ValueError(
+                "VAXFLOW_MESH_URL: plain http:// is refused except to loopback (use https://, or VAXFLOW_DEV_MODE=true "
+                "for the development stack)"
+            )
+        if not self.dev_mode and self.ack_poll_seconds < MESH_POLL_FLOOR_SECONDS:
+            raise ValueError(
+                f"VAXFLOW_ACK_POLL_SECONDS must be >= {MESH_POLL_FLOOR_SECONDS:g} outside development mode (MESH asks "
+                "mailboxes to be polled no more than every 5 minutes)"
+            )
+        return self
 
 
 class GatewaySettings(_VaxflowSettings):
@@ -233,12 +290,28 @@ class GatewaySettings(_VaxflowSettings):
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     gateway_tokens_file: Path | None = Field(
         default=None,
-        description="Bearer tokens -> sender ODS codes JSON; unset: only gateway_dev_token (development only)",
+        description="Hashed bearer tokens -> sender ODS codes JSON, mode 0600 or stricter; required outside "
+        "development mode",
     )
     gateway_dev_token: SecretStr = Field(
-        default=SecretStr("vaxflow-dev-token"),
-        description="Development only: accepted for every sender, and only while no tokens file is set",
+        default=SecretStr(DEV_GATEWAY_TOKEN),
+        description="Development mode only: accepted for every sender, and only while no tokens file is set",
     )
+    gateway_tls_cert_file: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    gateway_tls_key_file: Path | None = Field(default=None, description="PEM key of gateway_tls_cert_file")
+    gateway_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A connection that has not sent a request's headers within this is closed"
+    )
+    gateway_max_connections: int = Field(
+        default=200, ge=1, description="Open connections beyond this are closed at once (keep under the fd limit)"
+    )
+    gateway_max_inflight_per_client: int = Field(
+        default=8, ge=1, description="Requests in flight per token (client) at once; more -> 429"
+    )
+    gateway_rate_per_client: float = Field(
+        default=100.0, gt=0, description="Requests per second per token (client), sustained; more -> 429"
+    )
+    gateway_rate_burst: int = Field(default=200, ge=1, description="Requests per token (client) allowed in a burst")
     gateway_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     gateway_send_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka ack deadline -> 503")
     gateway_retry_after_seconds: int = Field(default=5, ge=1)
@@ -251,6 +324,20 @@ class GatewaySettings(_VaxflowSettings):
         default=64 * 1024 * 1024, ge=0, description="Memory for remembered 202 answers (oldest dropped first)"
     )
 
+    @field_validator("gateway_tokens_file", "gateway_tls_cert_file", "gateway_tls_key_file", mode="before")
+    @classmethod
+    def _gateway_empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _gateway_is_consistent(self) -> Self:
+        if (self.gateway_tls_cert_file is None) != (self.gateway_tls_key_file is None):
+            raise ValueError("VAXFLOW_GATEWAY_TLS_CERT_FILE and VAXFLOW_GATEWAY_TLS_KEY_FILE go together")
+        for name, path in (("CERT", self.gateway_tls_cert_file), ("KEY", self.gateway_tls_key_file)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"VAXFLOW_GATEWAY_TLS_{name}_FILE: {path} is not a readable file")
+        return self
+
 
 class FileSettings(_VaxflowSettings):
     """Files on disk: the dev stack's home and caches, the batcher's archive, and the file source's
@@ -260,7 +347,7 @@ class FileSettings(_VaxflowSettings):
     cache_dir: Path = DEFAULT_CACHE
     archive_dir: Path | None = Field(default=None, description="Archive copy of every file; default dev_home/archive")
     filesource_dir: Path | None = Field(default=None, description="Directory providers hand batch files into")
-    filesource_poll_seconds: float = Field(default=5.0, gt=0)
+    filesource_poll_seconds: float = Field(default=5.0, ge=POLL_FLOOR_SECONDS)
     filesource_settle_seconds: float = Field(
         default=2.0, ge=0, description="A file must be unmodified this long before it is read"
     )
@@ -272,7 +359,17 @@ class FileSettings(_VaxflowSettings):
         default=None, description="An intake MESH mailbox whose messages are provider batch files (not our own)"
     )
     filesource_mesh_password: SecretStr | None = None
-    filesource_mesh_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes")
+    filesource_mesh_poll_seconds: float = Field(
+        default=300.0, ge=POLL_FLOOR_SECONDS, description="MESH asks for >= 5 minutes (the floor outside dev mode)"
+    )
+
+    @model_validator(mode="after")
+    def _mesh_poll_floor(self) -> Self:
+        if not self.dev_mode and self.filesource_mesh_poll_seconds < MESH_POLL_FLOOR_SECONDS:
+            raise ValueError(
+                f"VAXFLOW_FILESOURCE_MESH_POLL_SECONDS must be >= {MESH_POLL_FLOOR_SECONDS:g} outside development mode"
+            )
+        return self
 
 
 class OpsSettings(_VaxflowSettings):
@@ -280,7 +377,9 @@ class OpsSettings(_VaxflowSettings):
 
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=8090, ge=1, le=65535, description="Ops service: /lag /metrics / (dashboard)")
-    ops_sample_seconds: float = Field(default=5.0, gt=0, description="How often the ops service samples lag")
+    ops_sample_seconds: float = Field(
+        default=5.0, ge=POLL_FLOOR_SECONDS, description="How often the ops service samples lag"
+    )
     ops_window_samples: int = Field(default=12, ge=2, description="Burrow's sliding window, in samples")
     ops_history_samples: int = Field(default=720, ge=10, description="Samples kept for the dashboard (ring buffer)")
     ops_batcher_metrics_urls: str = Field(
@@ -300,7 +399,7 @@ class DevSettings(_VaxflowSettings):
     nhs_sim_mailbox_config: Path | None = Field(
         default=None, description="Sandbox mailboxes.jsonl/workflows.jsonl directory; default config/mesh-sandbox"
     )
-    nhs_sim_poll_seconds: float = Field(default=1.0, gt=0)
+    nhs_sim_poll_seconds: float = Field(default=1.0, ge=POLL_FLOOR_SECONDS)
     nhs_sim_log_file: Path | None = Field(default=None, description="JSON-lines record of every file received")
     nhs_sim_files_dir: Path | None = Field(default=None, description="Keep a copy of every file received here")
 

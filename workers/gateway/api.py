@@ -40,8 +40,9 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: Annotated[
         str,
         msgspec.Meta(
-            description="unauthorized, forbidden, invalid_events, payload_too_large, unsupported_media_type, "
-            "request_timeout, unavailable"
+            description="unauthorized, forbidden, invalid_events, invalid_idempotency_key, payload_too_large, "
+            "unsupported_media_type, request_timeout, idempotency_key_in_use, idempotency_key_reused, "
+            "too_many_requests, unavailable"
         ),
     ]
     message: str

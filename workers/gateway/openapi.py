@@ -47,8 +47,11 @@ one row. Send an `Idempotency-Key` header to have a retry answered with the firs
 coordinates) when it reaches the same gateway instance while the key is remembered (24 hours).
 
 Authentication: `Authorization: Bearer <token>`. Each token is configured with the sender ODS codes
-it may submit for. The development token of the local stack may submit for every sender and exists
-for development only.
+it may submit for. The development token of the local stack may submit for every sender and is
+accepted only in development mode.
+
+Fair use: each token may have a few requests in flight at once and send a bounded number of
+requests per second; beyond either the answer is 429 with Retry-After, and nothing is written.
 """
 
 
@@ -130,6 +133,12 @@ def build() -> dict[str, Any]:
             "413": _problem("The body is larger than the configured limit. Nothing written.", problem_ref),
             "415": _problem("Content-Type is not application/json or application/x-ndjson (UTF-8)", problem_ref),
             "422": _problem("This Idempotency-Key was used with a different body. Nothing written.", problem_ref),
+            "429": _problem(
+                "This token has its share of requests in flight, or sent more requests per second than it may. "
+                "Nothing written.",
+                problem_ref,
+                **retry_after,
+            ),
             "503": _problem(
                 "Kafka is unavailable or did not acknowledge in time, or the gateway is at capacity",
                 problem_ref,

@@ -21,6 +21,16 @@ Why it is shaped this way:
   (workers/gateway/idempotency.py).
 - **Bounded memory.** The body limit is checked against Content-Length and again while reading,
   and at most `gateway_max_inflight_requests` bodies are buffered at once (503 beyond that).
+- **No client can starve the others** (docs/decisions/0019): each token (client) may hold at most
+  `gateway_max_inflight_per_client` of those slots and send `gateway_rate_per_client` requests a
+  second (burst `gateway_rate_burst`); beyond either it gets 429 with Retry-After, so one busy or
+  hostile feed cannot take the slots every other provider needs. A connection that has not sent
+  its headers within `gateway_header_timeout_seconds` is closed, a body gets
+  `gateway_read_timeout_seconds`, and connections beyond `gateway_max_connections` are closed on
+  accept, so idle sockets cannot exhaust descriptors and take /healthz down with them.
+- **The loop never waits on a parse.** Bodies over 64 KiB are decoded in a worker thread: 8 MiB
+  of blank lines took 3-14 s of pure Python, during which nothing else (not even /healthz) ran.
+- **TLS** when `gateway_tls_cert_file`/`_key_file` are set (TLS 1.2 or later).
 """
 
 from __future__ import annotations
@@ -28,9 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import signal
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -45,12 +60,12 @@ from topics.headers import Headers
 from workers.base.kafka import idempotent_producer
 from workers.base.kafka_access import explain
 from workers.base.runtime import Health, health_app
-from workers.base.settings import Settings
+from workers.base.settings import GatewaySettings, Settings
 from workers.gateway import openapi
 from workers.gateway.api import Accepted, Coordinate, LineError, Problem
 from workers.gateway.idempotency import IdempotencyCache, KeyInUse, KeyReused, body_digest, valid_key
-from workers.gateway.intake import MAX_LISTED, Line, parse_body
-from workers.gateway.tokens import Grant, TokenTable, load_tokens
+from workers.gateway.intake import MAX_LISTED, Line, Parsed, parse_body
+from workers.gateway.tokens import Grant, Tokens, TokenStore, load_tokens
 
 log = logging.getLogger("vaxflow.gateway")
 
@@ -58,6 +73,10 @@ REQUESTS = Counter("vaxflow_gateway_requests_total", "POST /v1/events requests b
 EVENTS_ACCEPTED = Counter("vaxflow_gateway_events_accepted_total", "Events acknowledged by Kafka and answered 202")
 LINES_REFUSED = Counter("vaxflow_gateway_lines_refused_total", "Lines refused with 400 or 403, by rule", ["rule"])
 PUBLISH_SECONDS = Histogram("vaxflow_gateway_publish_seconds", "First send to last Kafka acknowledgement")
+LIMITED = Counter("vaxflow_gateway_limited_total", "Requests answered 429, by cause", ["cause"])
+CONNECTIONS_REFUSED = Counter(
+    "vaxflow_gateway_connections_refused_total", "Connections closed on accept: gateway_max_connections reached"
+)
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -65,6 +84,8 @@ _UTF8: Final = frozenset({"utf-8", "utf8"})
 _ENCODER: Final = msgspec.json.Encoder()
 _MAX_CONNECT_BACKOFF: Final = 30.0
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+PARSE_INLINE_BYTES: Final = 64 * 1024
+"""Bodies up to this are decoded on the loop (well under a few ms); larger ones in a thread."""
 
 Outgoing = tuple[bytes, bytes, Headers]
 """(key, value, headers) of one record."""
@@ -199,12 +220,64 @@ class _TooLarge(Exception):
     pass
 
 
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class ClientLimits:
+    """Per-client (per-token) fairness: in-flight requests and a token-bucket request rate.
+
+    `admit` answers None (go ahead; the caller must `release`) or the seconds to wait, for 429's
+    Retry-After. A client's share is fixed rather than "whatever is free" so that a client that
+    arrives after another has filled the gateway still finds room.
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._max_inflight = settings.gateway_max_inflight_per_client
+        self._rate = settings.gateway_rate_per_client
+        self._burst = float(settings.gateway_rate_burst)
+        self._inflight: dict[str, int] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    def admit(self, client: str) -> tuple[str, int] | None:
+        """None when admitted, else (cause, Retry-After seconds)."""
+        if self._inflight.get(client, 0) >= self._max_inflight:
+            return "inflight", 1
+        now = time.monotonic()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = self._buckets[client] = _Bucket(tokens=self._burst, updated=now)
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            return "rate", max(1, math.ceil((1.0 - bucket.tokens) / self._rate))
+        bucket.tokens -= 1.0
+        self._inflight[client] = self._inflight.get(client, 0) + 1
+        return None
+
+    def release(self, client: str) -> None:
+        left = self._inflight.get(client, 0) - 1
+        if left > 0:
+            self._inflight[client] = left
+        else:
+            self._inflight.pop(client, None)
+
+    def inflight(self, client: str) -> int:
+        return self._inflight.get(client, 0)
+
+
 class Gateway:
     """The POST /v1/events handler and what it needs; one per application."""
 
-    def __init__(self, settings: Settings, sink: Sink, tokens: TokenTable) -> None:
+    def __init__(self, settings: Settings, sink: Sink, tokens: Tokens) -> None:
         self._sink = sink
         self._tokens = tokens
+        self._limits = ClientLimits(settings)
+        # Decoding is CPU-bound and holds the GIL between lines, so more threads would not decode
+        # faster; two let a small request's parse overlap a large one's.
+        self._parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-parse")
         self._topic = settings.topic(RAW.name)
         self._limit = settings.gateway_max_body_bytes
         self._read_timeout = settings.gateway_read_timeout_seconds
@@ -219,6 +292,13 @@ class Gateway:
     def inflight(self) -> int:
         """Requests currently holding a body slot."""
         return self._inflight
+
+    @property
+    def tokens(self) -> Tokens:
+        return self._tokens
+
+    def close(self) -> None:
+        self._parser.shutdown(wait=False, cancel_futures=True)
 
     async def post_events(self, request: web.Request) -> web.Response:
         request_id = uuid.uuid4().hex
@@ -255,13 +335,24 @@ class Gateway:
         if key is not None and not valid_key(key):
             message = "Idempotency-Key must be 1-255 visible ASCII characters"
             return self._problem(400, "invalid_idempotency_key", message)
-        if self._inflight >= self._slots:
-            return self._problem(503, "unavailable", "the gateway is at capacity; retry later")
-        self._inflight += 1
+        limited = self._limits.admit(grant.client)
+        if limited is not None:
+            cause, wait = limited
+            LIMITED.labels(cause).inc()
+            what = "requests in flight" if cause == "inflight" else "requests per second"
+            response = self._problem(429, "too_many_requests", f"this token is at its limit of {what}; retry later")
+            response.headers["Retry-After"] = str(wait)
+            return response
         try:
-            return await self._accept(request, request_id, grant)
+            if self._inflight >= self._slots:
+                return self._problem(503, "unavailable", "the gateway is at capacity; retry later")
+            self._inflight += 1
+            try:
+                return await self._accept(request, request_id, grant)
+            finally:
+                self._inflight -= 1
         finally:
-            self._inflight -= 1
+            self._limits.release(grant.client)
 
     def _too_large(self) -> web.Response:
         response = self._problem(413, "payload_too_large", f"the body may be at most {self._limit} bytes")
@@ -312,8 +403,14 @@ class Gateway:
             self._answers.abandon(grant.client, key)
         return response
 
+    async def _parse(self, body: bytes, ndjson: bool) -> Parsed:
+        if len(body) <= PARSE_INLINE_BYTES:
+            return parse_body(body, ndjson=ndjson)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._parser, lambda: parse_body(body, ndjson=ndjson))
+
     async def _decide(self, request: web.Request, body: bytes, request_id: str, grant: Grant) -> web.Response:
-        parsed = parse_body(body, ndjson=request.content_type == NDJSON)
+        parsed = await self._parse(body, request.content_type == NDJSON)
         if parsed.errors:
             return self._refused(400, "invalid_events", parsed.errors, parsed.truncated, grant, request_id)
         forbidden = [
@@ -365,6 +462,17 @@ class Gateway:
             return self._problem(503, "unavailable", "Kafka did not acknowledge the events in time; retry later")
         PUBLISH_SECONDS.observe(time.monotonic() - started)
         EVENTS_ACCEPTED.inc(len(coordinates))
+        # Who sent how much, for audit and support; ODS codes are organisations, never patients.
+        senders = sorted({line.event.sender_ods.upper() for line in lines})
+        log.info(
+            "request accepted",
+            extra={
+                "request_id": request_id,
+                "client": grant.client,
+                "senders": ",".join(senders),
+                "events": len(coordinates),
+            },
+        )
         body = Accepted(accepted=len(coordinates), events=[Coordinate(partition=p, offset=o) for p, o in coordinates])
         return web.Response(status=202, body=_ENCODER.encode(body), content_type=JSON)
 
@@ -377,7 +485,7 @@ def create_app(
     settings: Settings,
     *,
     sink: Sink | None = None,
-    tokens: TokenTable | None = None,
+    tokens: Tokens | None = None,
     health: Health | None = None,
 ) -> web.Application:
     """The gateway application: events, OpenAPI document, and the runtime's health routes.
@@ -402,6 +510,11 @@ def create_app(
         app.cleanup_ctx.append(kafka_lifecycle)
     gateway = Gateway(settings, sink, tokens if tokens is not None else load_tokens(settings))
     app[GATEWAY] = gateway
+
+    async def close_gateway(_: web.Application) -> None:
+        gateway.close()
+
+    app.on_cleanup.append(close_gateway)
     document = openapi.packaged()
 
     async def openapi_json(_: web.Request) -> web.Response:
@@ -415,16 +528,89 @@ def create_app(
     return app
 
 
-async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
-    """Serve until `stop`; on the way out stop accepting, let requests in flight finish, flush Kafka."""
-    app = create_app(settings, health=health)
+def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """The server TLS context when a certificate is configured (TLS 1.2 or later), else None."""
+    if settings.gateway_tls_cert_file is None or settings.gateway_tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.gateway_tls_cert_file, settings.gateway_tls_key_file)
+    return context
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over gateway_max_connections: closed at once, before a byte is read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        CONNECTIONS_REFUSED.inc()
+        transport.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, settings: Settings, *, port: int | None = None) -> AsyncIterator[int]:
+    """Serve `app` on the gateway's address (or `port`; 0 picks one) and yield the port.
+
+    aiohttp closes a connection still waiting for a request's headers after its keep-alive
+    timeout, counted from the connection's start or its last response: that is the header timeout
+    here. It has no connection limit, so the protocol factory closes connections beyond
+    `gateway_max_connections` on accept. A TLS handshake is bounded by the same timeout.
+    """
     # In-flight requests wait at most the send timeout for Kafka; leave them that long and a bit.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.gateway_send_timeout_seconds + 5)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=settings.gateway_send_timeout_seconds + 5,
+        keepalive_timeout=settings.gateway_header_timeout_seconds,
+    )
     await runner.setup()
+    server = runner.server
+    assert server is not None
+    cap = settings.gateway_max_connections
+
+    def factory() -> asyncio.BaseProtocol:
+        if len(server.connections) >= cap:
+            return _Refused()
+        return server()
+
+    context = tls_context(settings)
+    loop = asyncio.get_running_loop()
     try:
-        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
-        log.info("gateway listening", extra={"host": settings.gateway_host, "port": settings.gateway_port})
-        await stop.wait()
+        listener = await loop.create_server(
+            factory,
+            settings.gateway_host,
+            settings.gateway_port if port is None else port,
+            ssl=context,
+            ssl_handshake_timeout=settings.gateway_header_timeout_seconds if context is not None else None,
+            reuse_address=True,
+        )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
+async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    """Serve until `stop`; on the way out stop accepting, let requests in flight finish, flush Kafka.
+
+    SIGHUP re-reads the tokens file (so does a change to it, noticed on the next request).
+    """
+    app = create_app(settings, health=health)
+    tokens = app[GATEWAY].tokens
+    loop = asyncio.get_running_loop()
+    reloadable = isinstance(tokens, TokenStore)
+    if reloadable:
+        assert isinstance(tokens, TokenStore)
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
+    try:
+        async with serving(app, settings) as port:
+            scheme = "https" if settings.gateway_tls_cert_file is not None else "http"
+            log.info("gateway listening", extra={"host": settings.gateway_host, "port": port, "scheme": scheme})
+            await stop.wait()
     finally:
         health.ready = False
-        await runner.cleanup()
+        if reloadable:
+            loop.remove_signal_handler(signal.SIGHUP)

@@ -63,7 +63,7 @@ from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.mesh.settings import own_mailbox_config
 from workers.base.partition_producers import PartitionProducers
 from workers.base.runtime import Health
-from workers.base.settings import Settings
+from workers.base.settings import Settings, SettingsError
 from workers.uploader.delivery import MeshDelivery
 from workers.uploader.handover import HandOver
 from workers.uploader.lanes import PartitionLanes
@@ -462,6 +462,9 @@ def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     """Worker entry point (`python -m workers.uploader`)."""
+    if settings.routes_file is None and not settings.dev_mode:
+        # The packaged routes address the sandbox's mailboxes: real files must go where NHS England said.
+        raise SettingsError("VAXFLOW_ROUTES_FILE is required outside development mode (the default is the sandbox's)")
     routes = load_routes(settings.routes_file)
     config = own_mailbox_config(settings, allowed_workflows=routes.workflows)
     async with MeshClient(config) as mesh, SentLedger(settings, keep_origins=False) as ledger:

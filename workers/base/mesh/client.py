@@ -20,6 +20,7 @@ import gzip
 import logging
 import platform
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,6 +202,9 @@ class MeshConfig:
     connect_timeout: float = 30.0
     chunk_retry_attempts: int = 3
     client_name: str = "vaxflow"
+    # MESH wants every mailbox to handshake at least daily; a long-running worker would otherwise do
+    # it only at start. None: only explicit handshakes (tests of the exact request sequence).
+    handshake_every: float | None = None
 
     def __post_init__(self) -> None:
         url = URL(self.url)
@@ -214,6 +218,8 @@ class MeshConfig:
             raise ValueError(problem)
         if self.chunk_retry_attempts < 1:
             raise ValueError("chunk_retry_attempts must be >= 1")
+        if self.handshake_every is not None and self.handshake_every <= 0:
+            raise ValueError("handshake_every must be > 0")
 
 
 def chunk_count(length: int, chunk_size: int) -> int:
@@ -401,6 +407,7 @@ class MeshClient:
     def __init__(self, config: MeshConfig) -> None:
         self._config = config
         self._session: aiohttp.ClientSession | None = None
+        self._handshake_at: float | None = None
         self._base = str(URL(config.url).with_path("").with_query(None)).rstrip("/")
         self._mailbox_path = f"/messageexchange/{quote(config.credentials.mailbox_id, safe='')}"
         self._user_agent = (
@@ -447,6 +454,7 @@ class MeshClient:
     ) -> _Reply:
         if self._session is None:
             raise RuntimeError("MeshClient used outside `async with`")
+        await self._handshake_if_due()
         if data is not None and len(data) > MAX_REQUEST_BYTES:
             raise MeshValidationError(f"request body of {len(data)} bytes exceeds MESH's {MAX_REQUEST_BYTES}")
         all_headers = {
@@ -481,8 +489,26 @@ class MeshClient:
 
     # ---------------------------------------------------------------------------------- endpoints
 
+    async def _handshake_if_due(self) -> None:
+        """Handshake before this request when the last one is `handshake_every` old (or never was)."""
+        every = self._config.handshake_every
+        if every is None:
+            return
+        last = self._handshake_at
+        if last is not None and time.monotonic() - last < every:
+            return
+        await self.handshake()
+
     async def handshake(self) -> None:
         """Validate the mailbox (MESH expects this daily); also the cheapest proof that auth works."""
+        previous, self._handshake_at = self._handshake_at, time.monotonic()  # set first: not re-entered
+        try:
+            await self._handshake()
+        except BaseException:
+            self._handshake_at = previous  # the next request tries again
+            raise
+
+    async def _handshake(self) -> None:
         headers = {
             "mex-ClientVersion": f"{self._config.client_name}=={_client_version()}",
             "mex-OSName": platform.system() or "unknown",

@@ -1,14 +1,28 @@
 """The MESH client configuration of a worker's own mailbox, from its Settings.
 
 One place turns `VAXFLOW_MESH_*` into a `MeshConfig`, so the uploader and the ack reader cannot
-disagree about URL, credentials or TLS files.
+disagree about URL, credentials or TLS files; and one place refuses, outside development mode, the
+development stack's published password and shared key (a deployment that forgot to set them would
+otherwise run on credentials printed in the README). Every client it makes handshakes again every
+`mesh_handshake_seconds`, as MESH asks of a mailbox at least daily.
 """
 
 from __future__ import annotations
 
 from workers.base.mesh.auth import MeshCredentials
 from workers.base.mesh.client import MeshConfig
-from workers.base.settings import MeshSettings
+from workers.base.settings import DEV_MESH_PASSWORD, DEV_MESH_SHARED_KEY, MeshSettings, SettingsError
+
+
+def development_credentials_problem(settings: MeshSettings, password: str) -> str | None:
+    """Why these MESH credentials may not be used outside development mode, or None."""
+    if settings.dev_mode:
+        return None
+    if password == DEV_MESH_PASSWORD:
+        return "the MESH mailbox password is the development stack's (set VAXFLOW_MESH_PASSWORD)"
+    if settings.mesh_shared_key.get_secret_value() == DEV_MESH_SHARED_KEY:
+        return "VAXFLOW_MESH_SHARED_KEY is the development stack's; set the key MESH issued"
+    return None
 
 
 def own_mailbox_config(settings: MeshSettings, *, allowed_workflows: frozenset[str] | None = None) -> MeshConfig:
@@ -22,6 +36,9 @@ def mailbox_config(
     settings: MeshSettings, mailbox: str, password: str, *, allowed_workflows: frozenset[str] | None = None
 ) -> MeshConfig:
     """Another mailbox of ours (the file source's intake) on the same MESH: URL, key and TLS files shared."""
+    problem = development_credentials_problem(settings, password)
+    if problem is not None:
+        raise SettingsError(f"refusing to use MESH mailbox {mailbox} outside development mode: {problem}")
     return MeshConfig(
         url=settings.mesh_url,
         credentials=MeshCredentials(mailbox, password, settings.mesh_shared_key.get_secret_value()),
@@ -30,4 +47,5 @@ def mailbox_config(
         ca_file=settings.mesh_ca_file,
         allowed_workflows=allowed_workflows,
         chunk_size=settings.mesh_chunk_bytes,
+        handshake_every=settings.mesh_handshake_seconds,
     )
