@@ -264,6 +264,15 @@ class FileSettings(_VaxflowSettings):
     )
     filesource_mesh_password: SecretStr | None = None
     filesource_mesh_poll_seconds: float = Field(default=300.0, gt=0, description="MESH asks for >= 5 minutes")
+    # Sender binding (issue 17): which ODS codes a file may be named for, by where it came from.
+    # None = any code (a warning at start); ["*"] = any code, deliberately (the dev stack).
+    filesource_dir_senders: list[str] | None = Field(
+        default=None, description='ODS codes the drop directory may submit for, JSON: ["YGM17"]; ["*"] any'
+    )
+    filesource_mesh_senders: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Intake MESH mailbox (mex-from) -> the ODS codes it may submit for, JSON: {"X26PROVA": ["YGM17"]}',
+    )
 
 
 class OpsSettings(_VaxflowSettings):

@@ -71,6 +71,7 @@ from workers.filesource.records import (
     source_headers,
     transactional_id_for,
 )
+from workers.filesource.senders import directory_refusal, may_submit
 
 log = logging.getLogger("vaxflow.filesource")
 
@@ -113,6 +114,11 @@ class FileSource:
             await producer.stop()
             raise
         self._producer = producer
+        if self._settings.filesource_dir_senders is None:
+            log.warning(
+                "no sender binding: files in this directory may be for any ODS code "
+                "(set VAXFLOW_FILESOURCE_DIR_SENDERS)"
+            )
         log.info(
             "filesource started",
             extra={"directory": str(self._dir), "transactional_id": self.transactional_id, "ledger": len(self._ledger)},
@@ -222,6 +228,8 @@ class FileSource:
             return await self._reject(path, sha, [file_reason("file.name", f"{exc.message}: {exc.detail}")])
         except ValueError:
             return await self._reject(path, sha, [file_reason("file.name", "the ODS code must be letters and digits")])
+        if not may_submit(self._settings.filesource_dir_senders, parsed_name.ods_code):
+            return await self._reject(path, sha, [directory_refusal(parsed_name.ods_code)])
         try:
             parsed = read_file(
                 data, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code, validator=parse_only
@@ -364,7 +372,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             intake = None
             if mesh_config is not None:
                 mesh = await stack.enter_async_context(MeshClient(mesh_config))
-                intake = MeshIntake(mesh, Path(settings.filesource_dir))
+                intake = MeshIntake(mesh, Path(settings.filesource_dir), senders=settings.filesource_mesh_senders)
             intake_due = 0.0
             while not stop.is_set():
                 health.progress(busy=True)  # a poll under way: a hung disk or MESH call is a stall
