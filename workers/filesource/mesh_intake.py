@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from schemas.record import Reason
 from topics.headers import printable
 from workers.base.mesh.client import MeshClient, MeshConfig, MeshPermanentError
 from workers.base.mesh.settings import mailbox_config
-from workers.base.private_files import write_private
+from workers.base.private_files import NotRegularFile, folder_fd, open_regular, write_private
 from workers.base.settings import Settings, SettingsError
 from workers.filesource.records import REJECTED_DIR, RejectedFile, file_reason
 from workers.filesource.senders import mailbox_codes, mailbox_refusal, may_submit, ods_of
@@ -101,6 +102,17 @@ def local_name(filename: str | None, message_id: str) -> str:
     return name if name.lower().endswith(_SUFFIXES) else f"{name}.dat"
 
 
+def _same_regular_file(directory: Path, name: str, data: bytes) -> bool:
+    """Whether `name` is a regular file (not followed through a symlink) holding exactly `data`."""
+    try:
+        with folder_fd(directory, follow=True) as dir_fd:
+            fd = open_regular(dir_fd, name)
+    except (NotRegularFile, FileNotFoundError):
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(len(data) + 1) == data
+
+
 @dataclass(slots=True)
 class IntakeReport:
     """What one poll did, by message id."""
@@ -144,8 +156,8 @@ class MeshIntake:
                 await self._reject(report, message_id, refusal.rule, refusal.message)
                 continue
             target = self._directory / name
-            if target.exists():
-                if await asyncio.to_thread(target.read_bytes) == data:
+            if await asyncio.to_thread(os.path.lexists, target):  # a planted symlink counts; never read
+                if await asyncio.to_thread(_same_regular_file, self._directory, name, data):
                     self._pending[message_id] = name  # written before a restart, not yet read
                     self._count(report, message_id, ALREADY_THERE)
                 else:

@@ -51,6 +51,15 @@ from topics.catalogue import RAW, REJECTED, SOURCE_FILES
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
+from workers.base.private_files import (
+    NotRegularFile,
+    exists_here,
+    folder_fd,
+    move_private,
+    open_regular,
+    private_folder,
+    write_private,
+)
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
 from workers.base.topic_reader import TopicFollower
@@ -97,8 +106,8 @@ class FileSource:
 
     async def start(self) -> None:
         """Fence any earlier writer for this directory, then read what it committed."""
-        self._done.mkdir(parents=True, exist_ok=True)
-        self._rejected.mkdir(parents=True, exist_ok=True)
+        for folder in (self._done, self._rejected):  # 0700, files 0600; a symlink in their place refused
+            await asyncio.to_thread(private_folder, folder)
         producer = transactional_producer(
             self._settings,
             self.transactional_id,
@@ -198,13 +207,17 @@ class FileSource:
     async def process(self, path: Path) -> Outcome | None:
         """One file, end to end; None when it must be retried later (Kafka error, logged)."""
         name = printable_name(path.name)
-        size = (await asyncio.to_thread(path.stat)).st_size
-        if size > self._settings.filesource_max_file_bytes:
+        try:
+            read = await asyncio.to_thread(self._read, path.name)
+        except NotRegularFile:  # swapped for a symlink (or a FIFO) after the scan: never read
+            reasons = [file_reason("file.not_regular", "not a regular file (a symlink, folder or device); not read")]
+            return await self._reject(path, "", reasons)
+        if read is None:
             reasons = [
                 file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
             ]
             return await self._reject(path, "", reasons)
-        data = await asyncio.to_thread(path.read_bytes)
+        data, mtime = read
         sha = hashlib.sha256(data).hexdigest()
         known = self._ledger.get(sha)
         if known is not None:
@@ -236,7 +249,7 @@ class FileSource:
             )
         except TableError as exc:
             return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
-        received = datetime.fromtimestamp((await asyncio.to_thread(path.stat)).st_mtime, UTC)
+        received = datetime.fromtimestamp(mtime, UTC)
         try:
             entry = await self._publish(
                 name, sha, data, parsed, parsed_name.vaccine_type, parsed_name.ods_code, received
@@ -316,20 +329,36 @@ class FileSource:
             step.state(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode())
         return entry
 
+    def _read(self, name: str) -> tuple[bytes, float] | None:
+        """The file's bytes and mtime, read through one descriptor opened without following a
+        symlink (private_files.py); None when it is larger than the cap."""
+        cap = self._settings.filesource_max_file_bytes
+        with folder_fd(self._dir, follow=True) as dir_fd:
+            fd = open_regular(dir_fd, name)
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if status.st_size > cap:
+                return None
+            data = handle.read(cap + 1)
+        return (data, status.st_mtime) if len(data) <= cap else None
+
     async def _archive(self, path: Path, sha: str) -> None:
-        await asyncio.to_thread(os.replace, path, self._free_name(self._done, path.name, sha))
+        def move() -> None:
+            with folder_fd(self._dir, follow=True) as here, folder_fd(self._done, create=True) as done:
+                move_private(here, path.name, done, self._free_name(done, path.name, sha))
+
+        await asyncio.to_thread(move)
 
     async def _reject(self, path: Path, sha: str, reasons: list[Reason]) -> Outcome:
         """Move a file that publishes nothing to rejected/, its reasons beside it (written first)."""
-        target = self._free_name(self._rejected, path.name, sha)
         note = RejectedFile(file_name=printable_name(path.name), sha256=sha, reasons=reasons)
-        reasons_path = target.with_name(target.name + ".reasons.json")
-        temporary = reasons_path.with_name("." + reasons_path.name + ".tmp")
 
         def write_and_move() -> None:
-            temporary.write_bytes(msgspec.json.format(_ENCODER.encode(note)) + b"\n")
-            os.replace(temporary, reasons_path)
-            os.replace(path, target)
+            with folder_fd(self._dir, follow=True) as here, folder_fd(self._rejected, create=True) as rejected:
+                target = self._free_name(rejected, path.name, sha)
+                content = msgspec.json.format(_ENCODER.encode(note)) + b"\n"
+                write_private(self._rejected / f"{target}.reasons.json", content)
+                move_private(here, path.name, rejected, target)
 
         await asyncio.to_thread(write_and_move)
         FILES.labels("rejected").inc()
@@ -337,13 +366,9 @@ class FileSource:
         return Outcome(file_name=note.file_name, outcome="rejected")
 
     @staticmethod
-    def _free_name(folder: Path, name: str, sha: str) -> Path:
-        """`folder/name`, or with the content hash appended when a different file had that name."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / name
-        if target.exists():
-            target = folder / f"{name}.{(sha or 'unhashed')[:12]}"
-        return target
+    def _free_name(folder_fd: int, name: str, sha: str) -> str:
+        """`name`, or with the content hash appended when a different file had that name."""
+        return f"{name}.{(sha or 'unhashed')[:12]}" if exists_here(folder_fd, name) else name
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
