@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -39,7 +39,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
-from schemas.batchfile import ParsedFile, parse_only, read_file
+from schemas.batchfile import ParsedRow, parse_only
 from schemas.batchkey import encode_key
 from schemas.delimited import TableError
 from schemas.event import RawEvent
@@ -63,6 +63,7 @@ from workers.base.private_files import (
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
 from workers.base.topic_reader import TopicFollower
+from workers.filesource import stream
 from workers.filesource.mesh_intake import MeshIntake, intake_config
 from workers.filesource.records import (
     DONE,
@@ -72,7 +73,6 @@ from workers.filesource.records import (
     STAGE,
     Outcome,
     RejectedFile,
-    RowTexts,
     SourceFile,
     dead_letter_row,
     file_reason,
@@ -206,19 +206,25 @@ class FileSource:
 
     async def process(self, path: Path) -> Outcome | None:
         """One file, end to end; None when it must be retried later (Kafka error, logged)."""
-        name = printable_name(path.name)
         try:
-            read = await asyncio.to_thread(self._read, path.name)
+            handle = await asyncio.to_thread(self._open, path.name)
         except NotRegularFile:  # swapped for a symlink (or a FIFO) after the scan: never read
             reasons = [file_reason("file.not_regular", "not a regular file (a symlink, folder or device); not read")]
             return await self._reject(path, "", reasons)
-        if read is None:
+        try:
+            return await self._process_open(path, handle)
+        finally:
+            handle.close()
+
+    async def _process_open(self, path: Path, handle: BinaryIO) -> Outcome | None:
+        name = printable_name(path.name)
+        status = os.fstat(handle.fileno())
+        if status.st_size > self._settings.filesource_max_file_bytes:
             reasons = [
                 file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
             ]
             return await self._reject(path, "", reasons)
-        data, mtime = read
-        sha = hashlib.sha256(data).hexdigest()
+        sha, surveyed = await asyncio.to_thread(stream.survey, handle)
         known = self._ledger.get(sha)
         if known is not None:
             if known.file_name == name:
@@ -243,23 +249,28 @@ class FileSource:
             return await self._reject(path, sha, [file_reason("file.name", "the ODS code must be letters and digits")])
         if not may_submit(self._settings.filesource_dir_senders, parsed_name.ods_code):
             return await self._reject(path, sha, [directory_refusal(parsed_name.ods_code)])
+        if isinstance(surveyed, TableError):
+            return await self._reject(path, sha, [file_reason(surveyed.rule, surveyed.message)])
+        rows = stream.rows(
+            handle, surveyed, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code,
+            validator=parse_only,
+        )
         try:
-            parsed = read_file(
-                data, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code, validator=parse_only
-            )
-        except TableError as exc:
-            return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
-        received = datetime.fromtimestamp(mtime, UTC)
-        try:
+            first = await asyncio.to_thread(stream.take, rows)  # the header: checked before any transaction
+            received = datetime.fromtimestamp(status.st_mtime, UTC)
             entry = await self._publish(
-                name, sha, data, parsed, parsed_name.vaccine_type, parsed_name.ods_code, received
+                name, sha, surveyed.encoding, first, rows, parsed_name.vaccine_type, parsed_name.ods_code, received
             )
+        except TableError as exc:  # the header, or a malformed row further on (its transaction aborted)
+            return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
         except ProducerFenced:
             raise  # another instance owns this directory now
         except KafkaError as exc:
             log.warning("transaction failed; file left for the next poll", extra={"file": name, "error": repr(exc)})
             await self._reconnect()
             return None
+        finally:
+            rows.close()
         self._ledger[sha] = entry
         await self._archive(path, sha)
         FILES.labels("published").inc()
@@ -281,47 +292,56 @@ class FileSource:
         self,
         name: str,
         sha: str,
-        data: bytes,
-        parsed: ParsedFile,
+        encoding: str,
+        first: list[tuple[ParsedRow, str]],
+        rest: Iterator[tuple[ParsedRow, str]],
         vaccine_type: str,
         sender_ods: str,
         received: datetime,
     ) -> SourceFile:
+        """The file's rows and ledger entry in one transaction, a chunk of rows at a time: the next
+        chunk is parsed on a thread only once this one's records are with the producer, whose
+        buffer makes `produce` wait when full (backpressure), and each chunk's deliveries are
+        confirmed before the next (no per-row future kept for the whole file)."""
         producer = self._producer
         if producer is None:
             raise KafkaError("producer not connected")
         key = encode_key(vaccine_type, sender_ods)
         source_system = f"{STAGE}:{name}"[:SOURCE_SYSTEM_MAX]
-        row_text = RowTexts(data, parsed)
-        published = rejected = 0
+        published = rejected = rows = 0
         async with Checkpoint(producer) as step:
-            for row in parsed.rows:
-                reasons: Sequence[Reason] = row.reasons
-                if row.record is not None:
-                    value = _ENCODER.encode(
-                        RawEvent(
-                            vaccine_type=vaccine_type,
-                            sender_ods=sender_ods,
-                            source_system=source_system,
-                            record=row.record,
-                            received_at=received,
+            chunk = first
+            while chunk:
+                for row, text in chunk:
+                    rows += 1
+                    reasons: Sequence[Reason] = row.reasons
+                    if row.record is not None:
+                        value = _ENCODER.encode(
+                            RawEvent(
+                                vaccine_type=vaccine_type,
+                                sender_ods=sender_ods,
+                                source_system=source_system,
+                                record=row.record,
+                                received_at=received,
+                            )
                         )
-                    )
-                    if len(value) <= MAX_EVENT_BYTES:
-                        headers = source_headers(name, sha, row)
-                        await step.produce(self._raw_topic, value, key=key, headers=headers)
-                        published += 1
-                        continue
-                    # The validator would refuse it as too large; keep the file's own bytes instead.
-                    reasons = [reason("event", "too_large")]
-                value, headers = dead_letter_row(name, sha, row, row_text(row), parsed.encoding, reasons)
-                await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
-                rejected += 1
+                        if len(value) <= MAX_EVENT_BYTES:
+                            headers = source_headers(name, sha, row)
+                            await step.produce(self._raw_topic, value, key=key, headers=headers)
+                            published += 1
+                            continue
+                        # The validator would refuse it as too large; keep the file's own bytes instead.
+                        reasons = [reason("event", "too_large")]
+                    value, headers = dead_letter_row(name, sha, row, text, encoding, reasons)
+                    await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
+                    rejected += 1
+                await step.settle()
+                chunk = await asyncio.to_thread(stream.take, rest)
             entry = SourceFile(
                 sha256=sha,
                 file_name=name,
                 source=self.transactional_id,
-                rows=len(parsed.rows),
+                rows=rows,
                 published=published,
                 rejected=rejected,
                 processed_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -329,18 +349,12 @@ class FileSource:
             step.state(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode())
         return entry
 
-    def _read(self, name: str) -> tuple[bytes, float] | None:
-        """The file's bytes and mtime, read through one descriptor opened without following a
-        symlink (private_files.py); None when it is larger than the cap."""
-        cap = self._settings.filesource_max_file_bytes
+    def _open(self, name: str) -> BinaryIO:
+        """The file, opened once without following a symlink (private_files.py): every later
+        read (survey, rows) goes through this descriptor."""
         with folder_fd(self._dir, follow=True) as dir_fd:
             fd = open_regular(dir_fd, name)
-        with os.fdopen(fd, "rb") as handle:
-            status = os.fstat(handle.fileno())
-            if status.st_size > cap:
-                return None
-            data = handle.read(cap + 1)
-        return (data, status.st_mtime) if len(data) <= cap else None
+        return os.fdopen(fd, "rb")
 
     async def _archive(self, path: Path, sha: str) -> None:
         def move() -> None:
