@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -97,3 +99,37 @@ def test_whole_file_failures_have_the_same_rule(data: bytes) -> None:
 def test_any_body_reads_the_same_streamed_and_whole(body: list[bytes]) -> None:
     data = FILES[0].read_bytes().split(b"\n")[0] + b"\n" + b"".join(body)
     assert outcome(lambda d: streamed(d, chunk=1), data) == outcome(whole, data)
+
+
+async def test_a_file_is_parsed_off_the_event_loop_in_bounded_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: the file was parsed on the event loop. Every row is now parsed on another thread,
+    handed over in chunks of at most CHUNK_ROWS, and produced before the next chunk is parsed."""
+    from benchmarks.bench_filesource_memory import NAME, _DroppingProducer, write_file
+    from workers.base.settings import Settings
+    from workers.filesource.worker import FileSource
+
+    rows = write_file(tmp_path / NAME, 2)
+    loop_thread = threading.get_ident()
+    parsed_on: set[int] = set()
+    ahead: list[int] = []  # rows parsed but not yet produced, at each parse
+    producer = _DroppingProducer()
+    real_parse = stream._parse_row
+
+    def parse(*args: Any) -> Any:
+        parsed_on.add(threading.get_ident())
+        ahead.append(parsed[0] - producer.sent)
+        parsed[0] += 1
+        return real_parse(*args)
+
+    parsed = [0]
+    monkeypatch.setattr(stream, "_parse_row", parse)
+    source = FileSource(Settings(topic_namespace="unit", filesource_settle_seconds=0), tmp_path)
+    source._producer = producer  # type: ignore[assignment]
+    outcome = await source.process(tmp_path / NAME)
+    assert outcome is not None
+    assert outcome.published == rows
+    assert producer.sent == rows + 1  # and the ledger entry
+    assert loop_thread not in parsed_on
+    assert max(ahead) < stream.CHUNK_ROWS
