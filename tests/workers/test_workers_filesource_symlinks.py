@@ -18,7 +18,7 @@ import pytest
 
 from workers.base import private_files
 from workers.base.private_files import write_private
-from workers.base.settings import Settings
+from workers.base.settings import Settings, SettingsError
 from workers.filesource.records import RejectedFile
 from workers.filesource.worker import FileSource
 
@@ -141,3 +141,25 @@ def test_existing_folders_are_made_private_at_start(tmp_path: Path) -> None:
     private_files.private_folder(done)  # what FileSource.start does for done/ and rejected/
     private_files.private_folder(tmp_path / "rejected")
     assert (mode(done), mode(done / MMR), mode(tmp_path / "rejected")) == (0o700, 0o600, 0o700)
+
+
+async def test_a_symlink_in_place_of_done_stops_the_start(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    watched = tmp_path / "in"
+    watched.mkdir()
+    (watched / "done").symlink_to(elsewhere)
+    with pytest.raises(SettingsError, match="not a link"):  # before any Kafka connection is tried
+        await FileSource(settings(), watched).start()
+    assert mode(elsewhere) == 0o755
+
+
+def test_bindings_reach_a_worker_process_through_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound = settings(filesource_dir_senders=["*"], filesource_mesh_senders={"X26PROVA": ["YGM17"]})
+    env = bound.as_environment()
+    assert env["VAXFLOW_FILESOURCE_DIR_SENDERS"] == '["*"]'
+    for name in ("VAXFLOW_FILESOURCE_DIR_SENDERS", "VAXFLOW_FILESOURCE_MESH_SENDERS"):
+        monkeypatch.setenv(name, env[name])
+    again = Settings()
+    assert again.filesource_dir_senders == ["*"]
+    assert again.filesource_mesh_senders == {"X26PROVA": ["YGM17"]}

@@ -5,6 +5,7 @@ variable's name and the rule it broke, instead of failing later inside a worker 
 """
 
 import difflib
+import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -325,7 +326,9 @@ class Settings(
         for name, value in self.model_dump().items():
             if value is not None:
                 secret = value.get_secret_value() if isinstance(value, SecretStr) else value
-                env[f"VAXFLOW_{name.upper()}"] = str(secret)
+                # lists and mappings are read back from the environment as JSON
+                text = json.dumps(secret) if isinstance(secret, list | dict) else str(secret)
+                env[f"VAXFLOW_{name.upper()}"] = text
         return env
 
 

@@ -107,7 +107,10 @@ class FileSource:
     async def start(self) -> None:
         """Fence any earlier writer for this directory, then read what it committed."""
         for folder in (self._done, self._rejected):  # 0700, files 0600; a symlink in their place refused
-            await asyncio.to_thread(private_folder, folder)
+            try:
+                await asyncio.to_thread(private_folder, folder)
+            except OSError as exc:  # not Kafka's trouble: run() must not retry it as such
+                raise SettingsError(f"{folder} must be a folder of its own, not a link ({exc.strerror})") from exc
         producer = transactional_producer(
             self._settings,
             self.transactional_id,
