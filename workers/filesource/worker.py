@@ -126,6 +126,8 @@ class FileSource:
             await producer.stop()
             raise
         self._producer = producer
+        if (await asyncio.to_thread(self._dir.stat)).st_mode & 0o007:
+            log.warning("the watched directory is open to every local user; keep it to the providers' group")
         if self._settings.filesource_dir_senders is None:
             log.warning(
                 "no sender binding: files in this directory may be for any ODS code "
