@@ -133,3 +133,38 @@ async def test_a_file_is_parsed_off_the_event_loop_in_bounded_chunks(
     assert producer.sent == rows + 1  # and the ledger entry
     assert loop_thread not in parsed_on
     assert max(ahead) < stream.CHUNK_ROWS
+
+
+async def test_a_malformed_row_after_the_first_chunk_aborts_the_transaction_and_rejects_the_file(
+    tmp_path: Path,
+) -> None:
+    """Rows before it were already produced in the open transaction: it is aborted, never committed."""
+    from benchmarks.bench_filesource_memory import NAME, _DroppingProducer, write_file
+    from workers.base.settings import Settings
+    from workers.filesource.worker import FileSource
+
+    class Recording(_DroppingProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        async def commit_transaction(self) -> None:
+            self.calls.append("commit")
+
+        async def abort_transaction(self) -> None:
+            self.calls.append("abort")
+
+    path = tmp_path / NAME
+    write_file(path, 2)
+    with path.open("ab") as handle:
+        handle.write(b'"unterminated' + b"x" * 200_000 + b"\n")  # over csv's field limit
+    producer = Recording()
+    source = FileSource(Settings(topic_namespace="unit", filesource_settle_seconds=0), tmp_path)
+    source._producer = producer  # type: ignore[assignment]
+    outcome = await source.process(path)
+    assert outcome is not None
+    assert outcome.outcome == "rejected"
+    assert producer.sent > stream.CHUNK_ROWS  # rows had gone out inside the transaction
+    assert producer.calls == ["abort"]
+    note = (tmp_path / "rejected" / f"{NAME}.reasons.json").read_bytes()
+    assert b"file.malformed" in note
