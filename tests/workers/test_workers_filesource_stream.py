@@ -168,3 +168,41 @@ async def test_a_malformed_row_after_the_first_chunk_aborts_the_transaction_and_
     assert producer.calls == ["abort"]
     note = (tmp_path / "rejected" / f"{NAME}.reasons.json").read_bytes()
     assert b"file.malformed" in note
+
+
+async def test_a_file_written_to_while_it_is_read_is_not_committed_and_stays_for_the_next_poll(
+    tmp_path: Path,
+) -> None:
+    """Its rows would not match the sha256 of the ledger entry: the transaction is aborted."""
+    from benchmarks.bench_filesource_memory import NAME, _DroppingProducer, write_file
+    from workers.base.settings import Settings
+    from workers.filesource.worker import FileChangedError, FileSource
+
+    path = tmp_path / NAME
+    write_file(path, 1)
+
+    class Appending(_DroppingProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+            if self.sent == 5:
+                with path.open("ab") as handle:  # the provider still writing in place
+                    handle.write(b"\n")
+            return await super().send(topic, value, **kwargs)
+
+        async def commit_transaction(self) -> None:
+            self.calls.append("commit")
+
+        async def abort_transaction(self) -> None:
+            self.calls.append("abort")
+
+    producer = Appending()
+    source = FileSource(Settings(topic_namespace="unit", filesource_settle_seconds=0), tmp_path)
+    source._producer = producer  # type: ignore[assignment]
+    with pytest.raises(FileChangedError):  # an OSError: poll_once logs it and leaves the file
+        await source.process(path)
+    assert producer.calls == ["abort"]
+    assert path.exists()
+    assert source._ledger == {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -264,7 +265,8 @@ class FileSource:
             first = await asyncio.to_thread(stream.take, rows)  # the header: checked before any transaction
             received = datetime.fromtimestamp(status.st_mtime, UTC)
             entry = await self._publish(
-                name, sha, surveyed.encoding, first, rows, parsed_name.vaccine_type, parsed_name.ods_code, received
+                name, sha, surveyed.encoding, first, rows, lambda: _changed(handle, status),
+                parsed_name.vaccine_type, parsed_name.ods_code, received,
             )
         except TableError as exc:  # the header, or a malformed row further on (its transaction aborted)
             return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
@@ -300,6 +302,7 @@ class FileSource:
         encoding: str,
         first: list[tuple[ParsedRow, str]],
         rest: Iterator[tuple[ParsedRow, str]],
+        changed: Callable[[], bool],
         vaccine_type: str,
         sender_ods: str,
         received: datetime,
@@ -342,6 +345,8 @@ class FileSource:
                     rejected += 1
                 await step.settle()
                 chunk = await asyncio.to_thread(stream.take, rest)
+            if changed():  # written to in place while read: its rows may not match its sha256
+                raise FileChangedError(errno.EAGAIN, "file changed while it was read; tried again next poll", name)
             entry = SourceFile(
                 sha256=sha,
                 file_name=name,
@@ -388,6 +393,16 @@ class FileSource:
     def _free_name(folder_fd: int, name: str, sha: str) -> str:
         """`name`, or with the content hash appended when a different file had that name."""
         return f"{name}.{(sha or 'unhashed')[:12]}" if exists_here(folder_fd, name) else name
+
+
+class FileChangedError(OSError):
+    """The file was written to while it was read: its transaction is aborted and the file left for
+    the next poll (an OSError: poll_once logs it and carries on)."""
+
+
+def _changed(handle: BinaryIO, before: os.stat_result) -> bool:
+    now = os.fstat(handle.fileno())
+    return (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
