@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +265,41 @@ async def test_download_joins_chunks_and_undoes_gzip(fake: tuple[Script, MeshCli
     assert [r[1] for r in script.requests] == [
         "/messageexchange/X26VXF001/inbox/M9", "/messageexchange/X26VXF001/inbox/M9/2"
     ]
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """`size` zero bytes as gzip (about 1/1000 of it), built without holding `size` bytes."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    out = [deflate.compress(block) for _ in range(size // len(block))]
+    return b"".join([*out, deflate.flush()])
+
+
+async def test_a_small_message_that_inflates_past_the_mesh_limit_is_refused(fake: tuple[Script, MeshClient]) -> None:
+    """Issue 17: 300 KB of gzip became 300 MiB in memory. Now decompression stops at the limit
+    (MESH's 100 MB per request) and the message is refused as permanent (the intake rejects it)."""
+    script, client = fake
+    bomb = _gzip_bomb(300 * 1024 * 1024)
+    assert len(bomb) < 400_000
+    script.inbox_parts = [(bomb[:100_000], True), (bomb[100_000:], True)]
+    tracemalloc.start()
+    try:
+        with pytest.raises(MeshPermanentError, match="larger than"):
+            await client.download("M9")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_REQUEST_BYTES + 16 * 1024 * 1024  # bounded by the limit, not by the 300 MiB
+
+
+async def test_a_message_within_a_given_limit_is_read_and_one_past_it_refused(
+    fake: tuple[Script, MeshClient],
+) -> None:
+    script, client = fake
+    script.inbox_parts = [(gzip.compress(b"x" * 1000), True), (gzip.compress(b"y" * 1000), True)]
+    assert (await client.download("M9", max_bytes=2000))[1] == b"x" * 1000 + b"y" * 1000
+    with pytest.raises(MeshPermanentError, match="larger than 1999 bytes"):
+        await client.download("M9", max_bytes=1999)
 
 
 async def test_tracking_unknown_is_none_and_ambiguous_local_id_is_an_error(

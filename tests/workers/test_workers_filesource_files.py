@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from schemas.batchfile import parse_only, read_file
+from workers.base.private_files import folder_fd
 from workers.base.settings import Settings
 from workers.filesource.records import Outcome, RejectedFile, RowTexts, SourceFile, transactional_id_for
 from workers.filesource.worker import FileSource
@@ -126,8 +127,9 @@ async def test_same_name_and_content_in_the_ledger_is_only_moved(tmp_path: Path)
 def test_a_name_taken_in_done_gets_the_hash_appended(tmp_path: Path) -> None:
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / MMR).write_bytes(b"earlier")
-    target = FileSource._free_name(tmp_path / "done", MMR, "abcdef0123456789" * 4)
-    assert target.name == f"{MMR}.abcdef012345"
+    with folder_fd(tmp_path / "done") as done:
+        assert FileSource._free_name(done, MMR, "abcdef0123456789" * 4) == f"{MMR}.abcdef012345"
+        assert FileSource._free_name(done, "other.csv", "abcdef0123456789" * 4) == "other.csv"
 
 
 def test_transactional_id_is_one_per_directory(tmp_path: Path) -> None:

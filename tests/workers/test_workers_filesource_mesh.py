@@ -203,3 +203,53 @@ async def test_the_real_mesh_keeps_a_message_until_its_file_is_read_also_across_
         (tmp_path / RSV).unlink()  # the file source has read it
         assert (await restarted.poll_once()).outcomes == {message_id: ACKNOWLEDGED}
         assert await mesh.inbox() == []
+
+
+@pytest.mark.integration
+async def test_a_file_from_a_mailbox_not_bound_to_its_ods_code_is_never_published(
+    kafka_settings: Settings, mesh_sandbox: MeshSandboxHandle, tmp_path: Path
+) -> None:
+    """Issue 17: a file from mailbox X26PROVA named for YGM17 was published as YGM17. Evidence is
+    what the raw topic holds and what MESH still holds, not the file source's own report."""
+    await ensure(kafka_settings)
+    watched = tmp_path / "in"
+    watched.mkdir()
+    settings = kafka_settings.model_copy(update={
+        "filesource_dir": watched, "filesource_poll_seconds": 0.2, "filesource_settle_seconds": 0.0,
+        "mesh_url": mesh_sandbox.url, "mesh_shared_key": SecretStr(mesh_sandbox.shared_key),
+        "filesource_mesh_mailbox": INTAKE, "filesource_mesh_password": SecretStr("password"),
+        "filesource_mesh_poll_seconds": 0.3, "filesource_mesh_senders": {PROVIDER: ["X8E5B"]},
+    })
+    async with mesh_sandbox.client(INTAKE) as intake:
+        await empty_inbox(intake)
+    content = (DATA / RSV).read_bytes()
+    foreign = RSV.replace("X8E5B", "YGM17")
+    async with mesh_sandbox.client(PROVIDER, allowed_workflows=None) as provider:
+        for name in (foreign, RSV):
+            await provider.send(INTAKE, "PROVIDER_BATCH_FILES", content, filename=name, local_id=uuid.uuid4().hex)
+
+    async def settled() -> bool:
+        async with mesh_sandbox.client(INTAKE) as intake:
+            empty = not await intake.inbox()
+        return empty and len(list((watched / "done").glob("*"))) == 1
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop, Health()))
+    try:
+        for _ in range(150):
+            if await settled():
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("timed out waiting for the intake and the file source")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    raw = await read_to_end(kafka_settings, kafka_settings.topic(RAW.name))
+    assert [dict(r.headers)[h.SOURCE_FILE].decode() for r in raw] == [RSV]  # nothing of the foreign file
+    assert not (watched / foreign).exists()
+    assert not (watched / "done" / foreign).exists()
+    [note] = list((watched / "rejected").glob("mesh-*.dat.reasons.json"))
+    assert b"file.sender" in note.read_bytes()
+    assert b"YGM17" in note.read_bytes()

@@ -92,6 +92,7 @@ def start_worker(settings: Settings, name: str, cluster: kafka_cluster.ClusterLa
         env |= cluster.environment(kafka_cluster.worker_user(name))
     env.setdefault("VAXFLOW_DEV_HOME", str(settings.dev_home))
     env.setdefault("VAXFLOW_FILESOURCE_DIR", str(settings.filesource_dir or settings.dev_home / "inbox"))
+    env.setdefault("VAXFLOW_FILESOURCE_DIR_SENDERS", '["*"]')  # the dev inbox takes files for any provider
     env.setdefault("VAXFLOW_OPS_BATCHER_METRICS_URLS", f"http://127.0.0.1:{health_port('batcher')}/metrics")
     log_path = logs / f"{name}.log"
     with open(log_path, "ab") as log:

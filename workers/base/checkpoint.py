@@ -135,6 +135,16 @@ class Checkpoint:
         )
         self._deliveries.append(future)
 
+    async def settle(self) -> None:
+        """Await the deliveries produced so far and forget them, raising the first failure (which
+        aborts the step): a step of millions of outputs (a large handed-in file) keeps no future
+        per output until its commit."""
+        deliveries, self._deliveries = self._deliveries, []
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
     def state(self, topic: str, value: bytes, *, key: bytes, partition: int | None = None) -> None:
         """A state record (replay guard, ledger entry), written after every output."""
         self._states.append(_StateRecord(topic, value, key, partition))

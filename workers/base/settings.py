@@ -6,6 +6,7 @@ variable's name and the rule it broke, instead of failing later inside a worker 
 
 import difflib
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -362,6 +363,15 @@ class FileSettings(_VaxflowSettings):
     filesource_mesh_poll_seconds: float = Field(
         default=300.0, ge=POLL_FLOOR_SECONDS, description="MESH asks for >= 5 minutes (the floor outside dev mode)"
     )
+    # Sender binding (issue 17): which ODS codes a file may be named for, by where it came from.
+    # None = any code (a warning at start); ["*"] = any code, deliberately (the dev stack).
+    filesource_dir_senders: list[str] | None = Field(
+        default=None, description='ODS codes the drop directory may submit for, JSON: ["YGM17"]; ["*"] any'
+    )
+    filesource_mesh_senders: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Intake MESH mailbox (mex-from) -> the ODS codes it may submit for, JSON: {"X26PROVA": ["YGM17"]}',
+    )
 
     @model_validator(mode="after")
     def _mesh_poll_floor(self) -> Self:
@@ -424,7 +434,9 @@ class Settings(
         for name, value in self.model_dump().items():
             if value is not None:
                 secret = value.get_secret_value() if isinstance(value, SecretStr) else value
-                env[f"VAXFLOW_{name.upper()}"] = str(secret)
+                # lists and mappings are read back from the environment as JSON
+                text = json.dumps(secret) if isinstance(secret, list | dict) else str(secret)
+                env[f"VAXFLOW_{name.upper()}"] = text
         return env
 
 

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,12 +43,14 @@ from typing import Final
 import msgspec
 from prometheus_client import Counter
 
+from schemas.record import Reason
 from topics.headers import printable
 from workers.base.mesh.client import MeshClient, MeshConfig, MeshPermanentError
 from workers.base.mesh.settings import mailbox_config
-from workers.base.private_files import write_private
+from workers.base.private_files import NotRegularFile, folder_fd, open_regular, write_private
 from workers.base.settings import Settings, SettingsError
 from workers.filesource.records import REJECTED_DIR, RejectedFile, file_reason
+from workers.filesource.senders import mailbox_codes, mailbox_refusal, may_submit, ods_of
 
 log = logging.getLogger("vaxflow.filesource.mesh")
 
@@ -98,6 +102,17 @@ def local_name(filename: str | None, message_id: str) -> str:
     return name if name.lower().endswith(_SUFFIXES) else f"{name}.dat"
 
 
+def _same_regular_file(directory: Path, name: str, data: bytes) -> bool:
+    """Whether `name` is a regular file (not followed through a symlink) holding exactly `data`."""
+    try:
+        with folder_fd(directory, follow=True) as dir_fd:
+            fd = open_regular(dir_fd, name)
+    except (NotRegularFile, FileNotFoundError):
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(len(data) + 1) == data
+
+
 @dataclass(slots=True)
 class IntakeReport:
     """What one poll did, by message id."""
@@ -109,8 +124,11 @@ class MeshIntake:
     """Moves the intake mailbox's messages into the file source's directory and acknowledges each
     one in MESH once the file source has finished with its file (module docstring)."""
 
-    def __init__(self, mesh: MeshClient, directory: Path) -> None:
+    def __init__(
+        self, mesh: MeshClient, directory: Path, senders: Mapping[str, Collection[str]] | None = None
+    ) -> None:
         self._mesh = mesh
+        self._senders = senders  # mailbox -> ODS codes it may submit for (senders.py); None: any
         self._directory = directory
         self._pending: dict[str, str] = {}  # message id -> its file's name in the directory
 
@@ -133,9 +151,13 @@ class MeshIntake:
                 await self._reject(report, message_id, UNREADABLE_HEADER, f"unreadable MESH header: {exc}")
                 continue
             name = local_name(meta.filename, message_id)
+            refusal = self._refusal(meta.sender, name)
+            if refusal is not None:  # nothing of it reaches the directory, so nothing is published
+                await self._reject(report, message_id, refusal.rule, refusal.message)
+                continue
             target = self._directory / name
-            if target.exists():
-                if await asyncio.to_thread(target.read_bytes) == data:
+            if await asyncio.to_thread(os.path.lexists, target):  # a planted symlink counts; never read
+                if await asyncio.to_thread(_same_regular_file, self._directory, name, data):
                     self._pending[message_id] = name  # written before a restart, not yet read
                     self._count(report, message_id, ALREADY_THERE)
                 else:
@@ -150,6 +172,17 @@ class MeshIntake:
                      extra={"message_id": message_id, "file": name, "bytes": len(data), "sender": meta.sender,
                             "mex_filename": printable(meta.filename or "")})
         return report
+
+    def _refusal(self, mailbox: str | None, name: str) -> Reason | None:
+        """Why the sending mailbox may not submit this file, or None (senders.py). A name that is
+        no batch-file name from a bound mailbox passes: the file source rejects the name itself."""
+        codes = mailbox_codes(self._senders, mailbox)
+        if codes is None:
+            return None
+        ods = ods_of(name)
+        if ods is None:
+            return None if codes else mailbox_refusal(mailbox, None)
+        return None if may_submit(codes, ods) else mailbox_refusal(mailbox, ods)
 
     async def _reject(self, report: IntakeReport, message_id: str, rule: str, message: str) -> None:
         """Write the message's reasons to rejected/ (durably), then acknowledge it (module docstring)."""

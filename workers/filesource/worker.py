@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -39,7 +40,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
-from schemas.batchfile import ParsedFile, parse_only, read_file
+from schemas.batchfile import ParsedRow, parse_only
 from schemas.batchkey import encode_key
 from schemas.delimited import TableError
 from schemas.event import RawEvent
@@ -51,9 +52,19 @@ from topics.catalogue import RAW, REJECTED, SOURCE_FILES
 from workers.base.checkpoint import Checkpoint
 from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
+from workers.base.private_files import (
+    NotRegularFile,
+    exists_here,
+    folder_fd,
+    move_private,
+    open_regular,
+    private_folder,
+    write_private,
+)
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
 from workers.base.topic_reader import TopicFollower
+from workers.filesource import stream
 from workers.filesource.mesh_intake import MeshIntake, intake_config
 from workers.filesource.records import (
     DONE,
@@ -63,7 +74,6 @@ from workers.filesource.records import (
     STAGE,
     Outcome,
     RejectedFile,
-    RowTexts,
     SourceFile,
     dead_letter_row,
     file_reason,
@@ -71,6 +81,7 @@ from workers.filesource.records import (
     source_headers,
     transactional_id_for,
 )
+from workers.filesource.senders import directory_refusal, may_submit
 
 log = logging.getLogger("vaxflow.filesource")
 
@@ -96,8 +107,11 @@ class FileSource:
 
     async def start(self) -> None:
         """Fence any earlier writer for this directory, then read what it committed."""
-        self._done.mkdir(parents=True, exist_ok=True)
-        self._rejected.mkdir(parents=True, exist_ok=True)
+        for folder in (self._done, self._rejected):  # 0700, files 0600; a symlink in their place refused
+            try:
+                await asyncio.to_thread(private_folder, folder)
+            except OSError as exc:  # not Kafka's trouble: run() must not retry it as such
+                raise SettingsError(f"{folder} must be a folder of its own, not a link ({exc.strerror})") from exc
         producer = transactional_producer(
             self._settings,
             self.transactional_id,
@@ -113,6 +127,13 @@ class FileSource:
             await producer.stop()
             raise
         self._producer = producer
+        if (await asyncio.to_thread(self._dir.stat)).st_mode & 0o007:
+            log.warning("the watched directory is open to every local user; keep it to the providers' group")
+        if self._settings.filesource_dir_senders is None:
+            log.warning(
+                "no sender binding: files in this directory may be for any ODS code "
+                "(set VAXFLOW_FILESOURCE_DIR_SENDERS)"
+            )
         log.info(
             "filesource started",
             extra={"directory": str(self._dir), "transactional_id": self.transactional_id, "ledger": len(self._ledger)},
@@ -191,15 +212,25 @@ class FileSource:
 
     async def process(self, path: Path) -> Outcome | None:
         """One file, end to end; None when it must be retried later (Kafka error, logged)."""
+        try:
+            handle = await asyncio.to_thread(self._open, path.name)
+        except NotRegularFile:  # swapped for a symlink (or a FIFO) after the scan: never read
+            reasons = [file_reason("file.not_regular", "not a regular file (a symlink, folder or device); not read")]
+            return await self._reject(path, "", reasons)
+        try:
+            return await self._process_open(path, handle)
+        finally:
+            handle.close()
+
+    async def _process_open(self, path: Path, handle: BinaryIO) -> Outcome | None:
         name = printable_name(path.name)
-        size = (await asyncio.to_thread(path.stat)).st_size
-        if size > self._settings.filesource_max_file_bytes:
+        status = os.fstat(handle.fileno())
+        if status.st_size > self._settings.filesource_max_file_bytes:
             reasons = [
                 file_reason("file.too_large", f"file is larger than {self._settings.filesource_max_file_bytes} bytes")
             ]
             return await self._reject(path, "", reasons)
-        data = await asyncio.to_thread(path.read_bytes)
-        sha = hashlib.sha256(data).hexdigest()
+        sha, surveyed = await asyncio.to_thread(stream.survey, handle)
         known = self._ledger.get(sha)
         if known is not None:
             if known.file_name == name:
@@ -222,23 +253,31 @@ class FileSource:
             return await self._reject(path, sha, [file_reason("file.name", f"{exc.message}: {exc.detail}")])
         except ValueError:
             return await self._reject(path, sha, [file_reason("file.name", "the ODS code must be letters and digits")])
+        if not may_submit(self._settings.filesource_dir_senders, parsed_name.ods_code):
+            return await self._reject(path, sha, [directory_refusal(parsed_name.ods_code)])
+        if isinstance(surveyed, TableError):
+            return await self._reject(path, sha, [file_reason(surveyed.rule, surveyed.message)])
+        rows = stream.rows(
+            handle, surveyed, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code,
+            validator=parse_only,
+        )
         try:
-            parsed = read_file(
-                data, vaccine_type=parsed_name.vaccine_type, sender_ods=parsed_name.ods_code, validator=parse_only
-            )
-        except TableError as exc:
-            return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
-        received = datetime.fromtimestamp((await asyncio.to_thread(path.stat)).st_mtime, UTC)
-        try:
+            first = await asyncio.to_thread(stream.take, rows)  # the header: checked before any transaction
+            received = datetime.fromtimestamp(status.st_mtime, UTC)
             entry = await self._publish(
-                name, sha, data, parsed, parsed_name.vaccine_type, parsed_name.ods_code, received
+                name, sha, surveyed.encoding, first, rows, lambda: _changed(handle, status),
+                parsed_name.vaccine_type, parsed_name.ods_code, received,
             )
+        except TableError as exc:  # the header, or a malformed row further on (its transaction aborted)
+            return await self._reject(path, sha, [file_reason(exc.rule, exc.message)])
         except ProducerFenced:
             raise  # another instance owns this directory now
         except KafkaError as exc:
             log.warning("transaction failed; file left for the next poll", extra={"file": name, "error": repr(exc)})
             await self._reconnect()
             return None
+        finally:
+            rows.close()
         self._ledger[sha] = entry
         await self._archive(path, sha)
         FILES.labels("published").inc()
@@ -260,47 +299,59 @@ class FileSource:
         self,
         name: str,
         sha: str,
-        data: bytes,
-        parsed: ParsedFile,
+        encoding: str,
+        first: list[tuple[ParsedRow, str]],
+        rest: Iterator[tuple[ParsedRow, str]],
+        changed: Callable[[], bool],
         vaccine_type: str,
         sender_ods: str,
         received: datetime,
     ) -> SourceFile:
+        """The file's rows and ledger entry in one transaction, a chunk of rows at a time: the next
+        chunk is parsed on a thread only once this one's records are with the producer, whose
+        buffer makes `produce` wait when full (backpressure), and each chunk's deliveries are
+        confirmed before the next (no per-row future kept for the whole file)."""
         producer = self._producer
         if producer is None:
             raise KafkaError("producer not connected")
         key = encode_key(vaccine_type, sender_ods)
         source_system = f"{STAGE}:{name}"[:SOURCE_SYSTEM_MAX]
-        row_text = RowTexts(data, parsed)
-        published = rejected = 0
+        published = rejected = rows = 0
         async with Checkpoint(producer) as step:
-            for row in parsed.rows:
-                reasons: Sequence[Reason] = row.reasons
-                if row.record is not None:
-                    value = _ENCODER.encode(
-                        RawEvent(
-                            vaccine_type=vaccine_type,
-                            sender_ods=sender_ods,
-                            source_system=source_system,
-                            record=row.record,
-                            received_at=received,
+            chunk = first
+            while chunk:
+                for row, text in chunk:
+                    rows += 1
+                    reasons: Sequence[Reason] = row.reasons
+                    if row.record is not None:
+                        value = _ENCODER.encode(
+                            RawEvent(
+                                vaccine_type=vaccine_type,
+                                sender_ods=sender_ods,
+                                source_system=source_system,
+                                record=row.record,
+                                received_at=received,
+                            )
                         )
-                    )
-                    if len(value) <= MAX_EVENT_BYTES:
-                        headers = source_headers(name, sha, row)
-                        await step.produce(self._raw_topic, value, key=key, headers=headers)
-                        published += 1
-                        continue
-                    # The validator would refuse it as too large; keep the file's own bytes instead.
-                    reasons = [reason("event", "too_large")]
-                value, headers = dead_letter_row(name, sha, row, row_text(row), parsed.encoding, reasons)
-                await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
-                rejected += 1
+                        if len(value) <= MAX_EVENT_BYTES:
+                            headers = source_headers(name, sha, row)
+                            await step.produce(self._raw_topic, value, key=key, headers=headers)
+                            published += 1
+                            continue
+                        # The validator would refuse it as too large; keep the file's own bytes instead.
+                        reasons = [reason("event", "too_large")]
+                    value, headers = dead_letter_row(name, sha, row, text, encoding, reasons)
+                    await step.produce(self._rejected_topic, value, key=sender_ods.encode(), headers=headers)
+                    rejected += 1
+                await step.settle()
+                chunk = await asyncio.to_thread(stream.take, rest)
+            if changed():  # written to in place while read: its rows may not match its sha256
+                raise FileChangedError(errno.EAGAIN, "file changed while it was read; tried again next poll", name)
             entry = SourceFile(
                 sha256=sha,
                 file_name=name,
                 source=self.transactional_id,
-                rows=len(parsed.rows),
+                rows=rows,
                 published=published,
                 rejected=rejected,
                 processed_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -308,20 +359,30 @@ class FileSource:
             step.state(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode())
         return entry
 
+    def _open(self, name: str) -> BinaryIO:
+        """The file, opened once without following a symlink (private_files.py): every later
+        read (survey, rows) goes through this descriptor."""
+        with folder_fd(self._dir, follow=True) as dir_fd:
+            fd = open_regular(dir_fd, name)
+        return os.fdopen(fd, "rb")
+
     async def _archive(self, path: Path, sha: str) -> None:
-        await asyncio.to_thread(os.replace, path, self._free_name(self._done, path.name, sha))
+        def move() -> None:
+            with folder_fd(self._dir, follow=True) as here, folder_fd(self._done, create=True) as done:
+                move_private(here, path.name, done, self._free_name(done, path.name, sha))
+
+        await asyncio.to_thread(move)
 
     async def _reject(self, path: Path, sha: str, reasons: list[Reason]) -> Outcome:
         """Move a file that publishes nothing to rejected/, its reasons beside it (written first)."""
-        target = self._free_name(self._rejected, path.name, sha)
         note = RejectedFile(file_name=printable_name(path.name), sha256=sha, reasons=reasons)
-        reasons_path = target.with_name(target.name + ".reasons.json")
-        temporary = reasons_path.with_name("." + reasons_path.name + ".tmp")
 
         def write_and_move() -> None:
-            temporary.write_bytes(msgspec.json.format(_ENCODER.encode(note)) + b"\n")
-            os.replace(temporary, reasons_path)
-            os.replace(path, target)
+            with folder_fd(self._dir, follow=True) as here, folder_fd(self._rejected, create=True) as rejected:
+                target = self._free_name(rejected, path.name, sha)
+                content = msgspec.json.format(_ENCODER.encode(note)) + b"\n"
+                write_private(self._rejected / f"{target}.reasons.json", content)
+                move_private(here, path.name, rejected, target)
 
         await asyncio.to_thread(write_and_move)
         FILES.labels("rejected").inc()
@@ -329,13 +390,19 @@ class FileSource:
         return Outcome(file_name=note.file_name, outcome="rejected")
 
     @staticmethod
-    def _free_name(folder: Path, name: str, sha: str) -> Path:
-        """`folder/name`, or with the content hash appended when a different file had that name."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / name
-        if target.exists():
-            target = folder / f"{name}.{(sha or 'unhashed')[:12]}"
-        return target
+    def _free_name(folder_fd: int, name: str, sha: str) -> str:
+        """`name`, or with the content hash appended when a different file had that name."""
+        return f"{name}.{(sha or 'unhashed')[:12]}" if exists_here(folder_fd, name) else name
+
+
+class FileChangedError(OSError):
+    """The file was written to while it was read: its transaction is aborted and the file left for
+    the next poll (an OSError: poll_once logs it and carries on)."""
+
+
+def _changed(handle: BinaryIO, before: os.stat_result) -> bool:
+    now = os.fstat(handle.fileno())
+    return (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
 
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
@@ -364,7 +431,7 @@ async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
             intake = None
             if mesh_config is not None:
                 mesh = await stack.enter_async_context(MeshClient(mesh_config))
-                intake = MeshIntake(mesh, Path(settings.filesource_dir))
+                intake = MeshIntake(mesh, Path(settings.filesource_dir), senders=settings.filesource_mesh_senders)
             intake_due = 0.0
             while not stop.is_set():
                 health.progress(busy=True)  # a poll under way: a hung disk or MESH call is a stall

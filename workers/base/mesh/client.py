@@ -21,6 +21,7 @@ import logging
 import platform
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from workers.base.mesh.auth import MeshCredentials, authorization_header
+from workers.base.mesh.gunzip import TooLarge, gunzip_capped
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -661,12 +663,14 @@ class MeshClient:
         reply = await self._request("GET", f"{self._mailbox_path}/inbox", params=params)
         return _decode(reply.body, _InboxPage, "inbox").messages
 
-    async def download(self, message_id: str) -> tuple[InboxMessage, bytes]:
+    async def download(self, message_id: str, max_bytes: int = MAX_REQUEST_BYTES) -> tuple[InboxMessage, bytes]:
         """A whole message from our inbox, all chunks fetched and gzip undone.
 
-        When every part is gzip the parts are joined before decompressing: that reads both a
-        sender that compressed each chunk on its own (concatenated gzip members) and one that
-        split a single gzip stream.
+        When every part is gzip the parts are read as one stream: that reads both a sender that
+        compressed each chunk on its own (concatenated gzip members) and one that split a single
+        gzip stream. Decompression stops past `max_bytes` (default MESH's 100 MB per request; the
+        file source's intake passes its own file cap) and the message is refused as permanent:
+        a small message may not make us hold hundreds of MiB (gunzip.py, issue 17).
         """
         path = f"{self._mailbox_path}/inbox/{quote(message_id, safe='')}"
         first = await self._request("GET", path, ok=(200, 206))
@@ -675,14 +679,21 @@ class MeshClient:
         for n in range(2, meta.total_chunks + 1):
             parts.append(await self._request("GET", f"{path}/{n}", ok=(200, 206)))
         gz = [p.headers.get("Content-Encoding", "").lower() == "gzip" for p in parts]
-        try:
+        def gunzip() -> bytes:
             if all(gz):
-                data = await asyncio.to_thread(gzip.decompress, b"".join(p.body for p in parts))
-            else:
-                data = b"".join(
-                    gzip.decompress(p.body) if z else p.body for p, z in zip(parts, gz, strict=True)
-                )
-        except (OSError, EOFError) as exc:
+                return gunzip_capped((p.body for p in parts), max_bytes)
+            out = bytearray()
+            for part, zipped in zip(parts, gz, strict=True):
+                out += gunzip_capped([part.body], max_bytes - len(out)) if zipped else part.body
+                if len(out) > max_bytes:
+                    raise TooLarge(f"larger than {max_bytes} bytes")
+            return bytes(out)
+
+        try:
+            data = await asyncio.to_thread(gunzip)
+        except TooLarge as exc:
+            raise MeshPermanentError(None, "", reason=f"message {message_id} is {exc}") from exc
+        except (OSError, EOFError, zlib.error) as exc:
             reason = f"message {message_id} is not valid gzip: {exc}"
             raise MeshPermanentError(None, "", reason=reason) from exc
         return meta, data
