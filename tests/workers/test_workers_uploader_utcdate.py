@@ -27,6 +27,7 @@ from workers.base.mesh.client import MeshClient
 from workers.base.runtime import Health
 from workers.base.settings import Settings
 from workers.uploader.delivery import HOLD_SLICE_SECONDS, MeshDelivery
+from workers.uploader.outage import MeshAvailability
 from workers.uploader.outcomes import Abandoned
 from workers.uploader.utcdate import MARGIN_SECONDS, latest_checked_date, seconds_until_utc_date
 
@@ -118,6 +119,7 @@ def metric(name: str) -> float:
 
 
 def test_the_uploader_holds_in_slices_and_counts_the_file_once() -> None:
+    """The file waits in its key's lane, in one-minute slices (a moved clock is read again)."""
     content = render_file([valid_record(SUMMER_LATE, RECORDED_DATE=LONDON_TODAY)])
     clock = [SUMMER_LATE.timestamp()]
     slept: list[float] = []
@@ -126,24 +128,33 @@ def test_the_uploader_holds_in_slices_and_counts_the_file_once() -> None:
         slept.append(seconds)
         clock[0] += seconds
 
-    delivery = MeshDelivery(Settings(), cast(MeshClient, None), Health(), asyncio.Event(), clock=lambda: clock[0])
+    health = Health()
+    delivery = MeshDelivery(
+        Settings(), cast(MeshClient, None), health, asyncio.Event(), MeshAvailability(health), clock=lambda: clock[0]
+    )
     files = metric("vaxflow_uploader_held_for_utc_date_files_total")
     seconds = metric("vaxflow_uploader_held_for_utc_date_seconds_total")
     file = ready(content)
 
-    async def until_sent() -> int:
-        rounds = 0
-        while True:
-            rounds += 1
-            try:
-                await delivery.hold_for_utc_date(file, sleep)
-                return rounds
-            except Abandoned:
-                continue  # the worker seeks back, polls, reads the file again
-
-    rounds = asyncio.run(until_sent())
+    asyncio.run(delivery.hold_for_utc_date(file, sleep))
     assert slept[0] == HOLD_SLICE_SECONDS
-    assert rounds == len(slept) == 31  # 30 minutes and 5 seconds, in one-minute slices
+    assert len(slept) == 31  # 30 minutes and 5 seconds, in one-minute slices
     assert not receiver_rejects(content, datetime.fromtimestamp(clock[0], UTC))
     assert metric("vaxflow_uploader_held_for_utc_date_files_total") == files + 1
     assert metric("vaxflow_uploader_held_for_utc_date_seconds_total") == pytest.approx(seconds + 30 * 60 + 5)
+
+
+def test_a_halt_ends_the_hold() -> None:
+    """Revocation or SIGTERM during a hold hands the file back (Abandoned), uncommitted."""
+    content = render_file([valid_record(SUMMER_LATE, RECORDED_DATE=LONDON_TODAY)])
+
+    async def halted(seconds: float) -> None:
+        raise Abandoned()
+
+    health = Health()
+    delivery = MeshDelivery(
+        Settings(), cast(MeshClient, None), health, asyncio.Event(), MeshAvailability(health),
+        clock=lambda: SUMMER_LATE.timestamp(),
+    )
+    with pytest.raises(Abandoned):
+        asyncio.run(delivery.hold_for_utc_date(ready(content), halted))
