@@ -133,7 +133,8 @@ def test_refusals_are_grouped_by_mutation_and_rule_with_an_explanation() -> None
     markdown = tally.markdown(explain)
     assert "| trailing-space | *.whitespace | BATCH_NUMBER, SITE_CODE | 2 | 'x ' | 0003 " in markdown
     assert (
-        "| iso-unpadded | PERSON_DOB.format | PERSON_DOB | 1 | iso-unpadded | NOT EXPLAINED (PERSON_DOB.format) |"
+        "| iso-unpadded | PERSON_DOB.format | PERSON_DOB | 1 | iso-unpadded | 0003 Dates in a date column are YYYYMMDD"
+        " or zero-padded YYYY-MM-DD |"
         in (markdown)
     )
 
@@ -142,7 +143,8 @@ def test_explanations_point_at_decision_0003_and_flag_the_unexplained() -> None:
     assert explain("DOSE_SEQUENCE.format").startswith("0003 Stricter than the receiver")
     assert explain("UNIQUE_ID.max_length") == "0003 Length caps"
     assert explain("PERSON_DOB.year").startswith("0003 Years before 1000")
-    assert explain("RECORDED_DATE.format") == "NOT EXPLAINED (RECORDED_DATE.format)"
+    assert explain("RECORDED_DATE.format").startswith("0003 Dates in a date column")
+    assert explain("UNIQUE_ID.format") == "NOT EXPLAINED (UNIQUE_ID.format)"
 
 
 def test_an_empty_disagreement_column_says_none() -> None:

@@ -28,6 +28,9 @@ _BY_FIELD_RULE: Final[dict[str, str]] = {
     "NHS_NUMBER.format": f"{_ADR} Stricter than the receiver: ten ASCII digits (isdigit alone takes other scripts)",
     "DATE_AND_TIME.offset": f"{_ADR} DATE_AND_TIME: instants where London was neither +00:00 nor +01:00 are refused",
     "DATE_AND_TIME.format": f"{_ADR} DATE_AND_TIME suffix = offset: the forms listed there as refused",
+    "PERSON_DOB.format": f"{_ADR} Dates in a date column are YYYYMMDD or zero-padded YYYY-MM-DD",
+    "EXPIRY_DATE.format": f"{_ADR} Dates in a date column are YYYYMMDD or zero-padded YYYY-MM-DD",
+    "RECORDED_DATE.format": f"{_ADR} Dates in a date column are YYYYMMDD or zero-padded YYYY-MM-DD",
 }
 
 
