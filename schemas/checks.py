@@ -21,6 +21,10 @@ from schemas.dates import BAD_FORMAT, Clock, canonical_date, canonical_datetime
 from schemas.fields import FieldRule, Kind, reason
 from schemas.record import Reason
 
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and lone surrogates
+# (which cannot be encoded into a UTF-8 file at all).
+FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
 Checker = Callable[[str, Clock], "str | Reason | None"]
 
 

@@ -16,7 +16,8 @@ from typing import Any, Final
 
 import msgspec
 
-from schemas.event import EVENT_SCHEMA_VERSION, RawEvent
+from schemas.event import EVENT_SCHEMA_VERSION, MAX_EXTENDED_ATTRIBUTES, RawEvent
+from schemas.extended import EXTENDED_ATTRIBUTE_RULES, EXTENDED_EVENT_MESSAGES, EXTENDED_FIELD
 from schemas.fields import (
     COLUMN_RULES,
     DECODE_MESSAGES,
@@ -80,6 +81,17 @@ def render_rules() -> str:
         " schema_version: an integer; record: an object) |"
     )
     lines.append("| `FIELD.missing` | FIELD is required and is absent (envelope fields and record) |")
+    lines += [
+        "",
+        "| Extended-attribute rule id (version 2) | Field | Message (after the field name) |",
+        "|---|---|---|",
+    ]
+    for suffix, text in EXTENDED_EVENT_MESSAGES.items():
+        text = text.format(max_items=MAX_EXTENDED_ATTRIBUTES)
+        lines.append(f"| `{EXTENDED_FIELD}.{suffix}` | {EXTENDED_FIELD} | {text} |")
+    for rule_id, text in EXTENDED_ATTRIBUTE_RULES:
+        column = rule_id.split(".")[0]
+        lines.append(f"| `{EXTENDED_FIELD}.{rule_id}` | {EXTENDED_FIELD}[i].{column} | {text} |")
     return "\n".join(lines) + "\n"
 
 

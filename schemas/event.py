@@ -14,9 +14,31 @@ import msgspec
 
 from schemas.record import Reason, Record
 
-EVENT_SCHEMA_VERSION: Final = 1
+EVENT_SCHEMA_VERSION: Final = 2
+# Version 1 events (without extended attributes) stay accepted: version 2 only added a field
+# (docs/decisions/0020-extended-attributes.md).
+SUPPORTED_SCHEMA_VERSIONS: Final = frozenset({1, 2})
+# More than any real event carries (the mock in NHS England's repository has one per row), few
+# enough that one event cannot make a file of thousands of attribute rows.
+MAX_EXTENDED_ATTRIBUTES: Final = 50
 
 UtcDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class EventAttribute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One extended attribute of the event's vaccination (contract version 2).
+
+    The extended-attribute file's other columns come from the event itself (VACCINATION_UNIQUE_ID
+    and _URI are its UNIQUE_ID and UNIQUE_ID_URI, ACTION_FLAG its ACTION_FLAG), so a producer cannot
+    attach an attribute to another vaccination. RECORDED_DATE defaults to the record's.
+    """
+
+    ATTRIBUTE_ID: Annotated[str, msgspec.Meta(description="Attribute identifier, e.g. a SNOMED CT or local code")] = ""
+    ATTRIBUTE_DISPLAYED_TEXT: Annotated[str, msgspec.Meta(description="What the attribute is, in words")] = ""
+    ATTRIBUTE_VALUE: Annotated[str, msgspec.Meta(description="The attribute's value")] = ""
+    RECORDED_DATE: Annotated[
+        str, msgspec.Meta(description="YYYYMMDD or YYYY-MM-DD; empty means the record's RECORDED_DATE")
+    ] = ""
 
 
 class RawEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,9 +55,13 @@ class RawEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     received_at: Annotated[
         UtcDateTime | None, msgspec.Meta(description="When the producer received the event, RFC 3339")
     ] = None
-    schema_version: Annotated[int, msgspec.Meta(description="Event contract version; only 1 exists")] = (
+    schema_version: Annotated[int, msgspec.Meta(description="Event contract version: 1 or 2 (the default)")] = (
         EVENT_SCHEMA_VERSION
     )
+    extended_attributes: Annotated[
+        tuple[EventAttribute, ...],
+        msgspec.Meta(description="Version 2: extended attributes of this vaccination (COVID and FLU only)"),
+    ] = msgspec.field(default_factory=tuple)
 
 
 class ValidEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,6 +76,8 @@ class ValidEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     source_system: str
     received_at: UtcDateTime | None = None
     record: Record
+    extended_attributes: tuple[EventAttribute, ...] = ()
+    """Canonical: RECORDED_DATE filled in (YYYYMMDD)."""
 
 
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):

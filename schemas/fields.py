@@ -197,6 +197,14 @@ DECODE_MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "event.unknown_field": ("event", "has a field that is not in the event contract"),
     "record.unknown_field": ("record", "has a field that is not one of the 34 spec columns"),
     "schema_version.unsupported": ("schema_version", "is not a schema version this validator accepts"),
+    "extended_attributes.unknown_field": (
+        "extended_attributes",
+        "has an attribute with a field other than ATTRIBUTE_ID, ATTRIBUTE_DISPLAYED_TEXT, ATTRIBUTE_VALUE and"
+        " RECORDED_DATE",
+    ),
+    "extended_attributes.type": (
+        "extended_attributes", "must be a JSON array of objects whose values are JSON strings"
+    ),
     "event.internal": ("event", "could not be validated because of an internal error"),
 }
 

@@ -19,10 +19,26 @@ from typing import Final, NamedTuple, ParamSpec, TypeVar
 import msgspec
 
 from schemas.batchfile import render_values
-from schemas.checks import ACTIONS, WHITESPACE_RUN, Checker, checker_for
+from schemas.checks import ACTIONS, FORBIDDEN_CHARS, WHITESPACE_RUN, Checker, checker_for
 from schemas.columns import COLUMNS
 from schemas.dates import Clock
-from schemas.event import EVENT_SCHEMA_VERSION, RawEvent, Rejection, ValidEvent
+from schemas.event import (
+    MAX_EXTENDED_ATTRIBUTES,
+    SUPPORTED_SCHEMA_VERSIONS,
+    EventAttribute,
+    RawEvent,
+    Rejection,
+    ValidEvent,
+)
+from schemas.extended import (
+    EXTENDED_EVENT_MESSAGES,
+    EXTENDED_FIELD,
+    EXTENDED_PERMISSION,
+    EXTENDED_VACCINE_TYPES,
+    ExtendedAttribute,
+    event_extended_rows,
+    render_extended_rows,
+)
 from schemas.fastpath import FAST_ROWS
 from schemas.fields import COLUMN_RULES, ENVELOPE_RULES, FREE_FORM, Kind, Mandate, reason
 from schemas.permissions import ACTION_LETTER, Permissions
@@ -32,13 +48,13 @@ from schemas.record import Reason, Record
 # hostile producer cannot make one decode expensive.
 MAX_EVENT_BYTES: Final = 64 * 1024
 
-# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and lone surrogates
-# (which cannot be encoded into a UTF-8 file at all).
-FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
 _COLUMN_INDEX: Final = {name: i for i, name in enumerate(COLUMNS)}
 _I_ACTION: Final = _COLUMN_INDEX["ACTION_FLAG"]
+_I_UNIQUE_ID: Final = _COLUMN_INDEX["UNIQUE_ID"]
+_I_UNIQUE_ID_URI: Final = _COLUMN_INDEX["UNIQUE_ID_URI"]
+_I_RECORDED_DATE: Final = _COLUMN_INDEX["RECORDED_DATE"]
 _MAX_LEN: Final = tuple(rule.cap for rule in COLUMN_RULES)
 _REQUIRED_NEW: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is not Mandate.OPTIONAL)
 _REQUIRED_DELETE: Final = frozenset(i for i, r in enumerate(COLUMN_RULES) if r.mandate is Mandate.ALWAYS)
@@ -232,6 +248,9 @@ def _structure_reason(message: str) -> Reason:
     """Map msgspec's first structural error to a rule; its text may quote keys, so it is dropped."""
     at = _AT_PATH.search(message)
     path = at.group(1) if at else "$"
+    if path.startswith("$.extended_attributes"):
+        unknown = message.startswith("Object contains unknown")
+        return reason("extended_attributes", "unknown_field" if unknown else "type")
     if message.startswith("Object contains unknown field"):
         return reason("record" if path == "$.record" else "event", "unknown_field")
     missing = _MISSING.match(message)
@@ -264,6 +283,45 @@ class _Checked(NamedTuple):
     changes: dict[int, str]  # canonical rewrites by column index
     vaccine_type: str
     sender_ods: str
+    extended: list[ExtendedAttribute]  # its extended-attribute file rows (contract v2)
+
+
+_R_EXTENDED: Final = {
+    suffix: Reason(
+        field=EXTENDED_FIELD, rule=f"{EXTENDED_FIELD}.{suffix}",
+        message=f"{EXTENDED_FIELD} {text.format(max_items=MAX_EXTENDED_ATTRIBUTES)}",
+    )
+    for suffix, text in EXTENDED_EVENT_MESSAGES.items()
+}
+
+
+def _check_extended(
+    event: RawEvent, values: tuple[str, ...], changes: dict[int, str], action: str, vt: str, ods: str,
+    permissions: Permissions, clock: Clock,
+) -> list[ExtendedAttribute] | list[Reason]:
+    """The event's extended-attribute rows, or why they cannot be sent (docs/decisions/0020).
+
+    Refused here, not at NHS England: a file of attributes the receiver would refuse (a flu-only
+    supplier, see EXTENDED_PERMISSION) must not be sent as if it were fine.
+    """
+    attributes: tuple[EventAttribute, ...] = event.extended_attributes
+    if event.schema_version < 2:
+        return [_R_EXTENDED["schema_version"]]
+    if vt not in EXTENDED_VACCINE_TYPES:
+        return [_R_EXTENDED["vaccine_type"]]
+    covid, needed = EXTENDED_PERMISSION
+    if not needed <= permissions.letters(ods, covid):
+        return [_R_EXTENDED["permission"]]
+    if len(attributes) > MAX_EXTENDED_ATTRIBUTES:
+        return [_R_EXTENDED["max_items"]]
+    return event_extended_rows(
+        attributes,
+        unique_id=values[_I_UNIQUE_ID],
+        unique_id_uri=values[_I_UNIQUE_ID_URI],
+        action=action,
+        recorded_date=changes.get(_I_RECORDED_DATE, values[_I_RECORDED_DATE]),
+        clock=clock,
+    )
 
 
 def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checked | list[Reason]:
@@ -279,7 +337,7 @@ def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checke
         return [_structure_reason(str(exc))]
     except (msgspec.DecodeError, UnicodeDecodeError):
         return [reason("event", "json")]
-    if event.schema_version != EVENT_SCHEMA_VERSION:
+    if event.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
         return [reason("schema_version", "unsupported")]
     values: tuple[str, ...] = msgspec.structs.astuple(event.record)
     changes, bad, action = _check_values(values, clock, _no_controls(raw))
@@ -288,7 +346,13 @@ def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checke
     )
     if envelope or bad:
         return _ordered(envelope, bad)
-    return _Checked(event, values, changes, vt, ods)
+    extended: list[ExtendedAttribute] = []
+    if event.extended_attributes and action is not None:
+        checked = _check_extended(event, values, changes, action, vt, ods, permissions, clock)
+        if checked and isinstance(checked[0], Reason):
+            return [r for r in checked if isinstance(r, Reason)]
+        extended = [a for a in checked if isinstance(a, ExtendedAttribute)]
+    return _Checked(event, values, changes, vt, ods, extended)
 
 
 def _never_raises(validate: Callable[_P, _R]) -> Callable[_P, _R | list[Reason]]:
@@ -308,8 +372,9 @@ def _never_raises(validate: Callable[_P, _R]) -> Callable[_P, _R | list[Reason]]
     return guarded
 
 
-ValidRow = tuple[str, str, bytes]
-"""(canonical vaccine type, canonical sender ODS code, the event's canonical file row)."""
+ValidRow = tuple[str, str, bytes, bytes]
+"""(canonical vaccine type, canonical sender ODS code, the event's canonical file row, its
+extended-attribute rows as render_extended_rows writes them: b"" when it has none)."""
 
 
 def validate_event_row(
@@ -332,14 +397,15 @@ def validate_event_row(
                 vaccine_type, sender_ods, source_system, action, row = fast
                 reasons, vt, ods, letters = _envelope(permissions, vaccine_type, sender_ods, source_system)
                 if not reasons and ACTION_LETTER[action] in letters:
-                    return vt, ods, row
+                    return vt, ods, row, b""  # it declines events that carry extended attributes
         checked = _check_event(raw, permissions, clock)
         if isinstance(checked, list):
             return checked
         values = list(checked.values)
         for i, value in checked.changes.items():
             values[i] = value
-        return checked.vaccine_type, checked.sender_ods, render_values(values)
+        extended = render_extended_rows(checked.extended) if checked.extended else b""
+        return checked.vaccine_type, checked.sender_ods, render_values(values), extended
     except Exception:
         return [reason("event", "internal")]
 
@@ -362,6 +428,13 @@ def validate_event(raw: bytes, *, permissions: Permissions, now: datetime | None
         source_system=event.source_system,
         received_at=event.received_at,
         record=_rewritten(event.record, checked.changes),
+        extended_attributes=tuple(
+            EventAttribute(
+                ATTRIBUTE_ID=a.ATTRIBUTE_ID, ATTRIBUTE_DISPLAYED_TEXT=a.ATTRIBUTE_DISPLAYED_TEXT,
+                ATTRIBUTE_VALUE=a.ATTRIBUTE_VALUE, RECORDED_DATE=a.RECORDED_DATE,
+            )
+            for a in checked.extended
+        ),
     )
 
 

@@ -12,8 +12,10 @@ from typing import Final
 # 3: redrive ledger (decision 0009); 4: valid values are file rows (0011); 5: replication from
 # settings, writers/readers per worker principal for ACLs (0017); 6: ready keyed by batch key so a
 # key's files keep window order, the batcher's identity changelog, the batcher writes rejected, acks
-# carry unreadable acknowledgements (kind `unreadable`, optional `content`) (0018)
-CATALOGUE_VERSION: Final[int] = 6
+# carry unreadable acknowledgements (kind `unreadable`, optional `content`) (0018); 7: valid records
+# carry an event's extended-attribute rows (header vaxflow.extended), ready/sent/acks hold
+# extended-attribute files beside vaccination files, acks kind `Delivered` (0020)
+CATALOGUE_VERSION: Final[int] = 7
 
 DAY_MS: Final[int] = 24 * 60 * 60 * 1000
 MIB: Final[int] = 1024 * 1024
@@ -71,7 +73,8 @@ VALID = TopicSpec(
     name="vaccination.events.valid",
     partitions=6,
     key="VACCINE_TYPE|SENDER_ODS",
-    value="the event's canonical file row (schemas.batchfile.render_row), header vaxflow.origin",
+    value="the event's canonical file row (schemas.batchfile.render_row), header vaxflow.origin; header"
+    " vaxflow.extended with its extended-attribute rows when it has any (v7)",
     producers=("validator",),
     consumers=("batcher",),
     retention_ms=14 * DAY_MS,
@@ -94,7 +97,8 @@ READY = TopicSpec(
     name="vaccination.batches.ready",
     partitions=3,
     key="VACCINE_TYPE|SENDER_ODS (the batch key: one key's files stay in one partition, in window order)",
-    value="ReadyFile: name, content (bytes), rows, origins covered",
+    value="ReadyFile: name, content (bytes), rows, origins covered; an extended-attribute file"
+    " (Vaccination_Extended_Attributes_…) follows the vaccination file of its part, same key (v7)",
     producers=("batcher",),
     consumers=("uploader",),
     retention_ms=30 * DAY_MS,

@@ -15,6 +15,9 @@ import orjson
 from schemas.record import Reason
 
 ORIGIN: Final = "vaxflow.origin"
+# On a valid record (catalogue v7): the event's extended-attribute rows, as lines of the
+# extended-attribute file (quoted, `|`, UTF-8, LF between rows); absent when it has none.
+EXTENDED: Final = "vaxflow.extended"
 DLQ_TOPIC: Final = "vaxflow.dlq.topic"
 DLQ_PARTITION: Final = "vaxflow.dlq.partition"
 DLQ_OFFSET: Final = "vaxflow.dlq.offset"

@@ -53,7 +53,7 @@ class TestAccepted:
     def test_sample_row_is_canonicalised(self) -> None:
         result = run({**event(), "vaccine_type": "rsv", "sender_ods": "x8e5b", "received_at": "2026-11-25T11:00:00Z"})
         assert isinstance(result, ValidEvent)
-        assert (result.vaccine_type, result.sender_ods, result.schema_version) == ("RSV", "X8E5B", 1)
+        assert (result.vaccine_type, result.sender_ods, result.schema_version) == ("RSV", "X8E5B", 2)
         assert result.received_at == datetime(2026, 11, 25, 11, tzinfo=UTC)
         record = result.record
         assert record.ACTION_FLAG == "NEW"
@@ -272,7 +272,8 @@ class TestStructure:
             ({"received_at": "2026-11-25T11:00:00"}, "received_at.type"),
             ({"received_at": "yesterday"}, "received_at.type"),
             ({"schema_version": "1"}, "schema_version.type"),
-            ({"schema_version": 2}, "schema_version.unsupported"),
+            ({"schema_version": 3}, "schema_version.unsupported"),
+            ({"schema_version": 0}, "schema_version.unsupported"),
         ],
     )
     def test_shape(self, change: dict[str, Any], rule: str) -> None:

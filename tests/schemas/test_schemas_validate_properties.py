@@ -52,7 +52,7 @@ def validated(raw: bytes) -> ValidEvent | list[Reason]:
     result = validate_event(raw, permissions=P, now=NOW)
     row = validate_event_row(raw, permissions=P, now=NOW)
     if isinstance(result, ValidEvent):
-        assert row == (result.vaccine_type, result.sender_ods, render_row(result.record))
+        assert row == (result.vaccine_type, result.sender_ods, render_row(result.record), b"")
     else:
         assert row == result
     return result

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.batchfile import render_row
+from schemas.extended import extended_name_second
 from schemas.filenames import part_file_name
 from schemas.pipeline import BatcherState
 from schemas.record import Record
@@ -26,6 +27,7 @@ from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard
 
 ROW = render_row(Record(UNIQUE_ID="x", UNIQUE_ID_URI="u", ACTION_FLAG="DELETE"))
 KEY = ("FLU", "YGM41")
+RSV = ("RSV", "X8E5B")  # a type without extended attributes: one part name per second
 DAY_MS = 86_400_000
 NOW_MS = 1_764_900_000_000  # 2025-12-05, a time the saved windows are near
 
@@ -134,12 +136,12 @@ def test_the_same_length_restores_open_parts_as_before() -> None:
 
 def test_a_lower_cap_after_a_restart_still_keeps_the_last_name_for_the_close() -> None:
     first = windows(3, max_rows=10)
-    add(first, 0, 999_000)
+    add(first, 0, 999_000, RSV)
     [p0] = first.largest()
     second = windows(3, max_rows=1, guard=ReplayGuard(1))
     second.restore(*first.snapshot())
-    [p1] = add(second, 1, 999_100)
-    assert add(second, 2, 999_200) == []  # slot 2 is the window's last name
+    [p1] = add(second, 1, 999_100, RSV)
+    assert add(second, 2, 999_200, RSV) == []  # slot 2 is the window's last name
     [last] = second.due(wall_ms=10**9)
     assert [p0.part, p1.part, last.part] == [0, 1, 2]
 
@@ -174,14 +176,15 @@ def restarted(run: Run, window_seconds: int, grace_seconds: int, max_rows: int) 
 
 
 SETTINGS = st.tuples(st.sampled_from([1, 2, 3, 10, 60, 3600, 86400]), st.integers(0, 5), st.integers(1, 4))
-KEYS = [("FLU", "A"), ("RSV", "B")]
+# COVID and FLU of one sender share the extended-attribute name space (decision 0020)
+KEYS = [("FLU", "A"), ("RSV", "B"), ("COVID", "A")]
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     first=SETTINGS,
     second=SETTINGS,
-    steps=st.lists(st.tuples(st.integers(-30_000, 5_000), st.integers(0, 1), st.booleans()), min_size=1, max_size=40),
+    steps=st.lists(st.tuples(st.integers(-30_000, 5_000), st.integers(0, 2), st.booleans()), min_size=1, max_size=40),
     stop_at=st.integers(0, 40),
 )
 def test_every_event_in_one_file_under_unique_names_across_a_change_of_settings(
@@ -215,6 +218,15 @@ def test_every_event_in_one_file_under_unique_names_across_a_change_of_settings(
     assert max(placed.values()) == 1, "an event is in two files"
     names = [name(f) for f in files]
     assert len(names) == len(set(names)), "a file name was used twice"
+    # Every part of COVID|A and FLU|A could carry an extended-attribute file: its name (one per
+    # second, no vaccine type in it) must be unique across both keys and inside its own window.
+    seconds = [
+        (extended_name_second(f.vaccine_type, int(f.window_start.timestamp()), f.part), f)
+        for f in files if f.vaccine_type in ("COVID", "FLU")
+    ]  # fmt: skip
+    assert len({s for s, _ in seconds}) == len(seconds), "an extended-attribute file name was used twice"
+    for second, f in seconds:
+        assert f.window_start.timestamp() <= second < (f.window_start + f.window_length).timestamp()
     assert all(f.window_start.year == datetime.fromtimestamp(t0 / 1000, UTC).year for f in b.files if f.part == 0)
 
 

@@ -63,7 +63,7 @@ def test_late_event_goes_to_the_keys_next_window_never_dropped() -> None:
 
 def test_row_cap_cuts_numbered_parts_in_offset_order_and_keeps_last_slot() -> None:
     pw = windows(max_rows=2, window_seconds=3)
-    cuts = [add(pw, i, 999.0 + 0.1 * i) for i in range(7)]
+    cuts = [add(pw, i, 999.0 + 0.1 * i, ("RSV", "X8E5B")) for i in range(7)]  # RSV: a name per second
     parts = [d for c in cuts for d in c]
     assert [p.part for p in parts] == [0, 1]  # window of 3 s: parts 0 and 1 early, slot 2 for the close
     [last] = pw.due(wall_ms=2000_000)

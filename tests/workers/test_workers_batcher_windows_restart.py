@@ -19,6 +19,7 @@ W = 10  # window seconds
 GRACE = 2
 ROW = render_row(Record(UNIQUE_ID="x", UNIQUE_ID_URI="u", ACTION_FLAG="DELETE"))
 KEY = ("FLU", "YGM41")
+RSV = ("RSV", "X8E5B")  # a type without extended attributes: one part name per second
 
 
 def windows(**kw: int) -> PartitionWindows:
@@ -157,12 +158,12 @@ def test_an_expiring_part_count_never_lowers_a_restored_closed_index() -> None:
 def test_every_part_of_a_restarted_window_gets_a_name_the_window_has() -> None:
     """Parts cut before and after a restart number on; the close takes the window's last slot."""
     pw = windows(window_seconds=3, max_rows=1)
-    [p0] = add(pw, 0, 999.0)
+    [p0] = add(pw, 0, 999.0, RSV)
     fresh = windows(window_seconds=3, max_rows=1, guard=ReplayGuard(watermark=1))  # type: ignore[arg-type]
     fresh.restore(*pw.snapshot())
-    [p1] = add(fresh, 1, 999.1)
-    assert add(fresh, 2, 999.2) == []  # slot 2 is kept for the close: the part grows past the cap
-    add(fresh, 3, 999.3)
+    [p1] = add(fresh, 1, 999.1, RSV)
+    assert add(fresh, 2, 999.2, RSV) == []  # slot 2 is kept for the close: the part grows past the cap
+    add(fresh, 3, 999.3, RSV)
     [last] = fresh.due(wall_ms=10**9)
     assert [p0.part, p1.part, last.part] == [0, 1, 2]
     assert last.offsets == [2, 3]

@@ -453,7 +453,7 @@ def _rewrite_refs(node: Any) -> Any:
 
 def test_openapi_event_schema_is_msgspec_schema_of_raw_event() -> None:
     document = json.loads(REPO_DOC.read_bytes())
-    schema = msgspec.json.schema(RawEvent)
+    schema = json.loads(msgspec.json.encode(msgspec.json.schema(RawEvent)))  # as JSON: a tuple default is []
     assert schema["$ref"] == "#/$defs/RawEvent"
     for name, definition in schema["$defs"].items():
         assert document["components"]["schemas"][name] == _rewrite_refs(definition), name

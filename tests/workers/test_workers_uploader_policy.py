@@ -13,7 +13,7 @@ from workers.base.mesh.client import MeshPermanentError, MeshTLSError, MeshTrans
 from workers.base.settings import Settings
 from workers.uploader.outcomes import local_id_generation
 from workers.uploader.retry import RETRY_AFTER_CEILING, upload_retrying
-from workers.uploader.routes import NoRouteError, RoutesError, load_routes, parse_routes
+from workers.uploader.routes import EXTENDED_ROUTE, NoRouteError, RoutesError, load_routes, parse_routes
 
 # ------------------------------------------------------------------------------------ routes
 
@@ -26,7 +26,10 @@ def test_packaged_routes_send_flu_to_dps_and_everything_else_to_immunisation() -
         route = table.route(vaccine_type)
         assert (route.mailbox, route.workflow_id) == ("X26OT303", "VACCINATIONS_1")
     # Every type the receiver knows has a route, so no valid file is dead-lettered by default.
-    assert set(table) == set(default_permissions().vaccine_types)
+    assert set(table) == set(default_permissions().vaccine_types) | {EXTENDED_ROUTE}
+    # Extended-attribute files go where NHS England files them: as COVID, to the Immunisation mailbox.
+    extended = "Vaccination_Extended_Attributes_v1_5_YGA_20261125T12000000.csv"
+    assert table.route_file(extended, "FLU") == table.route_file(extended, "COVID") == table.route("COVID")
     assert table.workflows == {"DPS_FLU_VAC", "VACCINATIONS_1"}
 
 

@@ -19,6 +19,7 @@ import aiohttp
 import msgspec
 import orjson
 
+from schemas.extended import is_extended_file_name
 from schemas.pipeline import AckOutcome, SentReceipt, UploadFailure, decode_origin
 from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REJECTED, SENT
@@ -78,7 +79,10 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
         for r in await read_to_end(settings, settings.topic(SENT.name))
         if r.value
     ]
-    ours = [rc for rc in receipts if any(tuple(o) in origins for o in rc.origins)]
+    ours = [  # vaccination files: an extended-attribute file repeats its vaccination file's origins
+        rc for rc in receipts
+        if not is_extended_file_name(rc.file_name) and any(tuple(o) in origins for o in rc.origins)
+    ]
     in_files = Counter(tuple(o) for rc in ours for o in rc.origins if tuple(o) in origins)
     rejected_by: Counter[str] = Counter()
     rejected: set[tuple[int, int]] = set()

@@ -40,6 +40,7 @@ from typing import Any
 import msgspec
 from aiokafka import TopicPartition
 
+from schemas.extended import is_extended_file_name
 from schemas.pipeline import BatcherState, SentReceipt, ValidatorState, decode_origin
 from topics import headers as h
 from topics.catalogue import BATCHER_STATE, SENT, VALIDATOR_STATE
@@ -356,7 +357,8 @@ async def _count_sent(settings: Settings, origins: set[tuple[int, int]]) -> int:
             receipt = _RECEIPT.decode(record.value)
         except msgspec.DecodeError:
             continue
-        if receipt.file_name in seen:
+        # an extended-attribute file repeats the origins of the vaccination file beside it
+        if receipt.file_name in seen or is_extended_file_name(receipt.file_name):
             continue
         seen.add(receipt.file_name)
         found += sum(1 for o in receipt.origins if (o[0], o[1]) in origins)

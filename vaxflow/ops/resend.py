@@ -29,6 +29,7 @@ import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.batchkey import encode_key, local_id_for
+from schemas.extended import is_extended_file_name
 from schemas.filenames import parse_batch_file_name, part_file_name
 from schemas.pipeline import ReadyFile, SentReceipt, encode_origin
 from topics import headers as h
@@ -146,6 +147,13 @@ def free_name(file: ReadyFile, taken: set[str], grace_seconds: int, now: datetim
 
 
 async def plan_resend(settings: Settings, name: str, *, meter: Meter | None = None) -> ResendPlan:
+    if is_extended_file_name(name):
+        # Its new name would have to follow the family's COVID/FLU name parity (decision 0020), and
+        # NHS England sends no acknowledgement to say it was lost; not supported yet.
+        raise ResendError(
+            f"{name} is an extended-attribute file: resend cannot re-send that family yet "
+            "(MESH tracking shows whether NHS England took it: its Delivered outcome on the acks topic)"
+        )
     async with SentLedger(settings, keep_origins=True) as sent:
         await sent.catch_up()
         receipt = sent.get(name)

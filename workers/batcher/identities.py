@@ -230,14 +230,17 @@ class IdentityTable:
             self._rehash()
 
     def judge(
-        self, row: bytes, *, valid_offset: int, origin: Origin, timestamp_ms: int
+        self, row: bytes, *, valid_offset: int, origin: Origin, timestamp_ms: int, extended: bytes = b""
     ) -> tuple[Refusal | None, Entry | None]:
         """Whether `row` may be taken, and the entry to remember (and write to the changelog) if so.
 
-        (None, None): taken, nothing new to remember (the same record read again).
+        (None, None): taken, nothing new to remember (the same record read again). `extended`, the
+        event's extended-attribute rows, is part of its content: a NEW sent again with other
+        attributes is a conflict, not a repeat whose attributes would be lost. An event without
+        them has the digest it had before contract version 2, so remembered identities stay valid.
         """
         key, is_new = identity_hash(row)
-        digest = content_digest(row)
+        digest = content_digest(row + b"\n" + extended if extended else row)
         known = self.get(key)
         if known is not None:
             if known.valid_offset == valid_offset:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from schemas.extended import extended_names
 from schemas.pipeline import Origin
 
 _MAX = 2**63  # above any Kafka offset
@@ -29,6 +30,8 @@ class Window:
     offsets: list[int] = field(default_factory=list)
     origins: list[Origin] = field(default_factory=list)
     rows: list[bytes] = field(default_factory=list)  # file rows, already rendered by the validator
+    # (index into rows, the event's extended-attribute lines) for the few events that carry them
+    extended: list[tuple[int, bytes]] = field(default_factory=list)
     size: int = 0
     parts_emitted: int = 0  # the next part's number = the second of the window that names it
 
@@ -47,6 +50,8 @@ class DueFile:
     origins: list[Origin]
     rows: list[bytes]
     ranges: list[tuple[int, int]]
+    extended: list[tuple[int, bytes]] = field(default_factory=list)
+    """(index into rows, extended-attribute lines): the part's extended-attribute file, if any."""
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -188,22 +193,32 @@ class PartitionWindows:
         """The window of the key starting at `start_ms`, opened now. Its first part is the first
         whole second at or after `until_ms` (the key's names below it may be taken), counted from
         its start: 0 when it starts there or later, as it always does while the window length stays
-        the same; after a change of length the window holding `until_ms` starts before it."""
-        first = 0 if until_ms is None or until_ms <= start_ms else -(-(until_ms - start_ms) // 1000)
-        if first >= self.window_ms // 1000:  # no name of this window is left (never for whole seconds)
+        the same; after a change of length the window holding `until_ms` starts before it. A part
+        restored from before a restart comes after the parts already cut.
+
+        A window with no name left (the length changed, or it already used the parts a COVID or FLU
+        window has now: _names) is closed, and its events go to the next window, as late ones do.
+        """
+        key = (vaccine_type, sender_ods)
+        while True:
+            first = 0 if until_ms is None or until_ms <= start_ms else -(-(until_ms - start_ms) // 1000)
+            first = max(first, self.restored_parts.pop((vaccine_type, sender_ods, start_ms), 0))
+            if first < self._names(vaccine_type, start_ms):
+                break
+            self._close_until(key, start_ms + self.window_ms)
+            until_ms = self.closed_until[key]
             start_ms += self.window_ms
-            first = 0
             existing = self.windows.get((vaccine_type, sender_ods, start_ms))
             if existing is not None:
                 return existing
         window = Window(vaccine_type, sender_ods, start_ms)
-        window.parts_emitted = max(first, self.restored_parts.pop((vaccine_type, sender_ods, start_ms), 0))
+        window.parts_emitted = first
         self.windows[(vaccine_type, sender_ods, start_ms)] = window
         return window
 
     def add(
         self, *, offset: int, timestamp_ms: int, origin: Origin, vaccine_type: str, sender_ods: str, row: bytes,
-        size: int,
+        size: int, extended: bytes = b"",
     ) -> list[DueFile]:
         """Hold one event; returns parts that reached a cap and must be written now."""
         self.position = max(self.position, offset + 1)
@@ -221,18 +236,28 @@ class PartitionWindows:
             window = self._open(vaccine_type, sender_ods, start, until)
         window.offsets.append(offset)
         window.origins.append(origin)
+        if extended:
+            window.extended.append((len(window.rows), extended))
         window.rows.append(row)
-        window.size += size
+        window.size += size + len(extended)
         self.held += 1
         over_cap = len(window.rows) >= self.max_rows or window.size >= self.max_bytes
         if over_cap and self._can_cut_early(window):
             return [self._cut(window)]
         return []
 
+    def _names(self, vaccine_type: str, start_ms: int) -> int:
+        """How many parts a window of the key may have: one per second (schemas/filenames.py), or,
+        for a type whose parts may each need an extended-attribute file, one per second of that
+        type's parity (schemas.extended.extended_name_second; COVID and FLU share that name space)."""
+        seconds = self.window_ms // 1000
+        shared = extended_names(vaccine_type, start_ms // 1000, seconds)
+        return seconds if shared is None else shared
+
     def _can_cut_early(self, window: Window) -> bool:
-        """A window of N seconds has N file names (one per second, schemas/filenames.py); the last
-        one is kept for the close, so the final part may exceed the caps rather than reuse a name."""
-        return window.parts_emitted < self.window_ms // 1000 - 1
+        """The last name is kept for the close, so the final part may exceed the caps rather than
+        reuse a name."""
+        return window.parts_emitted < self._names(window.vaccine_type, window.start_ms) - 1
 
     def _cut(self, window: Window) -> DueFile:
         """Take the window's events as its next part; the window stays open for more."""
@@ -246,10 +271,11 @@ class PartitionWindows:
             origins=window.origins,
             rows=window.rows,
             ranges=offsets_to_ranges(window.offsets),
+            extended=window.extended,
         )
         self.held -= len(window.rows)
         window.parts_emitted += 1
-        window.offsets, window.origins, window.rows = [], [], []
+        window.offsets, window.origins, window.rows, window.extended = [], [], [], []
         window.size = 0
         return due
 

@@ -19,6 +19,7 @@ import csv
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,6 +31,7 @@ from schemas.batchfile import assemble_file, render_row
 from schemas.batchkey import decode_key, encode_key, local_id_for
 from schemas.dialect import Dialect
 from schemas.event import ValidEvent
+from schemas.extended import assemble_extended, extended_file_name, extended_name_second, is_extended_file_name
 from schemas.filenames import part_file_name
 from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
 from schemas.record import Reason
@@ -53,6 +55,11 @@ from workers.batcher.windows import DueFile, PartitionWindows, ReplayGuard, offs
 log = logging.getLogger("vaxflow.batcher")
 
 FILES = Counter("vaxflow_batcher_files_total", "Files produced", ["vaccine_type"])
+EXTENDED_FILES = Counter(
+    "vaxflow_batcher_extended_files_total", "Extended-attribute files produced (beside a vaccination file)",
+    ["vaccine_type"],
+)
+EXTENDED_ROWS = Counter("vaxflow_batcher_extended_rows_total", "Extended-attribute rows written", ["vaccine_type"])
 ROWS = Counter("vaxflow_batcher_rows_total", "Rows written into files", ["vaccine_type"])
 BYTES = Counter("vaxflow_batcher_bytes_total", "Bytes of file content produced", ["vaccine_type"])
 SKIPPED = Counter("vaxflow_batcher_replay_skipped_total", "Events skipped as already in a file")
@@ -113,8 +120,9 @@ class Repeat:
     sender_ods: str
 
 
-def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
-    """(vaccine type, sender, file row) of a valid record; ValueError/DecodeError when it is none.
+def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes, bytes]:
+    """(vaccine type, sender, file row, extended-attribute lines) of a valid record;
+    ValueError/DecodeError when it is none.
 
     Catalogue v4 records are the row itself (docs/decisions/0011-valid-topic-rows.md); a v3 record
     (a ValidEvent as JSON, still in the topic after an upgrade) is rendered here instead.
@@ -128,14 +136,14 @@ def _valid_row(rec: ConsumerRecord[bytes, bytes]) -> tuple[str, str, bytes]:
             vaccine_type, sender_ods = decode_key(rec.key)
         except ValueError:
             raise PoisonError("file row without a canonical VACCINE_TYPE|SENDER_ODS key") from None
-        return vaccine_type, sender_ods, value
+        return vaccine_type, sender_ods, value, h.header(rec.headers, h.EXTENDED) or b""
     if value[:1] == b"{":
         event = _LEGACY.decode(value)
         try:
             vaccine_type, sender_ods = decode_key(encode_key(event.vaccine_type.upper(), event.sender_ods.upper()))
         except ValueError:
             raise PoisonError("v3 ValidEvent whose vaccine_type/sender_ods is not a batch key") from None
-        return vaccine_type, sender_ods, render_row(event.record)
+        return vaccine_type, sender_ods, render_row(event.record), b""  # v3 records predate attributes
     raise PoisonError("valid record is neither a file row nor a ValidEvent")
 
 
@@ -219,7 +227,7 @@ class Batcher(PartitionState):
         skipped = windows.skipped
         for rec in records:
             try:
-                vaccine_type, sender_ods, row = _valid_row(rec)
+                vaccine_type, sender_ods, row, extended = _valid_row(rec)
                 origin_header = h.header(rec.headers, h.ORIGIN)
                 origin = decode_origin(origin_header) if origin_header else (-1, -1)
             except (msgspec.DecodeError, ValueError) as exc:  # ValueError includes UnicodeError
@@ -228,7 +236,7 @@ class Batcher(PartitionState):
             if not windows.guard.already_emitted(rec.offset):  # a replayed record is the guard's to skip
                 try:  # judge reads the row's identity first and changes nothing when it cannot
                     refusal, entry = self.identities[tp].judge(
-                        row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp
+                        row, valid_offset=rec.offset, origin=origin, timestamp_ms=rec.timestamp, extended=extended
                     )
                 except (IndexError, ValueError, csv.Error):  # a quoted value that is not a file row
                     self._set_aside(tp, rec, PoisonError("file row without the 34 quoted fields of a row"))
@@ -248,6 +256,7 @@ class Batcher(PartitionState):
                     sender_ods=sender_ods,
                     row=row,
                     size=len(row) + newline,
+                    extended=extended,
                 )
             )
         if windows.skipped > skipped:
@@ -262,8 +271,43 @@ class Batcher(PartitionState):
             self.poison.setdefault(tp, []).append(Poison(rec, type(exc).__name__, _why(exc)))
         windows.position = max(windows.position, rec.offset + 1)
 
-    def render(self, due: DueFile, partition: int) -> ReadyFile:
-        """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it consumed)."""
+    def render(self, due: DueFile, partition: int) -> list[ReadyFile]:
+        """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it
+        consumed), and after it the part's extended-attribute file when its events carry any."""
+        files = [self._vaccination_file(due, partition)]
+        if due.extended:
+            files.append(self._extended_file(due))
+        return files
+
+    def _extended_file(self, due: DueFile) -> ReadyFile:
+        """The part's extended-attribute file (docs/decisions/0020): row n is an attribute of the
+        event whose origin is origins[n-1], so an outcome links back as for a vaccination file.
+        No valid ranges: the vaccination file beside it holds those events' offsets."""
+        lines: list[bytes] = []
+        origins = []
+        for index, block in due.extended:
+            block_lines = block.split(b"\n")
+            lines += block_lines
+            origins += [due.origins[index]] * len(block_lines)
+        content = assemble_extended(lines, self.dialect)
+        start_s = int(due.window_start.timestamp())
+        second = extended_name_second(due.vaccine_type, start_s, due.part)
+        name = extended_file_name(due.sender_ods, datetime.fromtimestamp(second, UTC))
+        return ReadyFile(
+            file_name=name,
+            vaccine_type=due.vaccine_type,
+            sender_ods=due.sender_ods,
+            window_start=due.window_start.isoformat(),
+            window_end=(due.window_start + due.window_length).isoformat(),
+            part=due.part,
+            rows=len(lines),
+            content=content,
+            origins=origins,
+            valid_ranges=[],
+            local_id=local_id_for(name, content),
+        )
+
+    def _vaccination_file(self, due: DueFile, partition: int) -> ReadyFile:
         content = assemble_file(due.rows, self.dialect)
         name = part_file_name(
             due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
@@ -289,7 +333,7 @@ class Batcher(PartitionState):
     async def emit(self, tp: TopicPartition, due: list[DueFile]) -> None:
         """Archive, then publish files + state + offset in one transaction (module docstring)."""
         windows = self.partitions[tp]
-        files = [self.render(d, tp.partition) for d in due]
+        files = [f for d in due for f in self.render(d, tp.partition)]
         # In a thread: an fsync per file would otherwise stall the loop, and with it the other
         # partitions' fetches and commits (the files are still archived before they are published).
         if files:
@@ -366,6 +410,11 @@ class Batcher(PartitionState):
                        "first_origin": encode_origin(repeat.refusal.first_origin).decode()},
             )
         for f in files:
+            if is_extended_file_name(f.file_name):
+                EXTENDED_FILES.labels(f.vaccine_type).inc()
+                EXTENDED_ROWS.labels(f.vaccine_type).inc(f.rows)
+                log.info("extended-attribute file ready", extra={"file": f.file_name, "rows": f.rows})
+                continue
             FILES.labels(f.vaccine_type).inc()
             ROWS.labels(f.vaccine_type).inc(f.rows)
             BYTES.labels(f.vaccine_type).inc(len(f.content))

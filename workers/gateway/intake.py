@@ -63,6 +63,8 @@ def structure_error(number: int, message: str) -> LineError:
     at = _AT_PATH.search(message)
     path = at.group(1) if at else "$"
     unknown = _UNKNOWN.match(message)
+    if path.startswith("$.extended_attributes"):  # contract version 2 (docs/decisions/0020)
+        return _line_error(number, reason("extended_attributes", "unknown_field" if unknown else "type"))
     if unknown:
         key = unknown.group(1)
         detail = f": {key}" if _SAFE_KEY.fullmatch(key) else ""

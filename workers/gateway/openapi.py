@@ -35,6 +35,11 @@ string values, at most
 are applied later by the validator, which sends refused events with reasons to
 `vaccination.events.rejected`.
 
+Event contract version 2 adds `extended_attributes`: a list of `ATTRIBUTE_ID`,
+`ATTRIBUTE_DISPLAYED_TEXT`, `ATTRIBUTE_VALUE` and optional `RECORDED_DATE` objects, for COVID and
+FLU vaccinations only, from senders NHS England lets send COVID files. They travel to NHS England
+in the extended-attribute file written beside the vaccination file of the same window.
+
 A request is all-or-nothing before Kafka: if any line is malformed (400) or names a sender the
 token may not submit for (403), nothing of the request is written, so a caller can fix and resend
 the whole request without creating duplicates of the good lines. 202 is answered only after Kafka

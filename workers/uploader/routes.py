@@ -19,12 +19,17 @@ from typing import Final
 
 import msgspec
 
+from schemas.extended import is_extended_file_name
+
 ROUTES_VERSION: Final = 1
 DEFAULT_ROUTES_RESOURCE: Final = "routes_default.json"
 # MESH mailbox ids are letters and digits (X26OT303, X26HC138); workflow ids printable, no spaces.
 _MAILBOX: Final = re.compile(r"[A-Z0-9]{3,20}")
 _WORKFLOW: Final = re.compile(r"[\x21-\x7e]{1,300}")
 _VACCINE_TYPE: Final = re.compile(r"[A-Z0-9]+")
+# The route of the extended-attribute file family (docs/decisions/0004, 0020): its own entry, not
+# the vaccination's type, because the receiver files every one as COVID whatever the vaccine.
+EXTENDED_ROUTE: Final = "EXTENDED_ATTRIBUTES"
 
 
 class RoutesError(ValueError):
@@ -63,6 +68,10 @@ class RoutingTable:
             raise NoRouteError(vaccine_type)
         return found
 
+    def route_file(self, file_name: str, vaccine_type: str) -> Route:
+        """The route of one file: its family's for an extended-attribute file, else its type's."""
+        return self.route(EXTENDED_ROUTE if is_extended_file_name(file_name) else vaccine_type)
+
     @property
     def workflows(self) -> frozenset[str]:
         """Every workflow id the table uses: the MESH client's allow-list for sends."""
@@ -92,7 +101,7 @@ def parse_routes(data: bytes, source: str = "<bytes>") -> RoutingTable:
     routes: dict[str, Route] = {}
     for vaccine_type, route in doc.routes.items():
         key = vaccine_type.strip().upper()
-        if not _VACCINE_TYPE.fullmatch(key):
+        if not _VACCINE_TYPE.fullmatch(key) and key != EXTENDED_ROUTE:
             raise RoutesError(f"{source}: vaccine type {vaccine_type!r} must be letters and digits")
         if key in routes:
             raise RoutesError(f"{source}: vaccine type {key} is routed twice (keys are case-insensitive)")

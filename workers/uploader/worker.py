@@ -293,7 +293,7 @@ class Uploader:
         if file.file_name in self.ledger:
             return Outcome(file=file)
         try:
-            route = self.routes.route(file.vaccine_type)
+            route = self.routes.route_file(file.file_name, file.vaccine_type)
             return Outcome(file=file, delivery=await self.delivery.deliver(file, route, halt, slots))
         except NoRouteError as exc:
             return Outcome(file=file, refused=UploadRefused(exc, status=None, body=str(exc), attempts=0))

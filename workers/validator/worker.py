@@ -107,13 +107,13 @@ async def process_partition(stage: Stage, records: Sequence[ConsumerRecord[bytes
             origin = h.header(rec.headers, h.ORIGIN) or encode_origin((rec.partition, rec.offset))
             result = validate_event_row(raw, permissions=permissions, native=settings.native_validation)
             if isinstance(result, tuple):
-                vaccine_type, sender_ods, row = result
+                vaccine_type, sender_ods, row, extended = result
                 await out.add(
                     valid_topic,
                     row,
                     key=encode_key(vaccine_type, sender_ods),
                     timestamp_ms=rec.timestamp,
-                    headers=[(h.ORIGIN, origin)],
+                    headers=[(h.ORIGIN, origin), (h.EXTENDED, extended)] if extended else [(h.ORIGIN, origin)],
                 )
                 valid += 1
             else:

@@ -94,7 +94,7 @@ def judge_vaxflow(event: dict[str, Any], permissions: Permissions, now: datetime
     ):
         differs.append("check-file rows")
     if not isinstance(python, list):
-        vaccine_type, ods, row = python
+        vaccine_type, ods, row, _extended = python
         return Judged(True, "", vaccine_type, ods, assemble_file([row]), "+".join(differs))
     data = raw_file
     reasons = ",".join(sorted({r.rule for r in python if isinstance(r, Reason)}))
