@@ -42,6 +42,15 @@ MESH_POLL_FLOOR_SECONDS: Final = 300.0
 """Outside development mode MESH mailboxes are polled no more often than every 5 minutes, as MESH asks."""
 # The development stack's published credentials: refused outside development mode, printed only as these.
 DEV_MESH_PASSWORD: Final = "vaxflow-dev-password"  # noqa: S105
+DEV_MESH_PASSWORDS: Final = frozenset({
+    DEV_MESH_PASSWORD,
+    # the other mailboxes of config/mesh-sandbox/mailboxes.jsonl (a test keeps this list complete) ...
+    "immunisation-dev-password", "dps-dev-password", "deadletter-dev-password",
+    # ... and mesh-sandbox's canned mailboxes X26ABC1..3 (the tests' file source intake uses one)
+    "password",
+})  # fmt: skip
+"""Every MESH mailbox password the development stack publishes: refused outside development mode for
+our own mailbox and for the file source's intake mailbox alike."""
 DEV_MESH_SHARED_KEY: Final = "vaxflow-dev-shared-key"
 DEV_GATEWAY_TOKEN: Final = "vaxflow-dev-token"  # noqa: S105
 
