@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vaxflow.dev.kafka_cluster import compose_init
-from workers.base.settings import unknown_variables
+from workers.base.settings import Settings, unknown_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +46,19 @@ def test_compose_file_uses_real_settings_and_the_generated_nodes() -> None:
     cluster_env = (ROOT / "config" / "compose-cluster.env").read_text()
     assert re.search(r"^KAFKA_SECURITY_PROTOCOL=SASL_SSL$", cluster_env, re.M)
     assert "kafka-init" in services["kafka-1"]["depends_on"]
+
+
+def test_compose_binds_the_file_source_to_explicit_senders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: compose's file source had no sender binding (any code, warned at start). It now
+    binds the inbox and a per-sender subdirectory to listed codes (an example: no wildcard)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["filesource"]["environment"]
+    for name in ("VAXFLOW_FILESOURCE_DIR_SENDERS", "VAXFLOW_FILESOURCE_SUBDIR_SENDERS"):
+        monkeypatch.setenv(name, env[name])  # read as the worker reads them (JSON from the environment)
+    settings = Settings()
+    assert settings.filesource_dir_senders
+    assert settings.filesource_subdir_senders
+    codes = [*settings.filesource_dir_senders, *(c for v in settings.filesource_subdir_senders.values() for c in v)]
+    assert codes
+    assert "*" not in codes
+    assert all(code.isalnum() for code in codes)

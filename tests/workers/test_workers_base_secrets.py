@@ -24,7 +24,9 @@ from workers.base.mesh.auth import MeshCredentials
 from workers.base.mesh.client import MeshClient, MeshConfig
 from workers.base.mesh.settings import own_mailbox_config
 from workers.base.runtime import Health
-from workers.base.settings import Settings, SettingsError
+from workers.base.settings import DEV_MESH_PASSWORDS, Settings, SettingsError
+from workers.filesource.mesh_intake import intake_config
+from workers.filesource.worker import run as run_filesource
 from workers.uploader.worker import run as run_uploader
 
 PRODUCTION = {"mesh_password": "a-real-mailbox-password", "mesh_shared_key": "a-real-shared-key"}
@@ -71,12 +73,50 @@ def test_https_or_loopback_mesh_urls_are_accepted(url: str) -> None:
 
 
 def test_development_mesh_password_or_shared_key_is_refused_outside_development_mode() -> None:
-    with pytest.raises(SettingsError, match="password is the development stack's"):
+    with pytest.raises(SettingsError, match="password is a development stack's"):
         own_mailbox_config(Settings(dev_mode=False, mesh_shared_key="a-real-shared-key"))
     with pytest.raises(SettingsError, match="VAXFLOW_MESH_SHARED_KEY is the development stack's"):
         own_mailbox_config(Settings(dev_mode=False, mesh_password="a-real-mailbox-password"))
     assert own_mailbox_config(Settings(dev_mode=False, **PRODUCTION)).credentials.mailbox_id
     assert own_mailbox_config(Settings(dev_mode=True)).credentials.password == "vaxflow-dev-password"
+
+
+@pytest.mark.parametrize("password", ["vaxflow-dev-password", "password", "immunisation-dev-password"])
+def test_the_file_source_intake_refuses_development_mesh_passwords_outside_development_mode(password: str) -> None:
+    """The intake mailbox has its own password (VAXFLOW_FILESOURCE_MESH_PASSWORD): the sandbox's
+    `password` of its canned mailboxes, which the tests' intake uses, was taken outside development
+    mode, and a refused one named VAXFLOW_MESH_PASSWORD, a variable the operator had set right."""
+    intake = {"filesource_mesh_mailbox": "X26PROVB", "filesource_mesh_password": password}
+    with pytest.raises(SettingsError, match="VAXFLOW_FILESOURCE_MESH_PASSWORD") as refused:
+        intake_config(Settings(dev_mode=False, **PRODUCTION, **intake))  # type: ignore[arg-type]
+    assert password == "password" or password not in str(refused.value)  # never the secret itself
+    assert intake_config(Settings(dev_mode=True, **intake)) is not None  # type: ignore[arg-type]
+    real = {**intake, "filesource_mesh_password": "a-real-intake-password"}
+    config = intake_config(Settings(dev_mode=False, **PRODUCTION, **real))  # type: ignore[arg-type]
+    assert config is not None
+    assert config.credentials.mailbox_id == "X26PROVB"
+
+
+def test_the_file_source_intake_refuses_the_development_shared_key_outside_development_mode() -> None:
+    intake = {"filesource_mesh_mailbox": "X26PROVB", "filesource_mesh_password": "a-real-intake-password"}
+    settings = Settings(dev_mode=False, mesh_password="a-real-mailbox-password", **intake)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match="VAXFLOW_MESH_SHARED_KEY is the development stack's"):
+        intake_config(settings)
+
+
+async def test_the_file_source_stops_at_start_on_a_development_intake_password(tmp_path: Path) -> None:
+    settings = Settings(
+        dev_mode=False, **PRODUCTION, filesource_dir=tmp_path,  # type: ignore[arg-type]
+        filesource_mesh_mailbox="X26PROVB", filesource_mesh_password="password",  # type: ignore[arg-type]
+    )  # fmt: skip
+    with pytest.raises(SettingsError, match="VAXFLOW_FILESOURCE_MESH_PASSWORD"):  # before any Kafka connection
+        await asyncio.wait_for(run_filesource(settings, asyncio.Event(), Health()), 10)
+
+
+def test_every_published_sandbox_password_is_a_refused_development_password() -> None:
+    mailboxes = Path(__file__).parents[2] / "config" / "mesh-sandbox" / "mailboxes.jsonl"
+    published = {orjson.loads(line)["password"] for line in mailboxes.read_text().splitlines() if line.strip()}
+    assert published | {"password"} <= DEV_MESH_PASSWORDS
 
 
 async def test_uploader_refuses_the_sandbox_routes_outside_development_mode() -> None:

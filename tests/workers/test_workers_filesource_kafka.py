@@ -187,6 +187,39 @@ async def test_invalid_name_and_unreadable_file_publish_nothing(
     assert await read_topic(settings, SOURCE_FILES) == []
 
 
+async def test_per_sender_subdirectories_publish_only_their_bound_codes(settings: Settings, tmp_path: Path) -> None:
+    """Issue 17: `<directory>/<name>/` may submit only for the codes bound to `<name>`. trust-b's
+    file for X8E5B, byte for byte trust-a's published file, publishes nothing; a folder the binding
+    does not name is not read; each file is moved into its sender's own 0700 folder."""
+    bound = settings.model_copy(
+        update={"filesource_subdir_senders": {"trust-a": ["X8E5B"], "trust-b": ["YGM17"]}, "filesource_dir_senders": []}
+    )
+    for folder in ("trust-a", "trust-b", "X8E5B"):
+        (tmp_path / folder).mkdir()
+        drop(tmp_path / folder, MMR)
+    source = FileSource(bound, tmp_path)
+    await source.start()
+    try:
+        outcomes = await source.poll_once()
+    finally:
+        await source.close()
+    assert sorted((o.file_name, o.outcome, o.published) for o in outcomes) == [
+        (MMR, "published", ROWS[MMR]), (MMR, "rejected", 0)
+    ]
+    assert sorted(p.name for p in (tmp_path / "done" / "trust-a").iterdir()) == [MMR]
+    assert sorted(p.name for p in (tmp_path / "rejected" / "trust-b").iterdir()) == [MMR, f"{MMR}.reasons.json"]
+    note = msgspec.json.decode((tmp_path / "rejected" / "trust-b" / f"{MMR}.reasons.json").read_bytes())
+    assert [r["rule"] for r in note["reasons"]] == ["file.sender"]
+    for folder in ("done", "done/trust-a", "rejected", "rejected/trust-b"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o700, folder
+    assert waiting(tmp_path / "X8E5B") == [MMR]  # not bound: never read
+    raw = await read_topic(settings, RAW)
+    assert len(raw) == ROWS[MMR]
+    assert {msgspec.json.decode(r.value, type=RawEvent).sender_ods for r in raw} == {"X8E5B"}
+    assert {headers(r)[h.SOURCE_FILE].decode() for r in raw} == {MMR}
+    assert len(await read_topic(settings, SOURCE_FILES)) == 1
+
+
 class Crash(Exception):
     """Stands for SIGKILL at one instant: nothing after it runs in that instance."""
 

@@ -62,6 +62,24 @@ def folder_fd(folder: Path, *, create: bool = False, follow: bool = False) -> It
         os.close(fd)
 
 
+@contextlib.contextmanager
+def child_folder_fd(parent_fd: int, name: str, *, create: bool = False) -> Iterator[int]:
+    """A descriptor of the folder `name` inside the folder `parent_fd`, never through a symlink
+    (OSError ELOOP, or ENOTDIR for a file); created 0700 when missing and `create`.
+
+    Opened relative to the parent's descriptor, so a folder swapped for a link anywhere on the way
+    (the parent included, once it is open) cannot lead outside.
+    """
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, FOLDER_MODE, dir_fd=parent_fd)
+    fd = os.open(name, _FOLDER_FLAGS, dir_fd=parent_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def write_private(path: Path, content: bytes) -> None:
     """Write `content` to `path` atomically with mode 0600, creating missing folders with 0700.
 
@@ -71,23 +89,28 @@ def write_private(path: Path, content: bytes) -> None:
     and short windows a batcher writes thousands of small files, and a `mkdir` before each was
     about a tenth of its samples (py-spy, benchmarks/bench_scaling.py, 4,800 keys).
     """
-    tmp = f".{path.name}.{os.getpid()}.tmp"
     with folder_fd(path.parent, create=True) as dir_fd:
-        try:
-            fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
-        except FileExistsError:  # left by a crash, or planted: remove the name (never its target)
+        write_private_at(dir_fd, path.name, content)
+
+
+def write_private_at(dir_fd: int, name: str, content: bytes) -> None:
+    """`write_private` of the file `name` in an open folder (the same rules, without a path)."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    except FileExistsError:  # left by a crash, or planted: remove the name (never its target)
+        os.unlink(tmp, dir_fd=dir_fd)
+        fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
-            fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+        raise
 
 
 def open_regular(dir_fd: int, name: str) -> int:
@@ -119,21 +142,33 @@ def private_folder(folder: Path) -> None:
     """Create `folder` 0700, or make an existing one 0700 and its files 0600; a symlink is refused.
 
     For folders that keep patient data (done/, rejected/), run at start: earlier versions left
-    them 0755 and the files moved into them 0644.
+    them 0755 and the files moved into them 0644. Folders inside (done/<subdirectory>/ of the
+    per-sender layout) are made private the same way; a symlink among them is left alone, never
+    followed.
     """
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=FOLDER_MODE, parents=True)
     with folder_fd(folder) as dir_fd:
         os.fchmod(dir_fd, FOLDER_MODE)
-        for name in os.listdir(dir_fd):
-            try:
-                fd = open_regular(dir_fd, name)
-            except (NotRegularFile, FileNotFoundError):
-                continue
-            try:
-                make_private(fd)
-            finally:
-                os.close(fd)
+        _make_private_inside(dir_fd, depth=8)
+
+
+def _make_private_inside(dir_fd: int, depth: int) -> None:
+    """0600 on the regular files of an open folder, 0700 and the same on its real subfolders."""
+    for name in os.listdir(dir_fd):
+        try:
+            fd = open_regular(dir_fd, name)
+        except (NotRegularFile, FileNotFoundError):
+            if depth > 0:
+                with contextlib.suppress(OSError), child_folder_fd(dir_fd, name) as sub_fd:
+                    with contextlib.suppress(PermissionError):
+                        os.fchmod(sub_fd, FOLDER_MODE)
+                    _make_private_inside(sub_fd, depth - 1)
+            continue
+        try:
+            make_private(fd)
+        finally:
+            os.close(fd)
 
 
 def move_private(src_dir_fd: int, name: str, dst_dir_fd: int, new_name: str) -> None:

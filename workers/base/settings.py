@@ -8,6 +8,7 @@ import difflib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,15 @@ MESH_POLL_FLOOR_SECONDS: Final = 300.0
 """Outside development mode MESH mailboxes are polled no more often than every 5 minutes, as MESH asks."""
 # The development stack's published credentials: refused outside development mode, printed only as these.
 DEV_MESH_PASSWORD: Final = "vaxflow-dev-password"  # noqa: S105
+DEV_MESH_PASSWORDS: Final = frozenset({
+    DEV_MESH_PASSWORD,
+    # the other mailboxes of config/mesh-sandbox/mailboxes.jsonl (a test keeps this list complete) ...
+    "immunisation-dev-password", "dps-dev-password", "deadletter-dev-password",
+    # ... and mesh-sandbox's canned mailboxes X26ABC1..3 (the tests' file source intake uses one)
+    "password",
+})  # fmt: skip
+"""Every MESH mailbox password the development stack publishes: refused outside development mode for
+our own mailbox and for the file source's intake mailbox alike."""
 DEV_MESH_SHARED_KEY: Final = "vaxflow-dev-shared-key"
 DEV_GATEWAY_TOKEN: Final = "vaxflow-dev-token"  # noqa: S105
 
@@ -340,6 +350,10 @@ class GatewaySettings(_VaxflowSettings):
         return self
 
 
+FILESOURCE_OWN_FOLDERS: Final = frozenset({"done", "rejected"})
+"""The file source's folders in its drop directory (workers/filesource/records.py): never a sender's."""
+
+
 class FileSettings(_VaxflowSettings):
     """Files on disk: the dev stack's home and caches, the batcher's archive, and the file source's
     directory and intake mailbox."""
@@ -372,6 +386,25 @@ class FileSettings(_VaxflowSettings):
         default=None,
         description='Intake MESH mailbox (mex-from) -> the ODS codes it may submit for, JSON: {"X26PROVA": ["YGM17"]}',
     )
+    filesource_subdir_senders: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Per-sender subdirectories of the drop directory -> the ODS codes files in each may submit for, "
+        'JSON: {"trust-a": ["RX1", "RX2"]}; only listed subdirectories are read',
+    )
+
+    @field_validator("filesource_subdir_senders")
+    @classmethod
+    def _subdirs_are_plain_names(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        """Each key is one folder directly under the drop directory, never a path or the file source's own."""
+        for name in value or {}:
+            # Letters, digits, - and _: never a path, hidden, or a name a batch file, a reasons file
+            # or the file source's own folders (in done/ and rejected/, beside the moved files) could have.
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) or name in FILESOURCE_OWN_FOLDERS:
+                raise ValueError(
+                    f"{name!r} must name one folder directly under VAXFLOW_FILESOURCE_DIR: 1 to 64 letters, digits, "
+                    f"- or _, not {' or '.join(sorted(FILESOURCE_OWN_FOLDERS))}"
+                )
+        return value
 
     @model_validator(mode="after")
     def _mesh_poll_floor(self) -> Self:

@@ -82,7 +82,10 @@ def intake_config(settings: Settings) -> MeshConfig | None:
     if settings.filesource_mesh_password is None:
         raise SettingsError("VAXFLOW_FILESOURCE_MESH_PASSWORD must be set with VAXFLOW_FILESOURCE_MESH_MAILBOX")
     return mailbox_config(
-        settings, settings.filesource_mesh_mailbox, settings.filesource_mesh_password.get_secret_value()
+        settings,
+        settings.filesource_mesh_mailbox,
+        settings.filesource_mesh_password.get_secret_value(),
+        variable="VAXFLOW_FILESOURCE_MESH_PASSWORD",
     )
 
 

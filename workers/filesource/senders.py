@@ -8,6 +8,10 @@ with rule `file.sender`, and nothing of it is published.
 
 `None` means no binding was configured (every code, with a warning at start, so existing
 deployments keep running until configured); `["*"]` allows every code on purpose (the dev stack).
+
+The drop directory is bound as a whole (`VAXFLOW_FILESOURCE_DIR_SENDERS`), and each per-sender
+subdirectory `<directory>/<name>/` named in `VAXFLOW_FILESOURCE_SUBDIR_SENDERS` by its own codes
+only: a subdirectory the mapping does not name is not read at all (decision 0019).
 """
 
 from __future__ import annotations
@@ -52,8 +56,15 @@ def mailbox_codes(bindings: Mapping[str, Collection[str]] | None, mailbox: str |
     return ()
 
 
-def directory_refusal(ods_code: str) -> Reason:
-    return file_reason(RULE, f"this directory may not submit files for ODS code {ods_code}")
+def subdirectory_codes(bindings: Mapping[str, Collection[str]] | None, subdirectory: str) -> Collection[str]:
+    """The codes a per-sender subdirectory may submit for: none for one the bindings do not name
+    (names compare exactly, as the file system does)."""
+    return (bindings or {}).get(subdirectory, ())
+
+
+def directory_refusal(ods_code: str, subdirectory: str | None = None) -> Reason:
+    where = "this directory" if subdirectory is None else f"subdirectory {subdirectory}/"
+    return file_reason(RULE, f"{where} may not submit files for ODS code {ods_code}")
 
 
 def mailbox_refusal(mailbox: str | None, ods_code: str | None) -> Reason:

@@ -19,6 +19,14 @@ Exactly once per file (docs/decisions/0006-filesource.md):
   is read after the producer has fenced any predecessor, so it holds everything that instance
   could ever commit; hence reading it once at start-up (and again after any Kafka error, when a
   commit's outcome is unknown) is enough.
+
+Per-sender subdirectories (issue 17, decision 0019): with `VAXFLOW_FILESOURCE_SUBDIR_SENDERS` each
+provider may write into its own folder `<directory>/<name>/`, and a file there may only be for the
+ODS codes bound to that name. Only the named subdirectories are read (one that is a symlink never),
+each opened relative to the directory's descriptor without following a link; files from
+`<name>/` are moved to `done/<name>/` or `rejected/<name>/` (0700, files 0600), out of the
+provider's reach, kept apart per sender. The same one writer per directory, ledger and transaction
+cover the top level and every subdirectory.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -54,12 +63,13 @@ from workers.base.kafka import transactional_producer
 from workers.base.mesh.client import MeshClient, MeshError
 from workers.base.private_files import (
     NotRegularFile,
+    child_folder_fd,
     exists_here,
     folder_fd,
     move_private,
     open_regular,
     private_folder,
-    write_private,
+    write_private_at,
 )
 from workers.base.runtime import Health
 from workers.base.settings import Settings, SettingsError
@@ -81,7 +91,7 @@ from workers.filesource.records import (
     source_headers,
     transactional_id_for,
 )
-from workers.filesource.senders import directory_refusal, may_submit
+from workers.filesource.senders import directory_refusal, may_submit, ods_of, subdirectory_codes
 
 log = logging.getLogger("vaxflow.filesource")
 
@@ -104,6 +114,8 @@ class FileSource:
         self.transactional_id = transactional_id_for(settings, directory)
         self._producer: AIOKafkaProducer | None = None
         self._ledger: dict[str, SourceFile] = {}
+        self._subdirs = settings.filesource_subdir_senders  # per-sender subdirectory -> its ODS codes
+        self._warned: set[str] = set()  # subdirectories already warned about (once per process)
 
     async def start(self) -> None:
         """Fence any earlier writer for this directory, then read what it committed."""
@@ -134,6 +146,7 @@ class FileSource:
                 "no sender binding: files in this directory may be for any ODS code "
                 "(set VAXFLOW_FILESOURCE_DIR_SENDERS)"
             )
+        await asyncio.to_thread(self._check_subdirectories)
         log.info(
             "filesource started",
             extra={"directory": str(self._dir), "transactional_id": self.transactional_id, "ledger": len(self._ledger)},
@@ -171,9 +184,27 @@ class FileSource:
         """
         cutoff = time.time() - self._settings.filesource_settle_seconds
         found: list[tuple[float, str, Path]] = []
-        with os.scandir(self._dir) as entries:
+        with folder_fd(self._dir, follow=True) as here:
+            self._scan(here, None, cutoff, found)
+            for sub in self._subdirs or {}:
+                try:
+                    with child_folder_fd(here, sub) as sub_fd:  # never through a symlink
+                        self._scan(sub_fd, sub, cutoff, found)
+                except FileNotFoundError:
+                    continue  # not made yet: nothing to read
+                except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file of that name
+                    self._warn_once(sub, "per-sender subdirectory is a link or not a folder; never read", exc)
+        return [path for _, _, path in sorted(found)]
+
+    def _scan(self, dir_fd: int, sub: str | None, cutoff: float, found: list[tuple[float, str, Path]]) -> None:
+        folder = self._dir if sub is None else self._dir / sub
+        with os.scandir(dir_fd) as entries:
             for entry in entries:
-                if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in EXTENSIONS:
+                if entry.name.startswith("."):
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in EXTENSIONS:
+                    if sub is None:
+                        self._note_unbound(entry)
                     continue
                 try:
                     if not entry.is_file(follow_symlinks=False):
@@ -182,8 +213,68 @@ class FileSource:
                 except FileNotFoundError:
                     continue
                 if mtime <= cutoff:
-                    found.append((mtime, entry.name, Path(entry.path)))
-        return [path for _, _, path in sorted(found)]
+                    found.append((mtime, entry.name, folder / entry.name))
+
+    def _note_unbound(self, entry: os.DirEntry[str]) -> None:
+        """A provider's folder the subdirectory binding does not name is not read: say so once."""
+        if self._subdirs is None or entry.name in self._subdirs or entry.name in (DONE, REJECTED_DIR):
+            return
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                self._warn_once(entry.name, "subdirectory not in VAXFLOW_FILESOURCE_SUBDIR_SENDERS; not read")
+
+    def _warn_once(self, sub: str, message: str, exc: OSError | None = None) -> None:
+        if sub in self._warned:
+            return
+        self._warned.add(sub)
+        extra: dict[str, str] = {"subdirectory": printable_name(sub)}
+        if exc is not None:
+            extra["error"] = exc.strerror or type(exc).__name__
+        log.warning(message, extra=extra)
+
+    def _check_subdirectories(self) -> None:
+        """At start: say which bound subdirectories cannot be read yet, or are open to every local user."""
+        for sub in self._subdirs or {}:
+            try:
+                status = (self._dir / sub).lstat()
+            except FileNotFoundError:
+                log.info("per-sender subdirectory not made yet", extra={"subdirectory": sub})
+                continue
+            if not stat.S_ISDIR(status.st_mode):
+                self._warn_once(sub, "per-sender subdirectory is a link or not a folder; never read")
+            elif status.st_mode & 0o007:
+                log.warning("per-sender subdirectory is open to every local user; keep it to its provider",
+                            extra={"subdirectory": sub})
+
+    def _subdirectory_of(self, path: Path) -> str | None:
+        """None for a file directly in the directory, else the bound subdirectory it is in."""
+        if path.parent == self._dir:
+            return None
+        sub = path.parent.name
+        if path.parent.parent == self._dir and sub in (self._subdirs or {}):
+            return sub
+        raise ValueError(f"{path} is neither in {self._dir} nor in one of its bound subdirectories")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _from(here: int, sub: str | None) -> Iterator[int]:
+        """The folder a file was handed in: the directory, or its subdirectory (never a link)."""
+        if sub is None:
+            yield here
+        else:
+            with child_folder_fd(here, sub) as folder:
+                yield folder
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _into(here: int, name: str, sub: str | None) -> Iterator[int]:
+        """done/ or rejected/ (0700), and in it the subdirectory's own folder (0700), never a link."""
+        with child_folder_fd(here, name, create=True) as top:
+            if sub is None:
+                yield top
+            else:
+                with child_folder_fd(top, sub, create=True) as folder:
+                    yield folder
 
     async def poll_once(
         self, stop: asyncio.Event | None = None, on_file: Callable[[], None] | None = None
@@ -213,7 +304,7 @@ class FileSource:
     async def process(self, path: Path) -> Outcome | None:
         """One file, end to end; None when it must be retried later (Kafka error, logged)."""
         try:
-            handle = await asyncio.to_thread(self._open, path.name)
+            handle = await asyncio.to_thread(self._open, path)
         except NotRegularFile:  # swapped for a symlink (or a FIFO) after the scan: never read
             reasons = [file_reason("file.not_regular", "not a regular file (a symlink, folder or device); not read")]
             return await self._reject(path, "", reasons)
@@ -231,6 +322,9 @@ class FileSource:
             ]
             return await self._reject(path, "", reasons)
         sha, surveyed = await asyncio.to_thread(stream.survey, handle)
+        refusal = self._sender_refusal(path, name)
+        if refusal is not None:  # before the ledger: a copy of another origin's file is still refused
+            return await self._reject(path, sha, [refusal])
         known = self._ledger.get(sha)
         if known is not None:
             if known.file_name == name:
@@ -253,8 +347,6 @@ class FileSource:
             return await self._reject(path, sha, [file_reason("file.name", f"{exc.message}: {exc.detail}")])
         except ValueError:
             return await self._reject(path, sha, [file_reason("file.name", "the ODS code must be letters and digits")])
-        if not may_submit(self._settings.filesource_dir_senders, parsed_name.ods_code):
-            return await self._reject(path, sha, [directory_refusal(parsed_name.ods_code)])
         if isinstance(surveyed, TableError):
             return await self._reject(path, sha, [file_reason(surveyed.rule, surveyed.message)])
         rows = stream.rows(
@@ -359,34 +451,59 @@ class FileSource:
             step.state(self._ledger_topic, _ENCODER.encode(entry), key=sha.encode())
         return entry
 
-    def _open(self, name: str) -> BinaryIO:
+    def _sender_refusal(self, path: Path, name: str) -> Reason | None:
+        """Why the file's origin (the directory, or its per-sender subdirectory) may not submit for
+        the ODS code in its name, or None; a name that is no batch-file name is refused later."""
+        ods = ods_of(name)
+        if ods is None:
+            return None
+        sub = self._subdirectory_of(path)
+        allowed = self._settings.filesource_dir_senders if sub is None else subdirectory_codes(self._subdirs, sub)
+        return None if may_submit(allowed, ods) else directory_refusal(ods, sub)
+
+    def _open(self, path: Path) -> BinaryIO:
         """The file, opened once without following a symlink (private_files.py): every later
         read (survey, rows) goes through this descriptor."""
-        with folder_fd(self._dir, follow=True) as dir_fd:
-            fd = open_regular(dir_fd, name)
+        sub = self._subdirectory_of(path)
+        with folder_fd(self._dir, follow=True) as here, self._from(here, sub) as dir_fd:
+            fd = open_regular(dir_fd, path.name)
         return os.fdopen(fd, "rb")
 
     async def _archive(self, path: Path, sha: str) -> None:
+        sub = self._subdirectory_of(path)
+
         def move() -> None:
-            with folder_fd(self._dir, follow=True) as here, folder_fd(self._done, create=True) as done:
-                move_private(here, path.name, done, self._free_name(done, path.name, sha))
+            with (
+                folder_fd(self._dir, follow=True) as here,
+                self._from(here, sub) as source,
+                self._into(here, DONE, sub) as done,
+            ):
+                move_private(source, path.name, done, self._free_name(done, path.name, sha))
 
         await asyncio.to_thread(move)
 
     async def _reject(self, path: Path, sha: str, reasons: list[Reason]) -> Outcome:
         """Move a file that publishes nothing to rejected/, its reasons beside it (written first)."""
         note = RejectedFile(file_name=printable_name(path.name), sha256=sha, reasons=reasons)
+        sub = self._subdirectory_of(path)
 
         def write_and_move() -> None:
-            with folder_fd(self._dir, follow=True) as here, folder_fd(self._rejected, create=True) as rejected:
+            with (
+                folder_fd(self._dir, follow=True) as here,
+                self._from(here, sub) as source,
+                self._into(here, REJECTED_DIR, sub) as rejected,
+            ):
                 target = self._free_name(rejected, path.name, sha)
                 content = msgspec.json.format(_ENCODER.encode(note)) + b"\n"
-                write_private(self._rejected / f"{target}.reasons.json", content)
-                move_private(here, path.name, rejected, target)
+                write_private_at(rejected, f"{target}.reasons.json", content)
+                move_private(source, path.name, rejected, target)
 
         await asyncio.to_thread(write_and_move)
         FILES.labels("rejected").inc()
-        log.info("file rejected", extra={"file": note.file_name, "rules": [r.rule for r in reasons]})
+        log.info(
+            "file rejected",
+            extra={"file": note.file_name, "subdirectory": sub or "", "rules": [r.rule for r in reasons]},
+        )
         return Outcome(file_name=note.file_name, outcome="rejected")
 
     @staticmethod

@@ -2,24 +2,31 @@
 
 One place turns `VAXFLOW_MESH_*` into a `MeshConfig`, so the uploader and the ack reader cannot
 disagree about URL, credentials or TLS files; and one place refuses, outside development mode, the
-development stack's published password and shared key (a deployment that forgot to set them would
-otherwise run on credentials printed in the README). Every client it makes handshakes again every
-`mesh_handshake_seconds`, as MESH asks of a mailbox at least daily.
+development stack's published passwords and shared key (a deployment that forgot to set them would
+otherwise run on credentials printed in the README) for every mailbox, ours and the file source's
+intake alike, naming the variable that holds the refused password. Every client it makes
+handshakes again every `mesh_handshake_seconds`, as MESH asks of a mailbox at least daily.
 """
 
 from __future__ import annotations
 
 from workers.base.mesh.auth import MeshCredentials
 from workers.base.mesh.client import MeshConfig
-from workers.base.settings import DEV_MESH_PASSWORD, DEV_MESH_SHARED_KEY, MeshSettings, SettingsError
+from workers.base.settings import DEV_MESH_PASSWORDS, DEV_MESH_SHARED_KEY, MeshSettings, SettingsError
 
 
-def development_credentials_problem(settings: MeshSettings, password: str) -> str | None:
-    """Why these MESH credentials may not be used outside development mode, or None."""
+def development_credentials_problem(
+    settings: MeshSettings, password: str, variable: str = "VAXFLOW_MESH_PASSWORD"
+) -> str | None:
+    """Why these MESH credentials may not be used outside development mode, or None.
+
+    Any password the development MESH publishes is refused (DEV_MESH_PASSWORDS), not only our
+    sending mailbox's: the intake mailbox of the tests and demos runs on mesh-sandbox's `password`.
+    """
     if settings.dev_mode:
         return None
-    if password == DEV_MESH_PASSWORD:
-        return "the MESH mailbox password is the development stack's (set VAXFLOW_MESH_PASSWORD)"
+    if password in DEV_MESH_PASSWORDS:
+        return f"the MESH mailbox password is a development stack's (set {variable})"
     if settings.mesh_shared_key.get_secret_value() == DEV_MESH_SHARED_KEY:
         return "VAXFLOW_MESH_SHARED_KEY is the development stack's; set the key MESH issued"
     return None
@@ -33,10 +40,16 @@ def own_mailbox_config(settings: MeshSettings, *, allowed_workflows: frozenset[s
 
 
 def mailbox_config(
-    settings: MeshSettings, mailbox: str, password: str, *, allowed_workflows: frozenset[str] | None = None
+    settings: MeshSettings,
+    mailbox: str,
+    password: str,
+    *,
+    allowed_workflows: frozenset[str] | None = None,
+    variable: str = "VAXFLOW_MESH_PASSWORD",
 ) -> MeshConfig:
-    """Another mailbox of ours (the file source's intake) on the same MESH: URL, key and TLS files shared."""
-    problem = development_credentials_problem(settings, password)
+    """Another mailbox of ours (the file source's intake) on the same MESH: URL, key and TLS files
+    shared. `variable` is the variable the password came from, named if it is refused."""
+    problem = development_credentials_problem(settings, password, variable)
     if problem is not None:
         raise SettingsError(f"refusing to use MESH mailbox {mailbox} outside development mode: {problem}")
     return MeshConfig(
