@@ -228,6 +228,9 @@ SHAPES = [
         lambda raw: raw[:-1] + b',"extra":1}',  # unknown envelope key
         lambda raw: raw[:-1] + b',"schema_version":1}',
         lambda raw: raw[:-1] + b',"schema_version":2}',
+        lambda raw: raw[:-1] + b',"schema_version":3}',
+        lambda raw: raw[:-1] + b',"extended_attributes":[]}',
+        lambda raw: raw[:-1] + b',"extended_attributes":[{"ATTRIBUTE_ID":"1"}]}',  # RSV: refused
         lambda raw: raw[:-1] + b',"schema_version":1.0}',
         lambda raw: raw[:-1] + b',"schema_version":null}',
         lambda raw: raw[:-1] + b',"received_at":null}',
@@ -274,3 +277,13 @@ def test_a_refused_action_is_left_to_python() -> None:
 def test_not_bytes_go_to_python() -> None:
     raw = encode(event())
     assert validate_event_row(bytearray(raw), permissions=P, now=NOW) == both(raw)[1]  # type: ignore[arg-type]
+
+
+def test_the_fast_path_takes_both_contract_versions_and_leaves_attributes_to_python() -> None:
+    """Version 2 only added extended attributes: a record pinned to 1 or 2 is the fast path's to
+    take; any `extended_attributes` key (even an empty list) is declined to Python (decision 0020)."""
+    raw = encode(event())
+    for version in (1, 2):
+        assert accepted_fast(raw[:-1] + b',"schema_version":%d}' % version)
+    assert not accepted_fast(raw[:-1] + b',"schema_version":3}')
+    assert not accepted_fast(raw[:-1] + b',"extended_attributes":[]}')

@@ -20,7 +20,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 /// Larger events are left to Python, which refuses them with a reason.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
-const SCHEMA_VERSION: i64 = 1;
+// The event contract versions a record without extended attributes may name (schemas.event;
+// version 2 only added `extended_attributes`, which this parser declines).
+const SCHEMA_VERSIONS: [i64; 2] = [1, 2];
 /// Years (of the UTC instant) whose Europe/London offsets follow the rule coded in `bst`:
 /// the EU-harmonised changes, in force for the UK since 1996. Other years go to Python's zoneinfo.
 const FIRST_YEAR: i64 = 1997;
@@ -114,7 +116,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 }
                 "schema_version" => {
                     let n: i64 = map.next_value()?;
-                    if version || n != SCHEMA_VERSION {
+                    if version || !SCHEMA_VERSIONS.contains(&n) {
                         return Err(decline());
                     }
                     version = true;
