@@ -23,12 +23,15 @@ from schemas.extended import is_extended_file_name
 from schemas.pipeline import AckOutcome, SentReceipt, UploadFailure, decode_origin
 from topics import headers as h
 from topics.catalogue import ACKS, DEADLETTER, REJECTED, SENT
-from vaxflow.dev.samples import corrupt, make_event
+from vaxflow.dev.samples import add_extended_attributes, corrupt, make_event
 from vaxflow.ops.lag import group_lag
 from workers.base.settings import GatewaySettings, Settings
 from workers.base.topic_reader import read_to_end
 
 CHUNK = 500
+# Of the COVID and FLU events from senders NHS England takes them from, those sent with extended
+# attributes (decision 0020), so the main job shows that family end to end too.
+EXTENDED_SHARE = 0.3
 
 
 @dataclass
@@ -42,6 +45,7 @@ async def submit(settings: GatewaySettings, n: int, invalid_fraction: float, see
     """POST the events as NDJSON, like a source system would; lines the gateway refuses (400) are
     counted by rule and the rest of the chunk is sent again without them."""
     rng = random.Random(seed)
+    attributes_rng = random.Random(seed + 1)  # its own stream: the rest of the load is as before
     out = Submitted(generated=n)
     url = f"http://127.0.0.1:{settings.gateway_port}/v1/events"
     token = settings.gateway_dev_token.get_secret_value()
@@ -50,7 +54,7 @@ async def submit(settings: GatewaySettings, n: int, invalid_fraction: float, see
         for start in range(0, n, CHUNK):
             lines = []
             for _ in range(min(CHUNK, n - start)):
-                event = make_event(rng)
+                event = add_extended_attributes(attributes_rng, make_event(rng), share=EXTENDED_SHARE)
                 if rng.random() < invalid_fraction:
                     event = corrupt(rng, event)
                 lines.append(orjson.dumps(event))
@@ -84,6 +88,9 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
         if not is_extended_file_name(rc.file_name) and any(tuple(o) in origins for o in rc.origins)
     ]
     in_files = Counter(tuple(o) for rc in ours for o in rc.origins if tuple(o) in origins)
+    extended = [
+        rc for rc in receipts if is_extended_file_name(rc.file_name) and any(tuple(o) in origins for o in rc.origins)
+    ]
     rejected_by: Counter[str] = Counter()
     rejected: set[tuple[int, int]] = set()
     for rec in await read_to_end(settings, settings.topic(REJECTED.name)):
@@ -97,7 +104,10 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
         for r in await read_to_end(settings, settings.topic(DEADLETTER.name))
         if r.value
     ]
-    dead = {tuple(o) for f in dead_files for o in f.file.origins if tuple(o) in origins}
+    dead = {
+        tuple(o) for f in dead_files if not is_extended_file_name(f.file.file_name)
+        for o in f.file.origins if tuple(o) in origins
+    }  # fmt: skip
     names = {rc.file_name for rc in ours}
     acks = [
         msgspec.json.decode(r.value, type=AckOutcome)
@@ -105,6 +115,12 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
         if r.value
     ]
     infacks = {a.file_name: a.accepted for a in acks if a.kind == "InfAck" and a.file_name in names}
+    extended_names = {rc.file_name for rc in extended}
+    # An accepted extended-attribute file gets no acknowledgement: MESH tracking's Delivered, or
+    # an InfAck failure, is its outcome (decision 0020).
+    extended_outcomes = {
+        a.file_name: a.accepted for a in acks if a.kind in ("Delivered", "InfAck") and a.file_name in extended_names
+    }
     failed_rows = {
         (a.file_name, row.row) for a in acks if a.kind == "BusAck" and a.file_name in names for row in a.failed_rows
     }
@@ -116,6 +132,8 @@ async def outcome(settings: Settings, origins: set[tuple[int, int]]) -> dict[str
         "files": ours,
         "infacks": infacks,
         "busack_failed_rows": len(failed_rows),
+        "extended_files": extended,
+        "extended_outcomes": extended_outcomes,
     }
 
 
@@ -123,14 +141,15 @@ async def settled_outcome(
     settings: Settings, origins: set[tuple[int, int]], timeout: float, *, progress: bool = False
 ) -> dict[str, Any]:
     """`outcome` once every origin is placed (in a sent file, rejected or dead-lettered) and every
-    sent file has its InfAck, read again every 2 s; TimeoutError naming what is missing after
-    `timeout` s. The demo and the end-to-end test wait for the same thing; with `progress`, each
-    wait is reported on stderr."""
+    sent file has its InfAck (an extended-attribute file: Delivered or an InfAck), read again every
+    2 s; TimeoutError naming what is missing after `timeout` s. The demo and the end-to-end test
+    wait for the same thing; with `progress`, each wait is reported on stderr."""
     deadline = time.monotonic() + timeout
     while True:
         result = await outcome(settings, origins)
         placed = set(result["in_files"]) | result["rejected"] | result["dead_lettered"]
         unacked = sum(rc.file_name not in result["infacks"] for rc in result["files"])
+        unacked += sum(rc.file_name not in result["extended_outcomes"] for rc in result["extended_files"])
         if placed >= origins and not unacked:
             return result
         if progress:
@@ -173,6 +192,9 @@ async def run_demo(
         "files_infack_success": sum(result["infacks"].values()),
         "rows_acknowledged": sum(rc.rows for rc in result["files"] if rc.file_name in result["infacks"]),
         "busack_failed_rows": result["busack_failed_rows"],
+        "extended_attribute_files_sent": len(result["extended_files"]),
+        "extended_attribute_rows_sent": sum(rc.rows for rc in result["extended_files"]),
+        "extended_attribute_files_delivered": sum(result["extended_outcomes"].values()),
         "lag": {f"{p.group}/{p.partition}": p.lag for p in lag},
         "total_lag": sum(p.lag for p in lag),
         # Lag counts offsets as Kafka's own tools do: a drained partition of a transactional topic

@@ -268,6 +268,39 @@ def make_event(
     }
 
 
+# Attribute ids of the kind suppliers send for COVID and flu (eligibility and risk groups); the
+# values are made up, the shape is the contract's (docs/event-contract.md, version 2).
+_ATTRIBUTES: Final = (
+    ("1324681000000101", "Eligibility: clinical risk group", ("Y", "N")),
+    ("1324671000000103", "Eligibility: health or social care worker", ("Y", "N")),
+    ("1324691000000104", "Consent given by", ("patient", "parent", "guardian")),
+)
+
+
+def add_extended_attributes(
+    rng: random.Random, event: dict[str, Any], *, share: float, permissions: Permissions | None = None
+) -> dict[str, Any]:
+    """`event` with 1 to 3 extended attributes, for a `share` of the COVID and FLU events whose
+    sender NHS England takes extended-attribute files from (C, U and D on COVID); others as they are.
+    A DELETE's attributes carry their own RECORDED_DATE (its record need not have one)."""
+    permissions = permissions or default_permissions()
+    if event.get("vaccine_type") not in ("COVID", "FLU") or rng.random() >= share:
+        return event
+    if not {"C", "U", "D"} <= permissions.letters(str(event.get("sender_ods")), "COVID"):
+        return event
+    record = event["record"]
+    deleting = str(record.get("ACTION_FLAG", "")).upper() == "DELETE"
+    attributes = []
+    for attribute_id, text, values in rng.sample(_ATTRIBUTES, rng.randint(1, 3)):
+        attribute = {
+            "ATTRIBUTE_ID": attribute_id, "ATTRIBUTE_DISPLAYED_TEXT": text, "ATTRIBUTE_VALUE": rng.choice(values)
+        }
+        if deleting:
+            attribute["RECORDED_DATE"] = datetime.now(LONDON).strftime("%Y%m%d")
+        attributes.append(attribute)
+    return {**event, "extended_attributes": attributes}
+
+
 Corruption = Callable[[random.Random, dict[str, Any]], None]
 
 
