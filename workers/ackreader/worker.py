@@ -8,6 +8,11 @@ our inbox, downloads each message and recognises it by its mex-filename (schemas
 - `…_BusAck_….json` -> kind "BusAckReport": the same failures plus the receiver's row totals;
 - anything else -> kind "unknown" (with `error`), so nothing that reached our mailbox disappears
   without a trace;
+- an extended-attribute (EA) file's InfAck failure is named from the EA file's key, so it is read and
+  linked like any other; an EA file NHS England *accepts* gets no acknowledgement at all, so MESH
+  tracking of the sent message stands in for one -> kind "Delivered" or "Undelivered"
+  (workers/ackreader/delivery.py says exactly when, and how memory, restarts and tracking calls
+  stay bounded);
 - an ack that cannot be read (bad gzip, not UTF-8, a row number like `²` or of 5,000 digits, a
   CSV field over csv's limit, any other parse fault), or whose outcome is too large for the acks
   topic -> kind "unreadable": quarantined (issue 16).
@@ -34,6 +39,12 @@ A crash or MESH failure between the two re-delivers the message on the next poll
 is **at least once**: consumers de-duplicate by `mesh_message_id` (one outcome per MESH message).
 The reverse order could lose an acknowledgement for good, which is worse. Several ack readers on
 one mailbox are safe for the same reason, only wasteful. File content is never logged.
+
+One poll: read the ledger (and the acks topic, for EA files settled meanwhile) to their ends; track
+the EA files due; read the inbox; then publish Delivered/Undelivered for the tracked files that the
+inbox did not just settle. Tracking *before* the inbox means an InfAck failure sent before the
+recipient acknowledged the file (as the simulator does) is always read first, so it is not
+preceded by a Delivered.
 """
 
 from __future__ import annotations
@@ -50,7 +61,8 @@ from typing import Final
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from prometheus_client import Counter
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge
 
 from schemas.acks import (
     AckFormatError,
@@ -61,16 +73,26 @@ from schemas.acks import (
     parse_busack_json,
     parse_infack,
 )
+from schemas.extended import is_extended_file_name
 from schemas.pipeline import AckOutcome, Origin, RowOutcome, SentReceipt
 from schemas.record import Reason
 from topics import headers as h
 from topics.catalogue import ACKS
+from workers.ackreader.delivery import DeliveryBook, delivery_outcome, settled_name
 from workers.base.kafka import idempotent_producer
 from workers.base.ledger import SentLedger
-from workers.base.mesh.client import InboxMessage, MeshClient, MeshError, MeshPermanentError
+from workers.base.mesh.client import (
+    InboxMessage,
+    MeshClient,
+    MeshError,
+    MeshPermanentError,
+    MeshTransientError,
+    TrackingInfo,
+)
 from workers.base.mesh.settings import own_mailbox_config
 from workers.base.runtime import Health
 from workers.base.settings import Settings
+from workers.base.topic_reader import TopicFollower
 
 log = logging.getLogger("vaxflow.ackreader")
 
@@ -93,6 +115,12 @@ FAILED_ROWS = Counter("vaxflow_ackreader_failed_rows_total", "Rows NHS England r
 DEFERRED = Counter("vaxflow_ackreader_deferred_total", "Acks left in the inbox to wait for their sent receipt")
 UNMATCHED = Counter("vaxflow_ackreader_unmatched_total", "Acks published without a sent receipt")
 POLL_ERRORS = Counter("vaxflow_ackreader_poll_errors_total", "Inbox polls that failed", ["kind"])
+TRACKING_CALLS = Counter(
+    "vaxflow_ackreader_tracking_calls_total", "MESH tracking calls for extended-attribute files", ["result"]
+)
+TRACKING_PENDING = Gauge(
+    "vaxflow_ackreader_tracking_pending", "Extended-attribute files awaiting a MESH delivery verdict"
+)
 QUARANTINED = Counter(
     "vaxflow_ackreader_quarantined_total", "Unreadable inbox messages published as kind unreadable and acknowledged",
     ["reason"],
@@ -224,8 +252,11 @@ class AckReader:
     """Polls one mailbox; `poll_once` is the unit tests drive directly."""
 
     def __init__(
-        self, settings: Settings, mesh: MeshClient, ledger: SentLedger, producer: AIOKafkaProducer, health: Health
+        self, settings: Settings, mesh: MeshClient, ledger: SentLedger, producer: AIOKafkaProducer, health: Health,
+        *, book: DeliveryBook | None = None, acks_seen: TopicFollower | None = None,
     ) -> None:
+        """`book` (fed by the ledger's `on_receipt`) turns on EA delivery tracking; `acks_seen`, a
+        follower of the acks topic applying `settle_from`, lets what is already there settle files."""
         self.settings = settings
         self.mesh = mesh
         self.ledger = ledger
@@ -233,17 +264,97 @@ class AckReader:
         self.health = health
         self.topic = settings.topic(ACKS.name)
         self.first_seen: dict[str, float] = {}  # deferred message id -> monotonic time first seen
+        self.book = book
+        self.acks_seen = acks_seen
 
     async def poll_once(self) -> int:
-        """Publish and acknowledge what is in the inbox now; returns how many messages were done."""
+        """Publish and acknowledge what is in the inbox now, and the EA delivery outcomes tracking
+        allows; returns how many inbox messages were done."""
         await self.ledger.catch_up()
+        tracked = await self.track() if await self.acks_read() else []
         ids = await self.mesh.inbox()
         self.first_seen = {m: t for m, t in self.first_seen.items() if m in ids}
         done = 0
         for message_id in ids:
             if await self.handle(message_id):
                 done += 1
+        await self.publish_tracked(tracked)
         return done
+
+    async def acks_read(self) -> bool:
+        """Read the acks topic to its end; False when that fails. Then this poll tracks nothing (it
+        cannot know what is settled) but still reads the inbox: acknowledgements never wait on
+        delivery tracking."""
+        if self.acks_seen is None:
+            return True
+        try:
+            await self.acks_seen.catch_up()
+        except (KafkaError, TimeoutError) as exc:
+            POLL_ERRORS.labels(f"acks_read_{type(exc).__name__}").inc()
+            log.warning("acks topic not readable; EA delivery tracking waits", extra={"error": str(exc)[:300]})
+            return False
+        return True
+
+    def settle_from(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """The acks follower's `apply`: an outcome for an EA file (from any ack reader) settles it."""
+        name = settled_name(record)
+        if name is not None and self.book is not None:
+            self.book.settle(name, record.timestamp / 1000)
+
+    async def track(self) -> list[tuple[SentReceipt, TrackingInfo]]:
+        """Ask MESH about the EA files due (at most `per_poll`); those with a verdict.
+
+        A transient MESH failure ends this round (MESH is likely down for all of them); a permanent
+        one for one message skips it. Either way the file stays pending, at the back of the queue.
+        """
+        book = self.book
+        if book is None:
+            return []
+        verdicts: list[tuple[SentReceipt, TrackingInfo]] = []
+        for name in book.due(time.time()):
+            receipt = self.ledger.get(name)
+            if receipt is None:
+                book.forget(name)
+                continue
+            try:
+                info = await self.mesh.tracking(receipt.message_id)
+            except MeshTransientError as exc:
+                TRACKING_CALLS.labels("failed").inc()
+                book.checked(name)  # to the back: one message MESH keeps failing on starves no other
+                log.warning("MESH tracking failed; tried again next poll", extra={"error": str(exc)[:300]})
+                break
+            except MeshError as exc:
+                TRACKING_CALLS.labels("failed").inc()
+                book.checked(name)
+                log.warning("MESH tracking refused for one message", extra={
+                    "file": name, "mesh_message_id": receipt.message_id, "error": str(exc)[:300]})
+                continue
+            book.checked(name)
+            if info is None:
+                TRACKING_CALLS.labels("unknown").inc()
+            elif info.acknowledged or info.undeliverable:
+                TRACKING_CALLS.labels("verdict").inc()
+                verdicts.append((receipt, info))
+            else:
+                TRACKING_CALLS.labels("waiting").inc()
+        TRACKING_PENDING.set(len(book.pending))
+        return verdicts
+
+    async def publish_tracked(self, verdicts: list[tuple[SentReceipt, TrackingInfo]]) -> None:
+        """Publish each verdict not settled meanwhile (by an InfAck read in this very poll)."""
+        book = self.book
+        if book is None:
+            return
+        for receipt, info in verdicts:
+            outcome = delivery_outcome(receipt, info, _now_iso())
+            if outcome is None or book.is_settled(receipt.file_name):
+                continue
+            await self.publish(outcome)  # a Kafka failure leaves it pending: tracked again next poll
+            book.settle(receipt.file_name, time.time())
+            log.info("extended-attribute file outcome from MESH tracking", extra={
+                "file": outcome.file_name, "kind": outcome.kind, "accepted": outcome.accepted,
+                "mesh_message_id": outcome.mesh_message_id})
+        TRACKING_PENDING.set(len(book.pending))
 
     async def handle(self, message_id: str) -> bool:
         received_at = _now_iso()
@@ -283,6 +394,8 @@ class AckReader:
             return True
         await self.mesh.acknowledge(message_id)  # only after the outcome is safely in Kafka
         self.first_seen.pop(message_id, None)
+        if outcome.kind != KIND_UNKNOWN:  # an unknown message is keyed by its own name, not a file we sent
+            self.settle(outcome.file_name)
         log.info(
             "ack published",
             extra={"file": outcome.file_name, "ack_file": outcome.ack_file, "kind": outcome.kind,
@@ -301,6 +414,7 @@ class AckReader:
             without = msgspec.structs.replace(q.outcome, content=b"")
             await self.publish(without, [*q.headers, (h.SOURCE_TRUNCATED, str(size).encode())])
         await self.mesh.acknowledge(message_id)
+        self.settle(q.outcome.file_name)
         QUARANTINED.labels(q.reason).inc()
         log.warning(
             "unreadable ack quarantined",
@@ -310,6 +424,12 @@ class AckReader:
                    "ack_file": q.outcome.ack_file, "mesh_message_id": q.outcome.mesh_message_id,
                    "bytes": len(q.outcome.content or b"")},
         )
+
+    def settle(self, file_name: str) -> None:
+        """An acknowledgement of an EA file was published: its fate is NHS England's word, not
+        MESH tracking's (an unreadable one is for an operator to judge)."""
+        if self.book is not None and is_extended_file_name(file_name):
+            self.book.settle(file_name, time.time())
 
     async def publish(self, outcome: AckOutcome, headers: h.Headers | None = None) -> None:
         await self.producer.send_and_wait(
@@ -324,7 +444,10 @@ class AckReader:
             self.health.progress(busy=True)  # a poll under way: a hung MESH call is a stall
             try:
                 done = await self.poll_once()
-                self.health.detail = {"last_poll_done": done, "waiting_for_receipt": len(self.first_seen)}
+                self.health.detail = {
+                    "last_poll_done": done, "waiting_for_receipt": len(self.first_seen),
+                    "awaiting_delivery": len(self.book.pending) if self.book is not None else 0,
+                }
             except (MeshError, KafkaError) as exc:
                 # Transient or not, the next poll tries again: an unacknowledged message is redone.
                 POLL_ERRORS.labels(type(exc).__name__).inc()
@@ -337,10 +460,27 @@ class AckReader:
 
 async def run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     """Worker entry point (`python -m workers.ackreader`)."""
+    book = DeliveryBook(horizon=settings.ack_delivery_horizon_seconds, per_poll=settings.ack_tracking_per_poll)
+    since_ms = int((time.time() - settings.ack_delivery_horizon_seconds) * 1000)
+
+    def offer(receipt: SentReceipt) -> None:
+        book.offer(receipt, time.time())
+
     producer = idempotent_producer(settings, max_request_size=ACKS.max_message_bytes)
     await producer.start()
     try:
-        async with MeshClient(own_mailbox_config(settings)) as mesh, SentLedger(settings) as ledger:
-            await AckReader(settings, mesh, ledger, producer, health).run(stop)
+        async with (
+            MeshClient(own_mailbox_config(settings)) as mesh,
+            SentLedger(settings, on_receipt=offer) as ledger,
+        ):
+            reader = AckReader(settings, mesh, ledger, producer, health, book=book)
+            # The acks topic from the horizon on: what this or another ack reader already published
+            # settles an EA file, so a restart publishes no second Delivered.
+            async with TopicFollower(
+                settings, [settings.topic(ACKS.name)], reader.settle_from,
+                fetch_bytes=ACKS.max_message_bytes + 1024 * 1024, since_ms=since_ms,
+            ) as acks_seen:
+                reader.acks_seen = acks_seen
+                await reader.run(stop)
     finally:
         await producer.stop()

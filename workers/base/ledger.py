@@ -17,13 +17,17 @@ every partition, so a catch-up after the first only reads what is new.
 
 Memory: the uploader only needs names, so it keeps receipts without their origins
 (`keep_origins=False`); the ack reader keeps them to map BusAck rows back to events.
+
+`on_receipt` sees every receipt as it is applied, so a reader that needs a small index of some
+receipts (the ack reader's extended-attribute files awaiting MESH delivery) builds it as the ledger
+is read instead of scanning every receipt on each poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 from aiokafka import TopicPartition
@@ -78,8 +82,16 @@ class SentLedger(Startable):
     (null value) removes a name: that is how an operator would allow a deliberate re-send.
     """
 
-    def __init__(self, settings: Settings, *, keep_origins: bool = True, topic: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        keep_origins: bool = True,
+        topic: str | None = None,
+        on_receipt: Callable[[SentReceipt], None] | None = None,
+    ) -> None:
         self._settings = settings
+        self._on_receipt = on_receipt
         self.topic = topic or settings.topic(SENT.name)
         self._keep_origins = keep_origins
         self._receipts: dict[str, SentReceipt] = {}
@@ -150,6 +162,8 @@ class SentLedger(Startable):
         """Record a receipt this process has just written (it will also read it back later)."""
         self._receipts[receipt.file_name] = receipt
         self._by_local_id[receipt.local_id] = receipt.file_name
+        if self._on_receipt is not None:
+            self._on_receipt(receipt)
 
     def get(self, file_name: str) -> SentReceipt | None:
         return self._receipts.get(file_name)

@@ -268,6 +268,15 @@ class MeshSettings(_VaxflowSettings):
     ack_match_grace_seconds: float = Field(
         default=900.0, ge=0, description="How long an ack may wait in the inbox for its file's sent receipt"
     )
+    ack_delivery_horizon_seconds: float = Field(
+        default=7 * 86_400.0,
+        ge=60.0,
+        description="Extended-attribute files sent within this long are tracked in MESH until the recipient takes "
+        "them (NHS England acknowledges none it accepts); older receipts are left alone, also after a restart",
+    )
+    ack_tracking_per_poll: int = Field(
+        default=100, ge=1, le=10_000, description="Most MESH tracking calls the ack reader makes in one poll"
+    )
     mesh_handshake_seconds: float = Field(
         default=6 * 3600.0,
         ge=60.0,

@@ -61,7 +61,10 @@ class TopicFollower(Startable):
     partition. Use as `async with TopicFollower(settings, [topic], apply) as f: await f.catch_up()`.
 
     Partitions are looked up again on every call, so topics (or partitions) created after the
-    start are picked up and read from their beginning; `partitions` fixes the set instead.
+    start are picked up and read from their beginning; `partitions` fixes the set instead. With
+    `since_ms` (epoch milliseconds) a partition is read from its first record at or after that time
+    instead (from its end if it has none), for a fold that only needs a recent horizon of a
+    topic with a long retention.
     """
 
     def __init__(
@@ -72,9 +75,11 @@ class TopicFollower(Startable):
         *,
         fetch_bytes: int = 8 * 1024 * 1024,
         partitions: Sequence[TopicPartition] | None = None,
+        since_ms: int | None = None,
         **overrides: object,
     ) -> None:
         self.settings = settings
+        self._since_ms = since_ms
         self.topics = list(topics)
         self._apply = apply
         self._fixed = list(partitions) if partitions is not None else None
@@ -106,7 +111,16 @@ class TopicFollower(Startable):
             return
         self.assigned = sorted(known | set(new))
         self.consumer.assign(self.assigned)
-        await self.consumer.seek_to_beginning(*new)
+        if self._since_ms is None:
+            await self.consumer.seek_to_beginning(*new)
+            return
+        found = await self.consumer.offsets_for_times({tp: self._since_ms for tp in new})
+        for tp in new:
+            at = found.get(tp)
+            if at is None:
+                await self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek(tp, at.offset)
 
     async def catch_up(self, timeout: float = 60.0, *, settle: float = 0.0) -> dict[TopicPartition, int]:
         """Read every partition up to its end offset as of the call; returns those end offsets.

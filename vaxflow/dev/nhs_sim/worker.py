@@ -13,6 +13,17 @@ what the receiver does (spec digest sections a, b, e), using vaxflow's own schem
    the rows `validate_as_written` rejects (an empty file gets no BusAck): vaxflow's rules, plus what
    the receiver refuses in a value as written and its UTC date for "not in the future".
 
+Extended-attribute files (`Vaccination_Extended_Attributes_…`, recognised by name as the receiver
+routes them) take the receiver's other path (digest end of section a): the name must pass
+`parse_extended_file_name`, the supplier needs C, U *and* D permission for COVID (the receiver fixes
+their type to COVID, whatever the rows are about), and a repeated name is a duplicate; each failure
+gets an InfAck failure named from the EA file's key, like a batch file's. A file that passes is
+copied to DPS unparsed and **no acknowledgement at all** goes back (outcome `forwarded`), so the
+sender can learn of its acceptance only from MESH tracking (the ack reader's kind "Delivered"). The
+simulator still reads its rows with `read_extended` (family `extended_attributes`, `row_ids` as
+`VACCINATION_UNIQUE_ID^VACCINATION_UNIQUE_ID_URI`, `attribute_ids`, `row_valid`) so that tests can
+check each row, but a row it finds wrong changes nothing, as at NHS England.
+
 The acknowledgements go back to the message's sender (mex-from) on the `{workflow}_ACK` workflow of
 the dev config, named as the receiver names them (schemas.acks). Each inbox message is
 acknowledged after its replies are sent. Everything received is recorded (`received`, and as JSON
@@ -55,6 +66,7 @@ from schemas.acks import (
 from schemas.batchfile import read_file
 from schemas.checkfile import validate_as_written
 from schemas.delimited import TableError
+from schemas.extended import is_extended_file_name, parse_extended_file_name, read_extended
 from schemas.filenames import FileNameError, parse_batch_file_name
 from schemas.permissions import Permissions, load_permissions
 from schemas.record import Record
@@ -73,12 +85,23 @@ DUPLICATE: Final = "duplicate"  # "Not processed - Duplicate": InfAck failure
 INVALID_NAME: Final = "invalid_name"
 NO_PERMISSION: Final = "no_permission"  # "Not processed - Unauthorised"
 INVALID_FILE: Final = "invalid_file"  # header, BOM or encoding: "File headers are invalid."
+FORWARDED: Final = "forwarded"  # an extended-attribute file copied to DPS unparsed: no acknowledgement
+# A name in one of these outcomes is refused as a duplicate when it comes again.
+_TAKEN: Final = frozenset({PROCESSED, FORWARDED})
+
+# File families, by name (the receiver routes on the `Vaccination_Extended_Attributes` prefix).
+VACCINATIONS: Final = "vaccinations"
+EXTENDED_ATTRIBUTES: Final = "extended_attributes"
+# The receiver requires all three for an extended-attribute file, not just one as for a batch file.
+_CUD: Final = frozenset("CUD")
 
 
 class ReceivedFile(msgspec.Struct, frozen=True, kw_only=True):
     """What the simulated NHS England received in one MESH message and what it answered.
 
-    Row identities are `UNIQUE_ID^UNIQUE_ID_URI` (the BusAck LOCAL_ID), never patient values.
+    Row identities are `UNIQUE_ID^UNIQUE_ID_URI` (the BusAck LOCAL_ID), never patient values; for an
+    extended-attribute file, the vaccination each row belongs to (an event with k attributes has k
+    consecutive rows with the same id).
     """
 
     mailbox: str
@@ -92,9 +115,11 @@ class ReceivedFile(msgspec.Struct, frozen=True, kw_only=True):
     received_at: str
     outcome: str
     detail: str = ""
+    family: str = VACCINATIONS
     rows: int = 0
     row_valid: list[bool] = msgspec.field(default_factory=list)
     row_ids: list[str] = msgspec.field(default_factory=list)
+    attribute_ids: list[str] = msgspec.field(default_factory=list)  # extended attributes: ATTRIBUTE_ID per row
     failed_rows: list[int] = msgspec.field(default_factory=list)
     infack_success: bool = False
     acks_sent: list[str] = msgspec.field(default_factory=list)
@@ -160,7 +185,7 @@ class NhsSimulator:
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                     entry = _DECODE.decode(line)
                     self.received.append(entry)
-                    if entry.outcome == PROCESSED:
+                    if entry.outcome in _TAKEN:
                         self.processed_names.add(entry.file_name.upper())
 
     # ------------------------------------------------------------------------------- the loop
@@ -227,12 +252,15 @@ class NhsSimulator:
             mailbox=mailbox, message_id=meta.message_id, sender=meta.sender, workflow_id=meta.workflow_id,
             file_name=name, local_id=meta.local_id, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
             received_at=now.isoformat(timespec="seconds"), outcome=INVALID_NAME,
+            family=EXTENDED_ATTRIBUTES if is_extended_file_name(name) else VACCINATIONS,
         )
 
         def failed(outcome: str, detail: str) -> tuple[ReceivedFile, list[_Reply]]:
             infack = _Reply(ack_file_name(name, "InfAck", created), render_infack_failure(header_id, created))
             return msgspec.structs.replace(base, outcome=outcome, detail=detail), [infack]
 
+        if base.family == EXTENDED_ATTRIBUTES:
+            return self.receive_extended(base, data, failed)
         perms = self.permissions
         try:
             parsed = parse_batch_file_name(name, vaccine_types=perms.vaccine_types, ods_codes=perms.suppliers.keys())
@@ -286,6 +314,37 @@ class NhsSimulator:
         )
         return record, replies
 
+    def receive_extended(
+        self, base: ReceivedFile, data: bytes, failed: Callable[[str, str], tuple[ReceivedFile, list[_Reply]]]
+    ) -> tuple[ReceivedFile, list[_Reply]]:
+        """The receiver's extended-attribute path: name, C+U+D for COVID, duplicate; then forwarded
+        unparsed with no reply. The rows are read for the record only (tests check each one)."""
+        name = base.file_name
+        perms = self.permissions
+        try:
+            parsed = parse_extended_file_name(name, ods_codes=perms.suppliers.keys())
+        except FileNameError as exc:
+            return failed(INVALID_NAME, exc.detail)
+        ods, vaccine_type = parsed.ods_code, parsed.vaccine_type
+        if not perms.letters(ods, vaccine_type) >= _CUD:
+            return failed(NO_PERMISSION, f"{ods} needs C, U and D permission for {vaccine_type}")
+        if name.upper() in self.processed_names:
+            return failed(DUPLICATE, "file name already processed")
+        try:
+            rows = read_extended(data, now=self.clock())
+        except TableError as exc:  # the receiver never looks inside: forwarded all the same
+            return msgspec.structs.replace(base, outcome=FORWARDED, detail=f"{exc.rule}: {exc.message}"), []
+        row_ids = [
+            f"{r.attribute.VACCINATION_UNIQUE_ID}^{r.attribute.VACCINATION_UNIQUE_ID_URI}" if r.attribute else "^"
+            for r in rows
+        ]
+        record = msgspec.structs.replace(
+            base, outcome=FORWARDED, rows=len(rows), row_valid=[not r.reasons for r in rows], row_ids=row_ids,
+            attribute_ids=[r.attribute.ATTRIBUTE_ID if r.attribute else "" for r in rows],
+            failed_rows=[r.number for r in rows if r.reasons],
+        )
+        return record, []
+
     async def reply(self, mailbox: str, client: MeshClient, meta: InboxMessage, replies: list[_Reply]) -> list[str]:
         """Send the ack files back to the sender; a message without a sender gets none."""
         if not meta.sender or not replies:
@@ -312,11 +371,11 @@ class NhsSimulator:
     def commit(self, record: ReceivedFile, data: bytes) -> None:
         """Remember the file (duplicate detection, queries, log) once it is acknowledged."""
         self.received.append(record)
-        if record.outcome == PROCESSED:
+        if record.outcome in _TAKEN:
             self.processed_names.add(record.file_name.upper())
         log.info(
             "simulated NHS England received a file",
-            extra={"file": record.file_name, "outcome": record.outcome, "rows": record.rows,
+            extra={"file": record.file_name, "family": record.family, "outcome": record.outcome, "rows": record.rows,
                    "failed_rows": len(record.failed_rows), "mailbox": record.mailbox},
         )
         if self.settings.nhs_sim_log_file is not None:

@@ -67,6 +67,7 @@ _HEADER_LIMITS: Final[Mapping[str, int]] = {
 }
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
 _DELIVERED_STATUSES: Final = frozenset({"accepted", "acknowledged"})
+_FAILED_STATUSES: Final = frozenset({"undeliverable", "error"})
 
 
 def _client_version() -> str:
@@ -304,6 +305,17 @@ class TrackingInfo:
     @property
     def delivered(self) -> bool:
         return self.status in _DELIVERED_STATUSES
+
+    @property
+    def acknowledged(self) -> bool:
+        """The recipient downloaded the message and acknowledged it: it has taken it. (`delivered`
+        also holds for "accepted", which only means it waits in the recipient's inbox.)"""
+        return self.status == "acknowledged"
+
+    @property
+    def undeliverable(self) -> bool:
+        """MESH gave up on it for good ("undeliverable": not collected in time; "error")."""
+        return self.status in _FAILED_STATUSES
 
 
 class _SendReply(msgspec.Struct):
