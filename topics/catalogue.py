@@ -135,14 +135,18 @@ ACKS = TopicSpec(
     name="vaccination.acks",
     partitions=3,
     key="batch file name",
-    value="AckOutcome: per-file (InfAck) and per-row (BusAck) outcomes linked to origins; kind"
-    " `unreadable` (with the bytes) for an acknowledgement that could not be read",
+    value="AckOutcome: per-file (InfAck) and per-row (BusAck, BusAckReport) outcomes linked to origins;"
+    " for an extended-attribute file, which NHS England never acknowledges when it accepts it, kind"
+    " `Delivered` (MESH tracking: the recipient acknowledged the message; mesh_message_id is the sent"
+    " message's) or `Undelivered` (MESH gave up); an InfAck failure for it overrides Delivered; kind"
+    " `unknown` for a message that is no acknowledgement, `unreadable` (with the bytes) for one that"
+    " could not be read",
     producers=("ackreader",),
-    consumers=("ops", "sender feedback"),
+    consumers=("ops", "sender feedback", "ackreader (settles extended-attribute files)"),
     retention_ms=30 * DAY_MS,
     max_message_bytes=8 * MIB,
     writers=("ackreader",),
-    readers=("ops",),
+    readers=("ops", "ackreader"),
 )
 
 VALIDATOR_STATE = TopicSpec(

@@ -40,7 +40,7 @@ from topics import headers as h
 from topics.catalogue import ACKS, REJECTED, SENT
 from vaxflow.dev.demo import settled_outcome
 from vaxflow.dev.loadgen import produce
-from vaxflow.dev.nhs_sim.worker import PROCESSED
+from vaxflow.dev.nhs_sim.worker import FORWARDED
 from vaxflow.dev.samples import make_event
 from workers.ackreader import worker as ackreader
 from workers.base.topic_reader import read_to_end
@@ -133,7 +133,7 @@ async def test_extended_attributes_travel_beside_their_vaccinations_to_nhs_engla
         assert extended_receipts, "no extended-attribute file was sent"
         for _ in range(120):  # every extended-attribute file delivered and its outcome published
             delivered = {a.file_name: a for a in await acks_of(settings) if a.kind == "Delivered"}
-            received = {r.file_name for r in sim if r.outcome == PROCESSED}
+            received = {r.file_name for r in sim if r.outcome == FORWARDED}
             if set(extended_receipts) <= set(delivered) and set(extended_receipts) <= received:
                 break
             await asyncio.sleep(1)
