@@ -33,7 +33,7 @@ from schemas.dialect import Dialect
 from schemas.event import ValidEvent
 from schemas.extended import assemble_extended, extended_file_name, extended_name_second, is_extended_file_name
 from schemas.filenames import part_file_name
-from schemas.pipeline import BatcherState, OffsetRange, ReadyFile, decode_origin, encode_origin
+from schemas.pipeline import BatcherState, OffsetRange, Origin, ReadyFile, decode_origin, encode_origin
 from schemas.record import Reason
 from topics import headers as h
 from topics.catalogue import BATCHER_IDENTITIES, BATCHER_STATE, READY, REJECTED, VALID
@@ -274,7 +274,9 @@ class Batcher(PartitionState):
     def render(self, due: DueFile, partition: int) -> list[ReadyFile]:
         """The file of `due`, read from valid-topic `partition` (its manifest names the offsets it
         consumed), and after it the part's extended-attribute file when its events carry any."""
-        files = [self._vaccination_file(due, partition)]
+        name = part_file_name(due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part)
+        ranges = [OffsetRange(partition, first, last) for first, last in due.ranges]
+        files = [_ready(due, name, assemble_file(due.rows, self.dialect), len(due.rows), due.origins, ranges)]
         if due.extended:
             files.append(self._extended_file(due))
         return files
@@ -289,42 +291,9 @@ class Batcher(PartitionState):
             block_lines = block.split(b"\n")
             lines += block_lines
             origins += [due.origins[index]] * len(block_lines)
-        content = assemble_extended(lines, self.dialect)
-        start_s = int(due.window_start.timestamp())
-        second = extended_name_second(due.vaccine_type, start_s, due.part)
+        second = extended_name_second(due.vaccine_type, int(due.window_start.timestamp()), due.part)
         name = extended_file_name(due.sender_ods, datetime.fromtimestamp(second, UTC))
-        return ReadyFile(
-            file_name=name,
-            vaccine_type=due.vaccine_type,
-            sender_ods=due.sender_ods,
-            window_start=due.window_start.isoformat(),
-            window_end=(due.window_start + due.window_length).isoformat(),
-            part=due.part,
-            rows=len(lines),
-            content=content,
-            origins=origins,
-            valid_ranges=[],
-            local_id=local_id_for(name, content),
-        )
-
-    def _vaccination_file(self, due: DueFile, partition: int) -> ReadyFile:
-        content = assemble_file(due.rows, self.dialect)
-        name = part_file_name(
-            due.vaccine_type, due.sender_ods, due.window_start, due.window_length, due.part
-        )
-        return ReadyFile(
-            file_name=name,
-            vaccine_type=due.vaccine_type,
-            sender_ods=due.sender_ods,
-            window_start=due.window_start.isoformat(),
-            window_end=(due.window_start + due.window_length).isoformat(),
-            part=due.part,
-            rows=len(due.rows),
-            content=content,
-            origins=due.origins,
-            valid_ranges=[OffsetRange(partition, first, last) for first, last in due.ranges],
-            local_id=local_id_for(name, content),
-        )
+        return _ready(due, name, assemble_extended(lines, self.dialect), len(lines), origins, [])
 
     def archive_all(self, files: list[ReadyFile]) -> None:
         for f in files:
@@ -484,6 +453,25 @@ class Batcher(PartitionState):
             for gauge in (HELD, OPEN, IDENTITIES, IDENTITY_BYTES):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(tp.partition))
+
+
+def _ready(
+    due: DueFile, name: str, content: bytes, rows: int, origins: list[Origin], ranges: list[OffsetRange]
+) -> ReadyFile:
+    """A ready record for one file of the part `due` (its window, part and key)."""
+    return ReadyFile(
+        file_name=name,
+        vaccine_type=due.vaccine_type,
+        sender_ods=due.sender_ods,
+        window_start=due.window_start.isoformat(),
+        window_end=(due.window_start + due.window_length).isoformat(),
+        part=due.part,
+        rows=rows,
+        content=content,
+        origins=origins,
+        valid_ranges=ranges,
+        local_id=local_id_for(name, content),
+    )
 
 
 def _repeat_headers(repeat: Repeat) -> h.Headers:
