@@ -181,8 +181,9 @@ def _reason(field: str, suffix: str, text: str) -> Reason:
 def event_extended_rows(
     attributes: Sequence[EventAttribute], *, unique_id: str, unique_id_uri: str, action: str, recorded_date: str,
     clock: Clock,
-) -> list[ExtendedAttribute] | list[Reason]:
-    """The extended-attribute file rows of one valid event's attributes, or why not (contract v2).
+) -> tuple[list[ExtendedAttribute], list[Reason]]:
+    """The extended-attribute file rows of one valid event's attributes, and why not (contract v2):
+    the rows count only when there are no reasons.
 
     The row's identity columns are the event's own (canonical values of a record that passed), so
     an attribute always refers to the vaccination that carried it. Reasons use the field
@@ -221,7 +222,7 @@ def event_extended_rows(
         else:
             seen.add(outcome.ATTRIBUTE_ID)
             rows.append(outcome)
-    return reasons or rows
+    return rows, reasons
 
 
 def render_extended_rows(rows: Iterable[ExtendedAttribute]) -> bytes:

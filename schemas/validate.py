@@ -298,7 +298,7 @@ _R_EXTENDED: Final = {
 def _check_extended(
     event: RawEvent, values: tuple[str, ...], changes: dict[int, str], action: str, vt: str, ods: str,
     permissions: Permissions, clock: Clock,
-) -> list[ExtendedAttribute] | list[Reason]:
+) -> tuple[list[ExtendedAttribute], list[Reason]]:
     """The event's extended-attribute rows, or why they cannot be sent (docs/decisions/0020).
 
     Refused here, not at NHS England: a file of attributes the receiver would refuse (a flu-only
@@ -306,14 +306,14 @@ def _check_extended(
     """
     attributes: tuple[EventAttribute, ...] = event.extended_attributes
     if event.schema_version < 2:
-        return [_R_EXTENDED["schema_version"]]
+        return [], [_R_EXTENDED["schema_version"]]
     if vt not in EXTENDED_VACCINE_TYPES:
-        return [_R_EXTENDED["vaccine_type"]]
+        return [], [_R_EXTENDED["vaccine_type"]]
     covid, needed = EXTENDED_PERMISSION
     if not needed <= permissions.letters(ods, covid):
-        return [_R_EXTENDED["permission"]]
+        return [], [_R_EXTENDED["permission"]]
     if len(attributes) > MAX_EXTENDED_ATTRIBUTES:
-        return [_R_EXTENDED["max_items"]]
+        return [], [_R_EXTENDED["max_items"]]
     return event_extended_rows(
         attributes,
         unique_id=values[_I_UNIQUE_ID],
@@ -348,10 +348,9 @@ def _check_event(raw: object, permissions: Permissions, clock: Clock) -> _Checke
         return _ordered(envelope, bad)
     extended: list[ExtendedAttribute] = []
     if event.extended_attributes and action is not None:
-        checked = _check_extended(event, values, changes, action, vt, ods, permissions, clock)
-        if checked and isinstance(checked[0], Reason):
-            return [r for r in checked if isinstance(r, Reason)]
-        extended = [a for a in checked if isinstance(a, ExtendedAttribute)]
+        extended, refused = _check_extended(event, values, changes, action, vt, ods, permissions, clock)
+        if refused:
+            return refused
     return _Checked(event, values, changes, vt, ods, extended)
 
 

@@ -3,13 +3,13 @@ what is refused and why, and that the rows the validator hands on are the file's
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from support.rows import sample_row
 
 from schemas.event import MAX_EXTENDED_ATTRIBUTES, EventAttribute, ValidEvent
 from schemas.extended import (
@@ -29,10 +29,6 @@ P = default_permissions()
 ATTRIBUTE = {"ATTRIBUTE_ID": "1324681000000101", "ATTRIBUTE_DISPLAYED_TEXT": 'At risk: "clinical" | group',
              "ATTRIBUTE_VALUE": "Y"}  # fmt: skip
 
-
-def sample_row() -> dict[str, str]:
-    with (DATA / "sample_valid_rsv.csv").open(newline="", encoding="utf-8") as handle:
-        return dict(next(csv.DictReader(handle, delimiter="|")))
 
 
 def event(attributes: Any = None, *, vaccine_type: str = "COVID", ods: str = "YGA", **extra: Any) -> bytes:

@@ -10,12 +10,12 @@ DOSE_SEQUENCE with int() and DOSE_AMOUNT with int() then Decimal().
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
+from support.rows import sample_row
 
 from schemas.batchfile import render_file
 from schemas.checkfile import main as check_file
@@ -32,10 +32,6 @@ DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 P = default_permissions()
 
-
-def sample_row() -> dict[str, str]:
-    with (DATA / "sample_valid_rsv.csv").open(newline="", encoding="utf-8") as handle:
-        return dict(next(csv.DictReader(handle, delimiter="|")))
 
 
 def raw_event(**record: str) -> bytes:

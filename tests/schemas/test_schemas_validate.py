@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from support.rows import sample_row
 
 from schemas.event import ValidEvent
 from schemas.permissions import default_permissions, parse_permissions
@@ -19,10 +19,6 @@ DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 P = default_permissions()
 
-
-def sample_row() -> dict[str, str]:
-    with (DATA / "sample_valid_rsv.csv").open(newline="", encoding="utf-8") as handle:
-        return dict(next(csv.DictReader(handle, delimiter="|")))
 
 
 def event(**record: Any) -> dict[str, Any]:
