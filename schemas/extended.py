@@ -130,6 +130,15 @@ def extended_name_second(vaccine_type: str, window_start_s: int, part: int) -> i
     return window_start_s + (_NAME_PARITY[vaccine_type] - window_start_s) % 2 + 2 * part
 
 
+def extended_part_of(vaccine_type: str, window_start_s: int, second: int) -> int:
+    """The part of the window whose extended-attribute file is named at `second` (the inverse of
+    extended_name_second), for a file known only by its name and archive copy."""
+    offset = second - extended_name_second(vaccine_type, window_start_s, 0)
+    if offset < 0 or offset % 2:
+        raise ValueError(f"second {second} names no {vaccine_type} extended-attribute file of that window")
+    return offset // 2
+
+
 def is_extended_file_name(name: str) -> bool:
     return name.startswith(EXTENDED_PREFIX)
 

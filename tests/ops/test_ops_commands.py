@@ -81,3 +81,8 @@ def test_commands_against_the_broker(kafka_settings: Settings, tmp_path: Path) -
     result = runner.invoke(app, ["resend", "FLU_Vaccinations_v5_X26_20250101T12000000.csv"], env=env)
     assert result.exit_code == 1
     assert "not in the sent ledger" in result.output
+
+    ea = "Vaccination_Extended_Attributes_v1_5_X26_20250101T12000100.csv"
+    result = runner.invoke(app, ["resend", ea, "--with-extended"], env=env)
+    assert result.exit_code == 1
+    assert "--with-extended goes with the vaccination file" in result.output

@@ -175,6 +175,7 @@ async def test_dashboard_in_headless_chromium(
                     original = next(iter(service.activity.activity.sent))
                     plan = await resend(settings, original)
                     assert plan.new_file.resend_of == original
+                    assert plan.found_in == "ready topic"  # not rebuilt from the archive
                     assert plan.new_file.file_name != original
                     assert plan.new_file.file_name not in service.activity.activity.sent
                     await page.wait_for_function(

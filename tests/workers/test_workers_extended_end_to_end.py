@@ -9,7 +9,9 @@ their rule. Judged from what MESH delivered, row by row: every accepted event's 
 rows of exactly one extended-attribute file, beside the vaccination file holding the event, named
 by the spec (every name unique, none for an event without attributes), in the Immunisation
 mailbox even for FLU; and the ack reader links a Delivered outcome to every extended-attribute
-file, whose origins are the events that carried the attributes.
+file, whose origins are the events that carried the attributes. Then `vaxflow resend
+--with-extended` sends a FLU pair again: MESH receives the same bytes under two new names of one
+free slot of the window, and nothing else.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from support.workers import running_all
 from schemas.batchkey import encode_key
 from schemas.columns import COLUMNS
 from schemas.delimited import read_table
-from schemas.extended import is_extended_file_name, parse_extended_file_name, read_extended
+from schemas.extended import extended_name_second, is_extended_file_name, parse_extended_file_name, read_extended
+from schemas.filenames import parse_batch_file_name
 from schemas.permissions import default_permissions
 from schemas.pipeline import AckOutcome, SentReceipt
 from topics import headers as h
@@ -42,7 +45,10 @@ from vaxflow.dev.demo import settled_outcome
 from vaxflow.dev.loadgen import produce
 from vaxflow.dev.nhs_sim.worker import FORWARDED
 from vaxflow.dev.samples import make_event
+from vaxflow.ops.replay import execute_replay, plan_replay
+from vaxflow.ops.resend import ResendError, ResendPlan, resend, slot_names
 from workers.ackreader import worker as ackreader
+from workers.base.settings import Settings
 from workers.base.topic_reader import read_to_end
 from workers.batcher import worker as batcher
 from workers.uploader import worker as uploader
@@ -203,3 +209,120 @@ async def test_extended_attributes_travel_beside_their_vaccinations_to_nhs_engla
         f" files; {sum(expected_attributes.values())} attributes in {len(partner)} extended-attribute files"
         f" ({covid_partners} COVID, {flu_partners} FLU); {len(refused)} refused with their rule"
     )
+
+    # --- NHS England asks for a FLU file again: re-sent with its extended-attribute file ---------------
+    downloaded = {key.split("/", 2)[2]: data for key, data in sim.downloaded.items()}
+    # from the FLU window with the fewest parts: a 10 s window has five slots (attribute names take
+    # every other second), and the re-sends need free ones
+    flu = [(e, v) for e, (v,) in partner.items() if v.startswith("FLU_")]
+    parts = Counter(window_of(v) for _, v in flu)
+    ea_name, vaccination_name = min(flu, key=lambda pair: (parts[window_of(pair[1])], pair))
+    await resend_pair(settings, ea_name, vaccination_name, downloaded)
+    await replay_uploader_with_resend(settings, partner, downloaded)
+
+
+def window_of(vaccination_name: str) -> int:
+    """The 10 s window a vaccination file's name falls in (names are window start + part)."""
+    return int(parse_batch_file_name(vaccination_name).instant.timestamp()) // 10
+
+
+async def resend_pair(settings: Settings, ea_name: str, vaccination_name: str, before: dict[str, bytes]) -> None:
+    """Re-send a vaccination file and the attribute file beside it; judged from what MESH received."""
+    async with reading_back(settings) as sim, running_all(settings, uploader.run):
+        alone = await resend(settings, vaccination_name, execute=False)  # the attribute file is named, not sent
+        assert alone.found_in == "ready topic"
+        assert (alone.extended, alone.extended_sent) == (None, ea_name)
+        plan = await resend(settings, vaccination_name, with_extended=True)
+        assert plan.extended is not None
+        new = {plan.new_file.file_name: vaccination_name, plan.extended.file_name: ea_name}
+        for _ in range(60):
+            received = {key.split("/", 2)[2]: data for key, data in sim.downloaded.items()}
+            if set(new) <= set(received):
+                break
+            await asyncio.sleep(1)
+        else:
+            pytest.fail(f"the re-sent files never reached MESH: {sorted(set(new) - set(received))}")
+        try:  # an attribute file alone: the next free slot down, if the window has one
+            again: ResendPlan | str = await resend(settings, ea_name, execute=False)
+        except ResendError as exc:
+            again = str(exc)
+        rsv = next(n for n in before if n.startswith("RSV_"))
+        with pytest.raises(ResendError, match="no extended-attribute file was sent beside"):
+            await resend(settings, rsv, with_extended=True, execute=False)
+        await asyncio.sleep(3)  # anything else would have arrived by now
+        received = {key.split("/", 2)[2]: data for key, data in sim.downloaded.items()}
+    assert set(received) == set(new), "MESH received something besides the re-sent pair"
+    assert all(received[name] == before[original] for name, original in new.items()), "re-sent bytes differ"
+    assert not set(new) & set(before), "a re-sent name had been used"
+    # one slot names both: the vaccination file at window start + slot, its attributes at the FLU second
+    start = int(datetime.fromisoformat(plan.new_file.window_start).timestamp())
+    assert parse_batch_file_name(plan.new_file.file_name).instant.timestamp() == start + plan.new_file.part
+    ea_second = parse_extended_file_name(plan.extended.file_name).instant.timestamp()
+    assert ea_second == extended_name_second("FLU", start, plan.new_file.part)
+    assert plan.extended.part == plan.new_file.part > plan.original.part
+    # judged from the names MESH received: the highest slot of the window none of whose names it saw
+    used = set(before) | set(received)
+    free = [s for s in range(plan.new_file.part) if not used & set(filter(None, slot_names(plan.original, s)))]
+    if free:
+        assert isinstance(again, ResendPlan), again
+        assert again.new_file.part == max(free)
+    else:
+        assert again == f"every name of the window of {ea_name} is in use"
+    sent = {
+        r.key.decode(): msgspec.json.decode(r.value, type=SentReceipt)
+        for r in await read_to_end(settings, settings.topic(SENT.name))
+        if r.key and r.value
+    }
+    assert {name: sent[name].resend_of for name in new} == new
+    print(f"[resend] {vaccination_name} -> {plan.new_file.file_name}; {ea_name} -> {plan.extended.file_name}")
+
+
+async def replay_uploader_with_resend(
+    settings: Settings, partner: dict[str, set[str]], before: dict[str, bytes]
+) -> None:
+    """`vaxflow replay --group uploader --to-offset 0 --resend`: every sent file is re-sent under a
+    new name where its window has a free slot (10 s windows are small: the rest are named in the
+    plan's notes), and an attribute file re-sent with its vaccination file shares its slot."""
+    receipts = {
+        r.key.decode(): msgspec.json.decode(r.value, type=SentReceipt)
+        for r in await read_to_end(settings, settings.topic(SENT.name))
+        if r.key and r.value
+    }
+    plan = await plan_replay(settings, "uploader", to_offset=0, resend=True)
+    assert sum(len(p.resend_files) for p in plan.partitions) == len(receipts), "the plan missed sent files"
+    await execute_replay(settings, plan)
+    unsent = [n for n in plan.notes if "not re-sent" in n]
+    assert all("every name of the window" in n for n in unsent), unsent
+    assert len(plan.resent) + len(unsent) == len(receipts)
+    async with reading_back(settings) as sim, running_all(settings, uploader.run):
+        for _ in range(90):
+            received = {key.split("/", 2)[2]: data for key, data in sim.downloaded.items()}
+            if set(plan.resent) <= set(received):
+                break
+            await asyncio.sleep(1)
+        else:
+            pytest.fail(f"{len(set(plan.resent) - set(received))} re-sent files never reached MESH")
+    assert set(received) == set(plan.resent)
+    sent = {
+        r.key.decode(): msgspec.json.decode(r.value, type=SentReceipt)
+        for r in await read_to_end(settings, settings.topic(SENT.name))
+        if r.key and r.value
+    }
+    copy_of = {name: str(r.resend_of) for name, r in sent.items() if r.resend_of}
+    assert set(received) <= set(copy_of), "MESH received a file that is no re-send"
+    original = {name: copy_of[name] for name in received}
+    while any(o in copy_of for o in original.values()):  # a re-send of resend_pair's re-sends
+        original = {name: copy_of.get(o, o) for name, o in original.items()}
+    assert all(received[name] == before[original[name]] for name in received), "re-sent bytes differ"
+    new_of = {copy_of[name]: name for name in received}
+    pairs = 0
+    for ea, (vaccination,) in partner.items():
+        if ea in new_of and vaccination in new_of:  # both re-sent by this replay: one slot
+            vaccination_second = int(parse_batch_file_name(new_of[vaccination]).instant.timestamp())
+            start = vaccination_second // 10 * 10
+            ea_second = parse_extended_file_name(new_of[ea]).instant.timestamp()
+            vaccine_type = vaccination.split("_", 1)[0]
+            assert ea_second == extended_name_second(vaccine_type, start, vaccination_second - start)
+            pairs += 1
+    print(f"[replay --resend] {len(plan.resent)} files re-sent ({pairs} attribute files with their pair),"
+          f" {len(unsent)} without a free name")  # fmt: skip

@@ -180,6 +180,9 @@ def redrive_cmd(
 def resend_cmd(
     file_name: Annotated[str, typer.Argument(help="The name of a file in the sent ledger.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the new name, send nothing.")] = False,
+    with_extended: Annotated[
+        bool, typer.Option("--with-extended", help="Re-send the extended-attribute file sent beside it too.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send one already-sent file again under a new, spec-valid name, recorded as a re-send."""
@@ -188,7 +191,9 @@ def resend_cmd(
 
     settings = _settings()
     try:
-        plan = asyncio.run(resend(settings, file_name, execute=not dry_run, meter=RichMeter()))
+        plan = asyncio.run(
+            resend(settings, file_name, execute=not dry_run, with_extended=with_extended, meter=RichMeter())
+        )
     except ResendError as exc:
         typer.echo(f"vaxflow resend: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -199,6 +204,11 @@ def resend_cmd(
     verb = "would re-send" if dry_run else "re-sending"
     typer.echo(f"{verb} {body['original']} ({body['rows']} rows, from the {body['found_in']}) "
                f"as {body['new_name']}; the uploader sends it with resend_of={body['original']}")
+    if body["extended_new_name"]:
+        typer.echo(f"{verb} its extended-attribute file {body['extended_sent']} ({body['extended_rows']} rows) "
+                   f"as {body['extended_new_name']}, after it")
+    elif body["extended_sent"]:
+        typer.echo(f"not re-sent: its extended-attribute file {body['extended_sent']} (--with-extended re-sends both)")
 
 
 def _print_replay(report: dict[str, Any]) -> None:

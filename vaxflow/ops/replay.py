@@ -295,13 +295,15 @@ async def _count(settings: Settings, plan: ReplayPlan, meter: Meter | None) -> N
             settings, plan.topic, starts={row.partition: start}, partitions=[row.partition], meter=meter,
             what=f"{plan.topic}[{row.partition}]", fetch_bytes=48 * 1024 * 1024 if plan.kind == "uploader" else 8 << 20,
         ):
+            # the uploader's guard is the file name, in the value: ready records are keyed by batch key
+            key = _file_name(record.value).encode() if plan.kind == "uploader" else record.key
             if record.offset < row.target:
-                if not _processed_before(guard, record.offset, record.key):
+                if not _processed_before(guard, record.offset, key):
                     row.unprocessed_skip += 1
                 continue
             row.records += 1
             if plan.kind == "uploader":
-                name = (record.key or b"").decode("utf-8", "replace")
+                name = (key or b"").decode("utf-8", "replace")
                 if name in sent:
                     if plan.resend:
                         row.resend_files.append(name)
@@ -334,14 +336,26 @@ def _processed_before(guard: _Guard, offset: int, key: bytes | None) -> bool:
     return False
 
 
-def _rows(value: bytes | None) -> int:
-    class _Rows(msgspec.Struct):
-        rows: int = 0
+class _ReadySummary(msgspec.Struct):
+    """What a replay plan reads of a ready record (the rest, content included, is skipped)."""
 
+    file_name: str = ""
+    rows: int = 0
+
+
+def _summary(value: bytes | None) -> _ReadySummary:
     try:
-        return msgspec.json.decode(value or b"{}", type=_Rows).rows
+        return msgspec.json.decode(value or b"{}", type=_ReadySummary)
     except msgspec.DecodeError:
-        return 0
+        return _ReadySummary()
+
+
+def _rows(value: bytes | None) -> int:
+    return _summary(value).rows
+
+
+def _file_name(value: bytes | None) -> str:
+    return _summary(value).file_name
 
 
 async def _count_sent(settings: Settings, origins: set[tuple[int, int]]) -> int:
@@ -397,14 +411,22 @@ async def _lower_guards(settings: Settings, plan: ReplayPlan, meter: Meter | Non
     """--resend: write guard states that let the records be processed again (module docstring)."""
     if plan.kind == "uploader":
         for row in plan.partitions:
+            in_range = set(row.resend_files)
+            with_their_pair: set[str] = set()  # attribute files re-sent beside their vaccination file
             for name in row.resend_files:
+                if name in with_their_pair:
+                    continue
                 try:
                     resend_plan = await plan_resend(settings, name, meter=meter)
+                    if resend_plan.extended_sent in in_range:  # keep the pair on one slot (decision 0020)
+                        resend_plan = await plan_resend(settings, name, with_extended=True, meter=meter)
                 except ResendError as exc:
                     plan.notes.append(f"{name}: not re-sent: {exc}")
                     continue
                 await execute_resend(settings, resend_plan, purpose="replay")
-                plan.resent.append(resend_plan.new_file.file_name)
+                plan.resent += [f.file_name for f in resend_plan.files]
+                if resend_plan.extended is not None and resend_plan.extended_sent is not None:
+                    with_their_pair.add(resend_plan.extended_sent)
         return
     state_topic = settings.topic((VALIDATOR_STATE if plan.kind == "validator" else BATCHER_STATE).name)
     kind = ValidatorState if plan.kind == "validator" else BatcherState
