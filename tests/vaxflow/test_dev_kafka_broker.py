@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vaxflow.dev import kafka_broker
-from vaxflow.dev.stack import broker_layout
+from vaxflow.dev import kafka_broker, kafka_cluster
+from vaxflow.dev.stack import broker_layout, cluster_layout
 from workers.base.settings import Settings
 
 
@@ -51,3 +51,15 @@ def test_jvm_options_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
     assert "-XX:CICompilerCount=2" in cmd
     assert "-XX:TieredStopAtLevel=1" not in cmd  # replaced, not added to
     assert "-XX:+UseG1GC" not in cmd
+
+
+@pytest.mark.parametrize(("brokers", "security"), [(1, "plaintext"), (3, "sasl_ssl")])
+def test_a_fresh_dev_home_gets_a_cluster_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, brokers: int, security: str
+) -> None:
+    # a fresh clone has no var/dev: `vaxflow dev up` once failed there writing kafka/cluster-id
+    monkeypatch.setenv("VAXFLOW_DEV_HOME", str(tmp_path / "var" / "dev"))
+    layout = cluster_layout(Settings(), brokers=brokers, security=security)
+    first = kafka_cluster.cluster_id(layout)
+    assert kafka_cluster.cluster_id(layout) == first  # kept, so a node formatted later joins it
+    assert (layout.home / "cluster-id").read_text().strip() == first

@@ -157,6 +157,7 @@ def cluster_id(layout: ClusterLayout) -> str:
     """One id for every node of the cluster, kept so a node formatted later joins the same cluster."""
     path = layout.home / "cluster-id"
     if not path.exists():
+        layout.home.mkdir(parents=True, exist_ok=True)
         path.write_text(kafka_broker.new_cluster_id())
     return path.read_text().strip()
 
